@@ -1,0 +1,278 @@
+//! Caller identity: API Gateway JWT authorizer claims when the request came through one,
+//! else `Authorization: Bearer <JWT>` verified here (HS256 secret, RS256 PEM keys or a
+//! JWKS document). `alg: none`, unknown keys, bad signatures and expired tokens are refused.
+
+use std::collections::HashMap;
+
+use axum::http::request::Parts;
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Permission to call an extension's read endpoints (GET/HEAD).
+pub const PERM_EXTENSION_READ: &str = "extension:read";
+/// Permission to call an extension's other endpoints.
+pub const PERM_EXTENSION_WRITE: &str = "extension:write";
+/// Permission to watch debug streams of the tenant's installs.
+pub const PERM_EXTENSION_DEBUG: &str = "extension:debug";
+/// Permission to manage the tenant's installs, config and secrets.
+pub const PERM_EXTENSION_MANAGE: &str = "extension:manage";
+/// Permission to publish versions.
+pub const PERM_PLATFORM_PUBLISH: &str = "platform:publish";
+/// Operator permission: grants, audit, any tenant.
+pub const PERM_PLATFORM_OPS: &str = "platform:ops";
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Subject.
+    pub sub: String,
+    /// Tenant: the only tenant this caller acts in.
+    pub tenant: String,
+    /// Email.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// `internal` or `client`.
+    pub user_type: String,
+    /// Client id (client-portal users).
+    pub client_id: Option<String>,
+    /// Client (company) name.
+    pub client_name: String,
+    /// Permissions.
+    pub perms: Vec<String>,
+}
+
+impl Identity {
+    /// Whether the identity holds a permission.
+    pub fn has(&self, perm: &str) -> bool {
+        self.perms.iter().any(|p| p == perm)
+    }
+}
+
+/// Why no identity could be established (always 401).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No credentials at all.
+    #[error("no credentials: send Authorization: Bearer <JWT>")]
+    Missing,
+    /// Credentials present but not acceptable.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// Token verification keys and expectations.
+#[derive(Clone, Default)]
+pub struct JwtVerifier {
+    hs256: Option<DecodingKey>,
+    rs256: Vec<(Option<String>, DecodingKey)>,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("hs256", &self.hs256.is_some())
+            .field("rs256_keys", &self.rs256.len())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+impl JwtVerifier {
+    /// A verifier; configure keys with the builder methods.
+    pub fn new(issuer: Option<String>, audience: Option<String>) -> Self {
+        Self { issuer, audience, ..Default::default() }
+    }
+
+    /// Accept HS256 tokens signed with `secret`.
+    pub fn with_hs256(mut self, secret: &[u8]) -> Self {
+        self.hs256 = Some(DecodingKey::from_secret(secret));
+        self
+    }
+
+    /// Accept RS256 tokens signed by this PEM public key (matched by `kid` when given).
+    pub fn with_rs256_pem(mut self, kid: Option<String>, pem: &[u8]) -> anyhow::Result<Self> {
+        self.rs256.push((kid, DecodingKey::from_rsa_pem(pem)?));
+        Ok(self)
+    }
+
+    /// Accept RS256 tokens signed by the keys of a JWKS document.
+    pub fn with_jwks(mut self, jwks: &str) -> anyhow::Result<Self> {
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(jwks)?;
+        for jwk in &set.keys {
+            self.rs256.push((jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)?));
+        }
+        Ok(self)
+    }
+
+    /// Whether any key is configured.
+    pub fn is_configured(&self) -> bool {
+        self.hs256.is_some() || !self.rs256.is_empty()
+    }
+
+    /// Verify a compact JWT and return its claims as an identity.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let header = decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let key = match header.alg {
+            Algorithm::HS256 => self.hs256.as_ref().ok_or_else(|| AuthError::Invalid("HS256 is not accepted".into()))?,
+            Algorithm::RS256 => {
+                let matching: Vec<_> = self
+                    .rs256
+                    .iter()
+                    .filter(|(kid, _)| header.kid.is_none() || kid.is_none() || *kid == header.kid)
+                    .collect();
+                match (matching.as_slice(), &header.kid) {
+                    ([(_, key)], _) => key,
+                    (keys, Some(kid)) => {
+                        keys.iter().find(|(k, _)| k.as_ref() == Some(kid)).map(|(_, key)| key).ok_or_else(|| {
+                            AuthError::Invalid(format!("unknown key id {kid:?}"))
+                        })?
+                    }
+                    ([], None) => return Err(AuthError::Invalid("RS256 is not accepted".into())),
+                    (_, None) => return Err(AuthError::Invalid("token has no kid and several keys are configured".into())),
+                }
+            }
+            other => return Err(AuthError::Invalid(format!("algorithm {other:?} is not accepted"))),
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.leeway = 30;
+        // A configured issuer/audience must be present, not merely match when present.
+        match &self.issuer {
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                validation.required_spec_claims.insert("iss".into());
+            }
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.required_spec_claims.insert("aud".into());
+            }
+            None => validation.validate_aud = false,
+        }
+        let data = decode::<HashMap<String, Value>>(token, key, &validation).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        identity_from_claims(&data.claims)
+    }
+}
+
+/// Build an identity from claims (JWT payload, or API Gateway's flattened claim strings).
+pub fn identity_from_claims(claims: &HashMap<String, Value>) -> Result<Identity, AuthError> {
+    let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
+    let sub = text("sub").filter(|s| !s.is_empty()).ok_or_else(|| AuthError::Invalid("token has no sub".into()))?;
+    let tenant = text("tenant")
+        .or_else(|| text("tenant_id"))
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| AuthError::Invalid("token has no tenant".into()))?;
+    let perms = match claims.get("perms") {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        Some(Value::String(s)) => parse_flattened_list(s),
+        _ => Vec::new(),
+    };
+    Ok(Identity {
+        sub,
+        tenant,
+        email: text("email").unwrap_or_default(),
+        name: text("name").unwrap_or_default(),
+        user_type: text("user_type").unwrap_or_else(|| "internal".into()),
+        client_id: text("client_id").filter(|s| !s.is_empty()),
+        client_name: text("client_name").or_else(|| text("company_name")).unwrap_or_default(),
+        perms,
+    })
+}
+
+/// API Gateway HTTP APIs flatten list claims to strings like `[a b c]`; accept that, a JSON
+/// array string, or a space/comma separated list.
+fn parse_flattened_list(s: &str) -> Vec<String> {
+    if let Ok(list) = serde_json::from_str::<Vec<String>>(s) {
+        return list;
+    }
+    s.trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split([' ', ','])
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The identity of a request: authorizer claims first (the request came through API
+/// Gateway, which verified the token), else the bearer token.
+pub fn identify(parts: &Parts, verifier: &JwtVerifier) -> Result<Identity, AuthError> {
+    if let Some(claims) = authorizer_claims(parts) {
+        let claims: HashMap<String, Value> = claims.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        return identity_from_claims(&claims);
+    }
+    let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(AuthError::Missing)?;
+    let value = header.to_str().map_err(|_| AuthError::Invalid("malformed Authorization header".into()))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| AuthError::Invalid("Authorization must be a Bearer token".into()))?;
+    if !verifier.is_configured() {
+        return Err(AuthError::Invalid("no token verification key is configured".into()));
+    }
+    verifier.verify(token.trim())
+}
+
+fn authorizer_claims(parts: &Parts) -> Option<HashMap<String, String>> {
+    use lambda_http::request::RequestContext;
+    match parts.extensions.get::<RequestContext>()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.authorizer.as_ref()?.jwt.as_ref().map(|j| j.claims.clone()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    fn token(alg: Algorithm, key: &EncodingKey, claims: Value) -> String {
+        encode(&Header::new(alg), &claims, key).unwrap()
+    }
+
+    fn claims(exp_offset: i64) -> Value {
+        json!({"sub": "u1", "tenant": "t1", "perms": ["extension:read"], "exp": chrono::Utc::now().timestamp() + exp_offset})
+    }
+
+    #[test]
+    fn verifies_hs256_and_refuses_expired_wrong_key_and_none() {
+        let v = JwtVerifier::new(None, None).with_hs256(b"secret");
+        let good = token(Algorithm::HS256, &EncodingKey::from_secret(b"secret"), claims(60));
+        let id = v.verify(&good).unwrap();
+        assert_eq!((id.sub.as_str(), id.tenant.as_str()), ("u1", "t1"));
+        assert!(id.has("extension:read"));
+        let expired = token(Algorithm::HS256, &EncodingKey::from_secret(b"secret"), claims(-3600));
+        assert!(matches!(v.verify(&expired), Err(AuthError::Invalid(m)) if m.contains("Expired")));
+        let wrong = token(Algorithm::HS256, &EncodingKey::from_secret(b"other"), claims(60));
+        assert!(v.verify(&wrong).is_err());
+        // alg: none, hand-made.
+        use base64::Engine as _;
+        let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let none = format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(claims(60)));
+        assert!(v.verify(&none).is_err());
+    }
+
+    #[test]
+    fn checks_issuer_and_audience_when_configured() {
+        let v = JwtVerifier::new(Some("https://issuer".into()), Some("kelp".into())).with_hs256(b"k");
+        let key = EncodingKey::from_secret(b"k");
+        let mut c = claims(60);
+        assert!(v.verify(&token(Algorithm::HS256, &key, c.clone())).is_err());
+        c["iss"] = json!("https://issuer");
+        c["aud"] = json!("kelp");
+        assert!(v.verify(&token(Algorithm::HS256, &key, c)).is_ok());
+    }
+
+    #[test]
+    fn parses_api_gateway_flattened_lists() {
+        assert_eq!(parse_flattened_list("[extension:read extension:write]"), vec!["extension:read", "extension:write"]);
+        assert_eq!(parse_flattened_list(r#"["a","b"]"#), vec!["a", "b"]);
+        assert_eq!(parse_flattened_list("a,b"), vec!["a", "b"]);
+    }
+}

@@ -1,0 +1,67 @@
+//! Blob storage: bundles, component bytes, precompiled artifacts and extracted UI files.
+//! A directory locally, S3 in AWS. Keys are `/`-separated relative paths.
+
+pub mod dir;
+
+use async_trait::async_trait;
+
+/// Blob store failures.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BlobError {
+    /// The key is not a clean relative path.
+    #[error("invalid blob key {0:?}")]
+    InvalidKey(String),
+    /// Backend unreachable.
+    #[error("blob store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("blob store error: {0}")]
+    Internal(String),
+}
+
+/// A blob store.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// The object, or `None` when absent.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BlobError>;
+    /// Write (replace) an object atomically: readers see the old or the new bytes, never a mix.
+    async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), BlobError>;
+    /// Whether the object exists.
+    async fn exists(&self, key: &str) -> Result<bool, BlobError>;
+    /// Delete (absent is fine).
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
+}
+
+/// Keys are clean relative paths: no empty, `.` or `..` segments, no backslash or NUL.
+pub fn check_key(key: &str) -> Result<(), BlobError> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.contains('\\')
+        || key.contains('\0')
+        || key.split('/').any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        Err(BlobError::InvalidKey(key.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Key of a component's bytes.
+pub fn component_key(component_hash: &str) -> String {
+    format!("components/{component_hash}.wasm")
+}
+
+/// Key of a precompiled artifact for an engine.
+pub fn artifact_key(compat_hash: &str, component_hash: &str) -> String {
+    format!("artifacts/{}/{component_hash}.cwasm", &compat_hash[..compat_hash.len().min(32)])
+}
+
+/// Key of the sha256 recorded for an artifact when it was written.
+pub fn artifact_digest_key(compat_hash: &str, component_hash: &str) -> String {
+    format!("{}.sha256", artifact_key(compat_hash, component_hash))
+}
+
+/// Key of a published bundle.
+pub fn bundle_key(content_hex: &str) -> String {
+    format!("bundles/{content_hex}.tar.zst")
+}

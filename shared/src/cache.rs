@@ -1,0 +1,361 @@
+//! The module cache: the performance core.
+//!
+//! Key = sha256 of the component bytes + the engine's precompile compatibility hash. Tiers,
+//! each filling the ones above it on a hit:
+//! 1. memory: LRU of ready [`RunnerPre`]s, bounded by count and bytes;
+//! 2. local artifact dir (Lambda `/tmp`): `.cwasm` files, checksummed, memory-mapped with
+//!    `Component::deserialize_file`;
+//! 3. blob store (S3): `.cwasm` written at publish, checked against its recorded sha256;
+//! 4. compile with Cranelift, then write back to 2 and 3.
+//!
+//! A corrupt, truncated or incompatible artifact at any tier is a miss: logged, removed and
+//! rebuilt, never a crash. Concurrent misses for one key compile once.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use lru::LruCache;
+use parking_lot::Mutex;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+
+use crate::bindings::RunnerPre;
+use crate::blobs::{artifact_digest_key, artifact_key, BlobStore};
+use crate::engine::KelpEngine;
+use crate::host::HostState;
+
+/// A component ready to instantiate.
+pub struct LoadedComponent {
+    /// Pre-instantiated bindings (imports resolved, types checked).
+    pub pre: RunnerPre<HostState>,
+    /// Artifact size in bytes, for the memory bound.
+    pub size: usize,
+}
+
+/// Which tier answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// In-memory LRU.
+    Memory,
+    /// Local `.cwasm`.
+    Disk,
+    /// Blob store `.cwasm`.
+    Blob,
+    /// Compiled now.
+    Compiled,
+}
+
+/// Counters, exposed for tests, benchmarks and `/healthz`.
+#[derive(Debug, Default, Serialize)]
+pub struct CacheStats {
+    /// Memory hits.
+    pub memory_hits: AtomicU64,
+    /// Local artifact hits.
+    pub disk_hits: AtomicU64,
+    /// Blob artifact hits.
+    pub blob_hits: AtomicU64,
+    /// Cranelift compilations.
+    pub compiles: AtomicU64,
+    /// Artifacts found corrupt, truncated or incompatible (and replaced).
+    pub corrupt_artifacts: AtomicU64,
+}
+
+/// Cache bounds.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Local artifact directory.
+    pub artifact_dir: PathBuf,
+    /// Most components kept ready in memory.
+    pub max_entries: usize,
+    /// Most artifact bytes kept ready in memory.
+    pub max_bytes: usize,
+}
+
+/// Cache failures (all map to a 5xx).
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The component bytes are not in the blob store.
+    #[error("component {0} is not in the blob store")]
+    MissingComponent(String),
+    /// Blob store unreachable and nothing cached.
+    #[error("blob store unavailable: {0}")]
+    Unavailable(String),
+    /// Component bytes don't match their recorded hash.
+    #[error("component bytes do not match their hash {0}")]
+    HashMismatch(String),
+    /// Compilation or linking failed.
+    #[error("cannot load component: {0}")]
+    Invalid(String),
+}
+
+struct Memory {
+    lru: LruCache<String, Arc<LoadedComponent>>,
+    bytes: usize,
+}
+
+/// The module cache.
+pub struct ModuleCache {
+    engine: KelpEngine,
+    linker: Linker<HostState>,
+    blobs: Arc<dyn BlobStore>,
+    settings: CacheSettings,
+    memory: Mutex<Memory>,
+    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Counters.
+    pub stats: CacheStats,
+}
+
+fn werr(e: wasmtime::Error) -> String {
+    format!("{e:#}")
+}
+
+impl ModuleCache {
+    /// A cache over an engine, its linker and a blob store.
+    pub fn new(engine: KelpEngine, linker: Linker<HostState>, blobs: Arc<dyn BlobStore>, settings: CacheSettings) -> Self {
+        Self {
+            engine,
+            linker,
+            blobs,
+            memory: Mutex::new(Memory {
+                lru: LruCache::new(NonZeroUsize::new(settings.max_entries.max(1)).expect("non-zero")),
+                bytes: 0,
+            }),
+            settings,
+            inflight: Mutex::new(HashMap::new()),
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &KelpEngine {
+        &self.engine
+    }
+
+    fn local_path(&self, component_hash: &str) -> PathBuf {
+        let compat = &self.engine.compat_hash[..16];
+        self.settings.artifact_dir.join(format!("{compat}-{component_hash}.cwasm"))
+    }
+
+    /// The ready component for `component_hash`, from the fastest tier that has it;
+    /// `component_key` is where the component bytes live if it must be compiled.
+    pub async fn get(&self, component_hash: &str, component_key: &str) -> Result<(Arc<LoadedComponent>, Tier), CacheError> {
+        if let Some(hit) = self.memory.lock().lru.get(component_hash).cloned() {
+            self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((hit, Tier::Memory));
+        }
+        // One loader per key: the others wait and then find it in memory.
+        let gate = self.inflight.lock().entry(component_hash.to_string()).or_default().clone();
+        let _guard = gate.lock().await;
+        if let Some(hit) = self.memory.lock().lru.get(component_hash).cloned() {
+            self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((hit, Tier::Memory));
+        }
+        let result = self.load_cold(component_hash, component_key).await;
+        self.inflight.lock().remove(component_hash);
+        let (loaded, tier) = result?;
+        self.remember(component_hash, loaded.clone());
+        Ok((loaded, tier))
+    }
+
+    async fn load_cold(&self, hash: &str, component_key: &str) -> Result<(Arc<LoadedComponent>, Tier), CacheError> {
+        let path = self.local_path(hash);
+        if let Some(component) = self.load_local(&path).await {
+            self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((self.prepare(component, file_len(&path))?, Tier::Disk));
+        }
+        if let Some(artifact) = self.fetch_blob_artifact(hash).await? {
+            let len = artifact.len();
+            write_local(&path, artifact).await?;
+            if let Some(component) = self.load_local(&path).await {
+                self.stats.blob_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok((self.prepare(component, len)?, Tier::Blob));
+            }
+        }
+        let bytes = self
+            .blobs
+            .get(component_key)
+            .await
+            .map_err(|e| CacheError::Unavailable(e.to_string()))?
+            .ok_or_else(|| CacheError::MissingComponent(hash.to_string()))?;
+        if hex::encode(Sha256::digest(&bytes)) != hash {
+            return Err(CacheError::HashMismatch(hash.to_string()));
+        }
+        tracing::info!(component = hash, "compiling component (no precompiled artifact)");
+        let artifact = self.compile(bytes).await?;
+        self.stats.compiles.fetch_add(1, Ordering::Relaxed);
+        let len = artifact.len();
+        self.store_blob_artifact(hash, &artifact).await;
+        write_local(&path, artifact).await?;
+        let component = self
+            .load_local(&path)
+            .await
+            .ok_or_else(|| CacheError::Invalid("freshly compiled artifact failed to load".into()))?;
+        Ok((self.prepare(component, len)?, Tier::Compiled))
+    }
+
+    /// Compile component bytes to a serialized artifact (on the blocking pool).
+    pub async fn compile(&self, bytes: Vec<u8>) -> Result<Vec<u8>, CacheError> {
+        let engine = self.engine.engine.clone();
+        tokio::task::spawn_blocking(move || engine.precompile_component(&bytes).map_err(|e| CacheError::Invalid(werr(e))))
+            .await
+            .map_err(|e| CacheError::Invalid(format!("compile task: {e}")))?
+    }
+
+    /// Precompile at publish: compile once, write the artifact (and its sha256) to the blob
+    /// store and the local dir, so no gateway request ever compiles this component.
+    pub async fn precompile(&self, component_hash: &str, bytes: Vec<u8>) -> Result<(), CacheError> {
+        let artifact = self.compile(bytes).await?;
+        self.stats.compiles.fetch_add(1, Ordering::Relaxed);
+        self.store_blob_artifact(component_hash, &artifact).await;
+        write_local(&self.local_path(component_hash), artifact).await
+    }
+
+    /// Whether the blob store holds an artifact for this engine.
+    pub async fn has_blob_artifact(&self, component_hash: &str) -> bool {
+        self.blobs.exists(&artifact_key(&self.engine.compat_hash, component_hash)).await.unwrap_or(false)
+    }
+
+    async fn store_blob_artifact(&self, hash: &str, artifact: &[u8]) {
+        let compat = &self.engine.compat_hash;
+        let digest = hex::encode(Sha256::digest(artifact));
+        // Digest first: an artifact without its digest is ignored, never trusted.
+        let result = async {
+            self.blobs.put(&artifact_digest_key(compat, hash), digest.as_bytes()).await?;
+            self.blobs.put(&artifact_key(compat, hash), artifact).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(component = hash, error = %e, "could not write the artifact to the blob store");
+        }
+    }
+
+    async fn fetch_blob_artifact(&self, hash: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let compat = &self.engine.compat_hash;
+        let fetched = async {
+            let Some(digest) = self.blobs.get(&artifact_digest_key(compat, hash)).await? else { return Ok(None) };
+            Ok(self.blobs.get(&artifact_key(compat, hash)).await?.map(|a| (digest, a)))
+        }
+        .await;
+        match fetched {
+            Ok(Some((digest, artifact))) => {
+                if hex::encode(Sha256::digest(&artifact)).as_bytes() == digest.trim_ascii() {
+                    Ok(Some(artifact))
+                } else {
+                    self.stats.corrupt_artifacts.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(component = hash, "blob artifact does not match its recorded sha256; recompiling");
+                    Ok(None)
+                }
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                let e: crate::blobs::BlobError = e;
+                tracing::warn!(component = hash, error = %e, "blob store unavailable for artifacts");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Load a local artifact; any failure (missing, checksum, truncated, incompatible) is a
+    /// miss, and a bad file is removed so it is rebuilt.
+    async fn load_local(&self, path: &Path) -> Option<Component> {
+        let engine = self.engine.engine.clone();
+        let file = path.to_path_buf();
+        let outcome = tokio::task::spawn_blocking(move || -> Result<Option<Component>, String> {
+            if !file.exists() {
+                return Ok(None);
+            }
+            verify_checksum(&file)?;
+            // SAFETY: the artifact dir is written only by Kelp (temp file + rename), every file
+            // has just passed its checksum, and blob artifacts were checked against the sha256
+            // recorded at publish before being written here. wasmtime itself rejects artifacts
+            // of another engine configuration.
+            unsafe { Component::deserialize_file(&engine, &file) }.map(Some).map_err(werr)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(c)) => c,
+            Ok(Err(reason)) => {
+                self.stats.corrupt_artifacts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(path = %path.display(), %reason, "discarding unusable artifact");
+                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(checksum_path(&path));
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "artifact load task failed");
+                None
+            }
+        }
+    }
+
+    fn prepare(&self, component: Component, size: usize) -> Result<Arc<LoadedComponent>, CacheError> {
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| CacheError::Invalid(werr(e)))?;
+        let pre = RunnerPre::new(pre).map_err(|e| CacheError::Invalid(werr(e)))?;
+        Ok(Arc::new(LoadedComponent { pre, size }))
+    }
+
+    fn remember(&self, hash: &str, loaded: Arc<LoadedComponent>) {
+        let mut m = self.memory.lock();
+        m.bytes += loaded.size;
+        if let Some((_, old)) = m.lru.push(hash.to_string(), loaded) {
+            m.bytes -= old.size;
+        }
+        while m.bytes > self.settings.max_bytes && m.lru.len() > 1 {
+            if let Some((_, old)) = m.lru.pop_lru() {
+                m.bytes -= old.size;
+            }
+        }
+    }
+
+    /// Drop every in-memory entry (benchmarks measure the lower tiers with it).
+    pub fn clear_memory(&self) {
+        let mut m = self.memory.lock();
+        m.lru.clear();
+        m.bytes = 0;
+    }
+
+    /// Path of the local artifact of a component (tests corrupt it on purpose).
+    pub fn local_artifact_path(&self, component_hash: &str) -> PathBuf {
+        self.local_path(component_hash)
+    }
+}
+
+fn file_len(path: &Path) -> usize {
+    std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(0)
+}
+
+fn checksum_path(path: &Path) -> PathBuf {
+    path.with_extension("cwasm.xxh3")
+}
+
+/// xxh3 of the file against the checksum written beside it (fast: ~1 ms for 30 MB).
+fn verify_checksum(path: &Path) -> Result<(), String> {
+    let expected = std::fs::read_to_string(checksum_path(path)).map_err(|e| format!("no checksum: {e}"))?;
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let actual = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes));
+    if actual == expected.trim() {
+        Ok(())
+    } else {
+        Err("checksum mismatch (corrupt or truncated)".into())
+    }
+}
+
+/// Write artifact + checksum atomically. The checksum goes last: a crash in between leaves
+/// an artifact without a valid checksum, which is a miss.
+async fn write_local(path: &Path, artifact: Vec<u8>) -> Result<(), CacheError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let sum = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&artifact));
+        let _ = std::fs::remove_file(checksum_path(&path));
+        crate::fsutil::write_atomic(&path, &artifact)?;
+        crate::fsutil::write_atomic(&checksum_path(&path), sum.as_bytes())
+    })
+    .await
+    .map_err(|e| CacheError::Invalid(format!("artifact write task: {e}")))?
+    .map_err(|e| CacheError::Invalid(format!("writing the local artifact: {e}")))
+}

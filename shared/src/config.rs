@@ -1,0 +1,243 @@
+//! Settings from the environment, and the one resolver that names every backend.
+//!
+//! Every variable the runtime reads is listed in [`KNOWN_VARS`] (and documented in
+//! docs/runtime-reference.md); an unknown `KELP_*` variable is reported at start-up so a
+//! typo does not silently fall back to a default.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::egress::EgressSettings;
+use crate::engine::EngineSettings;
+use crate::executor::ExecLimits;
+use crate::storage::KvLimits;
+
+/// Every environment variable Kelp reads.
+pub const KNOWN_VARS: &[&str] = &[
+    "KELP_DATA_DIR",
+    "KELP_ARTIFACT_DIR",
+    "KELP_JWT_HS256_SECRET",
+    "KELP_JWT_RS256_PUBLIC_KEY",
+    "KELP_JWT_JWKS",
+    "KELP_JWT_ISSUER",
+    "KELP_JWT_AUDIENCE",
+    "KELP_CORS_ORIGINS",
+    "KELP_RUNNER_SERVICE_TOKEN",
+    "KELP_RUNNER_EGRESS_ALLOW",
+    "KELP_EXEC_TIMEOUT_MS",
+    "KELP_EXEC_MAX_TIMEOUT_MS",
+    "KELP_MAX_MEMORY_MB",
+    "KELP_FUEL",
+    "KELP_MAX_OUTPUT_BYTES",
+    "KELP_MAX_BODY_BYTES",
+    "KELP_RATE_BURST",
+    "KELP_RATE_PER_SEC",
+    "KELP_EGRESS_TIMEOUT_MS",
+    "KELP_EGRESS_MAX_RESPONSE_BYTES",
+    "KELP_EGRESS_MAX_CALLS",
+    "KELP_EGRESS_ALLOW_LOOPBACK",
+    "KELP_POOLING",
+    "KELP_POOL_INSTANCES",
+    "KELP_CACHE_MAX_ENTRIES",
+    "KELP_CACHE_MAX_MB",
+    "KELP_SECRETS_TTL_SECS",
+    "KELP_SECRETS_FILE",
+    "KELP_AUDIT_EXECUTIONS",
+    "KELP_LOG_FORMAT",
+    "RUNNER_DEBUG_MAX_EVENT_BYTES",
+    "RUNNER_DEBUG_REDIS_MAXLEN",
+    "RUNNER_DEBUG_REDIS_STREAM_PREFIX",
+];
+
+/// All settings of a Kelp process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Embedded-default data directory (SQLite file, blobs, secrets file).
+    pub data_dir: PathBuf,
+    /// Local artifact directory (Lambda: under /tmp).
+    pub artifact_dir: PathBuf,
+    /// HS256 secret for bearer tokens.
+    pub jwt_hs256_secret: Option<String>,
+    /// RS256 public key (PEM).
+    pub jwt_rs256_pem: Option<String>,
+    /// JWKS document (JSON).
+    pub jwt_jwks: Option<String>,
+    /// Expected `iss`.
+    pub jwt_issuer: Option<String>,
+    /// Expected `aud`.
+    pub jwt_audience: Option<String>,
+    /// CORS origins allowed on the gateway.
+    pub cors_origins: Vec<String>,
+    /// Token required on `/v1/execute`.
+    pub runner_service_token: Option<String>,
+    /// Egress allow-list for `/v1/execute` calls of installs Kelp does not know.
+    pub runner_egress_allow: Vec<String>,
+    /// Default per-call limits.
+    pub exec: ExecLimits,
+    /// Upper bound a `/v1/execute` caller may ask for.
+    pub max_timeout: Duration,
+    /// Request and response body cap.
+    pub max_body_bytes: usize,
+    /// Token bucket burst (0 disables rate limiting).
+    pub rate_burst: u32,
+    /// Token bucket refill per second.
+    pub rate_per_sec: f64,
+    /// Egress settings.
+    pub egress: EgressSettings,
+    /// Engine settings.
+    pub engine: EngineSettings,
+    /// In-memory cache entries.
+    pub cache_max_entries: usize,
+    /// In-memory cache bytes.
+    pub cache_max_bytes: usize,
+    /// Secrets cache TTL (≤ 300 s).
+    pub secrets_ttl: Duration,
+    /// Local secrets file.
+    pub secrets_file: PathBuf,
+    /// Store an audit row for every execution.
+    pub audit_executions: bool,
+    /// Debug event message cap.
+    pub debug_max_event_bytes: usize,
+    /// Events kept per debug stream.
+    pub debug_maxlen: usize,
+    /// Debug stream key prefix.
+    pub debug_stream_prefix: String,
+    /// Storage limits.
+    pub kv_limits: KvLimits,
+}
+
+fn parse<T: std::str::FromStr>(env: &HashMap<String, String>, key: &str, default: T) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match env.get(key).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|e| anyhow::anyhow!("{key}={v:?}: {e}")),
+    }
+}
+
+fn list(env: &HashMap<String, String>, key: &str) -> Vec<String> {
+    env.get(key)
+        .map(|s| s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+fn text(env: &HashMap<String, String>, key: &str) -> Option<String> {
+    env.get(key).map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+impl Settings {
+    /// Settings from the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Settings from a map (tests pass their own).
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self> {
+        for key in env.keys().filter(|k| k.starts_with("KELP_")) {
+            if !KNOWN_VARS.contains(&key.as_str()) {
+                tracing::warn!(variable = %key, "unknown KELP_* environment variable (ignored)");
+            }
+        }
+        let in_lambda = env.contains_key("AWS_LAMBDA_FUNCTION_NAME");
+        let data_dir = PathBuf::from(text(env, "KELP_DATA_DIR").unwrap_or_else(|| {
+            if in_lambda { "/tmp/kelp".into() } else { ".kelp".into() }
+        }));
+        let artifact_dir = text(env, "KELP_ARTIFACT_DIR").map(PathBuf::from).unwrap_or_else(|| data_dir.join("artifacts"));
+        let lambda_mb: Option<usize> = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse().ok());
+        let max_memory_mb: usize = parse(env, "KELP_MAX_MEMORY_MB", 256)?;
+        if max_memory_mb == 0 || max_memory_mb > 4096 {
+            bail!("KELP_MAX_MEMORY_MB must be 1-4096");
+        }
+        let fuel: u64 = parse(env, "KELP_FUEL", 0)?;
+        let timeout = Duration::from_millis(parse(env, "KELP_EXEC_TIMEOUT_MS", 5_000)?);
+        // In Lambda one environment serves one request at a time: a small pool suffices.
+        let default_pool = if lambda_mb.is_some() { 8 } else { 64 };
+        let egress = EgressSettings {
+            timeout: Duration::from_millis(parse(env, "KELP_EGRESS_TIMEOUT_MS", 10_000)?),
+            max_response_bytes: parse(env, "KELP_EGRESS_MAX_RESPONSE_BYTES", 4 << 20)?,
+            max_request_bytes: 1 << 20,
+            max_calls: parse(env, "KELP_EGRESS_MAX_CALLS", 16)?,
+            allow_loopback: parse(env, "KELP_EGRESS_ALLOW_LOOPBACK", false)?,
+        };
+        let settings = Self {
+            artifact_dir,
+            secrets_file: text(env, "KELP_SECRETS_FILE").map(PathBuf::from).unwrap_or_else(|| data_dir.join("secrets.json")),
+            data_dir,
+            jwt_hs256_secret: text(env, "KELP_JWT_HS256_SECRET"),
+            jwt_rs256_pem: text(env, "KELP_JWT_RS256_PUBLIC_KEY"),
+            jwt_jwks: text(env, "KELP_JWT_JWKS"),
+            jwt_issuer: text(env, "KELP_JWT_ISSUER"),
+            jwt_audience: text(env, "KELP_JWT_AUDIENCE"),
+            cors_origins: list(env, "KELP_CORS_ORIGINS"),
+            runner_service_token: text(env, "KELP_RUNNER_SERVICE_TOKEN"),
+            runner_egress_allow: list(env, "KELP_RUNNER_EGRESS_ALLOW"),
+            exec: ExecLimits {
+                timeout,
+                max_memory_bytes: max_memory_mb << 20,
+                fuel: (fuel > 0).then_some(fuel),
+                max_output_bytes: parse(env, "KELP_MAX_OUTPUT_BYTES", 64 * 1024)?,
+            },
+            max_timeout: Duration::from_millis(parse(env, "KELP_EXEC_MAX_TIMEOUT_MS", 30_000)?),
+            max_body_bytes: parse(env, "KELP_MAX_BODY_BYTES", 6_291_456)?,
+            rate_burst: parse(env, "KELP_RATE_BURST", 100)?,
+            rate_per_sec: parse(env, "KELP_RATE_PER_SEC", 50.0)?,
+            egress,
+            engine: EngineSettings {
+                pooling: parse(env, "KELP_POOLING", true)?,
+                pool_instances: parse(env, "KELP_POOL_INSTANCES", default_pool)?,
+                max_memory_bytes: max_memory_mb << 20,
+                fuel: fuel > 0,
+            },
+            cache_max_entries: parse(env, "KELP_CACHE_MAX_ENTRIES", 64)?,
+            cache_max_bytes: parse::<usize>(env, "KELP_CACHE_MAX_MB", 1024)? << 20,
+            secrets_ttl: Duration::from_secs(parse(env, "KELP_SECRETS_TTL_SECS", 300u64)?.min(300)),
+            audit_executions: parse(env, "KELP_AUDIT_EXECUTIONS", false)?,
+            debug_max_event_bytes: parse(env, "RUNNER_DEBUG_MAX_EVENT_BYTES", 8192)?,
+            debug_maxlen: parse(env, "RUNNER_DEBUG_REDIS_MAXLEN", 2000)?,
+            debug_stream_prefix: text(env, "RUNNER_DEBUG_REDIS_STREAM_PREFIX").unwrap_or_else(|| "ext-debug:".into()),
+            kv_limits: KvLimits::default(),
+        };
+        Ok(settings)
+    }
+
+    /// The token verifier these settings describe.
+    pub fn jwt_verifier(&self) -> Result<crate::auth::JwtVerifier> {
+        let mut v = crate::auth::JwtVerifier::new(self.jwt_issuer.clone(), self.jwt_audience.clone());
+        if let Some(secret) = &self.jwt_hs256_secret {
+            v = v.with_hs256(secret.as_bytes());
+        }
+        if let Some(pem) = &self.jwt_rs256_pem {
+            v = v.with_rs256_pem(None, pem.as_bytes()).context("KELP_JWT_RS256_PUBLIC_KEY is not an RSA public key PEM")?;
+        }
+        if let Some(jwks) = &self.jwt_jwks {
+            v = v.with_jwks(jwks).context("KELP_JWT_JWKS is not a JWKS document")?;
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let s = Settings::from_map(&HashMap::new()).unwrap();
+        assert_eq!(s.max_body_bytes, 6_291_456);
+        assert_eq!(s.rate_burst, 100);
+        assert_eq!(s.debug_stream_prefix, "ext-debug:");
+        let env: HashMap<_, _> = [("KELP_EXEC_TIMEOUT_MS", "250"), ("KELP_SECRETS_TTL_SECS", "9999")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let s = Settings::from_map(&env).unwrap();
+        assert_eq!(s.exec.timeout, Duration::from_millis(250));
+        assert_eq!(s.secrets_ttl, Duration::from_secs(300), "TTL is capped at 300 s");
+        let bad: HashMap<_, _> = [("KELP_RATE_BURST".to_string(), "lots".to_string())].into_iter().collect();
+        assert!(Settings::from_map(&bad).unwrap_err().to_string().contains("KELP_RATE_BURST"));
+    }
+}

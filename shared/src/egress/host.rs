@@ -1,0 +1,103 @@
+//! `http.fetch`: capability, allow-list, call count, SSRF guard, timeouts and body caps.
+
+use futures::StreamExt;
+
+use super::{is_allowed_destination, is_blocked, literal_ip};
+use crate::bindings::alga::extension::http;
+use crate::bindings::types::{HttpError, HttpHeader, HttpRequest, HttpResponse};
+use crate::host::HostState;
+use crate::manifest::CAP_HTTP_FETCH;
+
+/// Request headers a guest may not set: the client computes them.
+const FORBIDDEN_REQUEST_HEADERS: &[&str] =
+    &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "proxy-authorization"];
+
+impl HostState {
+    fn deny_fetch(&self, reason: String) -> HttpError {
+        self.inv.debug.host_warning(format!("http.fetch refused: {reason}"));
+        HttpError::NotAllowed
+    }
+}
+
+impl http::Host for HostState {
+    async fn fetch(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        if !self.inv.can(CAP_HTTP_FETCH) {
+            return Err(self.deny_fetch("cap:http.fetch is not granted".into()));
+        }
+        let url = url::Url::parse(&request.url).map_err(|_| HttpError::InvalidUrl)?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(HttpError::InvalidUrl);
+        }
+        let host = url.host_str().unwrap_or_default().to_string();
+        if !self.inv.egress_allow.iter().any(|e| e.allows(&url)) {
+            return Err(self.deny_fetch(format!("{}://{host}:{} is not on the install's allow-list", url.scheme(), url.port_or_known_default().unwrap_or(0))));
+        }
+        let settings = self.inv.egress.settings.clone();
+        if let Some(ip) = literal_ip(&url) {
+            if !is_allowed_destination(ip, settings.allow_loopback) {
+                return Err(self.deny_fetch(format!("{ip} is not a public address")));
+            }
+        }
+        if self.inv.egress_calls >= settings.max_calls {
+            return Err(self.deny_fetch(format!("more than {} calls in one request", settings.max_calls)));
+        }
+        self.inv.egress_calls += 1;
+        let method = reqwest::Method::from_bytes(request.method.to_uppercase().as_bytes()).map_err(|_| HttpError::InvalidUrl)?;
+        let body = request.body.unwrap_or_default();
+        if body.len() > settings.max_request_bytes {
+            return Err(self.deny_fetch(format!("request body over {} bytes", settings.max_request_bytes)));
+        }
+        let timeout = settings.timeout.min(self.inv.remaining());
+        let mut builder = self.inv.egress.client.request(method, url).timeout(timeout);
+        for h in &request.headers {
+            let name = h.name.to_ascii_lowercase();
+            if FORBIDDEN_REQUEST_HEADERS.contains(&name.as_str()) {
+                continue;
+            }
+            builder = builder.header(&h.name, &h.value);
+        }
+        if !body.is_empty() {
+            builder = builder.body(body);
+        }
+        let response = match builder.send().await {
+            Ok(r) => r,
+            Err(e) if is_blocked(&e) => return Err(self.deny_fetch(format!("{host} resolves to a non-public address"))),
+            Err(e) if e.is_builder() => return Err(HttpError::InvalidUrl),
+            Err(e) => {
+                self.inv.debug.host_warning(format!("http.fetch {host}: transport error: {e}"));
+                return Err(HttpError::Transport);
+            }
+        };
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(n, v)| Some(HttpHeader { name: n.as_str().to_string(), value: v.to_str().ok()?.to_string() }))
+            .collect();
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        let read = tokio::time::timeout(self.inv.remaining(), async {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|_| HttpError::Transport)?;
+                if body.len() + chunk.len() > settings.max_response_bytes {
+                    return Err(HttpError::Internal);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(())
+        })
+        .await;
+        match read {
+            Ok(Ok(())) => Ok(HttpResponse { status, headers, body: Some(body) }),
+            Ok(Err(HttpError::Internal)) => {
+                self.inv.debug.host_warning(format!("http.fetch {host}: response body over {} bytes", settings.max_response_bytes));
+                Err(HttpError::Transport)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                self.inv.debug.host_warning(format!("http.fetch {host}: timed out reading the body"));
+                Err(HttpError::Transport)
+            }
+        }
+    }
+}

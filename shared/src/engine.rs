@@ -1,0 +1,170 @@
+//! The process-wide wasmtime [`Engine`]: component model, async calls, epoch interruption
+//! driven by one ticker thread per process, and the pooling allocator when the environment
+//! allows its address-space reservation.
+
+use std::hash::Hasher;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch ticker advances every registered engine. Guest code yields to the
+/// executor (and has its wall-clock deadline checked) once per tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Engine settings, read from the environment by [`crate::config`].
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Try the pooling allocator first (falls back to on-demand when refused).
+    pub pooling: bool,
+    /// Concurrent component instances the pool holds.
+    pub pool_instances: u32,
+    /// Largest linear memory a guest may grow to, in bytes (also the per-call memory limit's
+    /// upper bound).
+    pub max_memory_bytes: usize,
+    /// Enable fuel metering (each call then gets `fuel` units, if set).
+    pub fuel: bool,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            pooling: true,
+            pool_instances: 32,
+            max_memory_bytes: 256 << 20,
+            fuel: false,
+        }
+    }
+}
+
+/// Which instance allocator the engine ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AllocatorKind {
+    /// Pre-reserved slots: instantiation in microseconds.
+    Pooling,
+    /// mmap per instance: slower, but needs no large reservation.
+    OnDemand,
+}
+
+/// An engine plus the facts about it the rest of Kelp needs.
+#[derive(Clone)]
+pub struct KelpEngine {
+    /// The wasmtime engine (cheap to clone).
+    pub engine: Engine,
+    /// Allocator in use (logged at start-up).
+    pub allocator: AllocatorKind,
+    /// Hex digest of `Engine::precompile_compatibility_hash`: artifacts are only valid for
+    /// engines with the same value.
+    pub compat_hash: String,
+    /// Settings the engine was built from.
+    pub settings: EngineSettings,
+}
+
+impl KelpEngine {
+    /// Build the engine. The pooling allocator reserves large virtual address ranges; where
+    /// that reservation is refused we fall back to the on-demand allocator with a warning.
+    pub fn new(settings: EngineSettings) -> Result<Self> {
+        let (engine, allocator) = if settings.pooling {
+            match Engine::new(&base_config(&settings, Some(pooling_config(&settings)))) {
+                Ok(engine) => (engine, AllocatorKind::Pooling),
+                Err(err) => {
+                    tracing::warn!(error = %err, "pooling allocator refused; using on-demand allocation");
+                    (build_on_demand(&settings)?, AllocatorKind::OnDemand)
+                }
+            }
+        } else {
+            (build_on_demand(&settings)?, AllocatorKind::OnDemand)
+        };
+        tracing::info!(allocator = ?allocator, "wasmtime engine ready");
+        ticker().register(engine.clone());
+        let compat_hash = compatibility_hash(&engine);
+        Ok(Self { engine, allocator, compat_hash, settings })
+    }
+}
+
+fn build_on_demand(settings: &EngineSettings) -> Result<Engine> {
+    Engine::new(&base_config(settings, None))
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .context("creating wasmtime engine")
+}
+
+fn base_config(settings: &EngineSettings, pool: Option<PoolingAllocationConfig>) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.consume_fuel(settings.fuel);
+    config.memory_init_cow(true);
+    if let Some(pool) = pool {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+fn pooling_config(settings: &EngineSettings) -> PoolingAllocationConfig {
+    // A componentize-js component is several core instances (StarlingMonkey, adapters,
+    // glue) with a few memories and tables; these per-component maxima leave headroom.
+    let n = settings.pool_instances.max(1);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(n)
+        .total_core_instances(n * 32)
+        .total_memories(n * 4)
+        .total_tables(n * 8)
+        .total_stacks(n)
+        .max_core_instances_per_component(32)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        .max_memory_size(settings.max_memory_bytes)
+        .table_elements(200_000)
+        .max_component_instance_size(1 << 20)
+        .max_core_instance_size(1 << 20)
+        .max_unused_warm_slots(n.min(16));
+    pool
+}
+
+/// Digest `Engine::precompile_compatibility_hash` with SHA-256 so the value is stable across
+/// processes and binaries built by the same toolchain (std's hasher makes no such promise).
+fn compatibility_hash(engine: &Engine) -> String {
+    struct ShaHasher(Sha256);
+    impl Hasher for ShaHasher {
+        fn finish(&self) -> u64 {
+            0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+    }
+    let mut hasher = ShaHasher(Sha256::new());
+    std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+    hex::encode(hasher.0.finalize())
+}
+
+/// The process's single epoch ticker thread. It lives outside the async executor so a busy
+/// runtime cannot starve it, and it advances every engine created in this process.
+struct EpochTicker {
+    engines: Mutex<Vec<Engine>>,
+}
+
+fn ticker() -> &'static EpochTicker {
+    static TICKER: OnceLock<&'static EpochTicker> = OnceLock::new();
+    TICKER.get_or_init(|| {
+        let ticker: &'static EpochTicker = Box::leak(Box::new(EpochTicker { engines: Mutex::new(Vec::new()) }));
+        std::thread::Builder::new()
+            .name("kelp-epoch".into())
+            .spawn(move || loop {
+                std::thread::sleep(EPOCH_TICK);
+                for engine in ticker.engines.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        ticker
+    })
+}
+
+impl EpochTicker {
+    fn register(&self, engine: Engine) {
+        self.engines.lock().unwrap_or_else(|p| p.into_inner()).push(engine);
+    }
+}

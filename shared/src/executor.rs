@@ -1,0 +1,121 @@
+//! Runs one call of a component's `handler`: fresh store, limits, epoch deadline, memory
+//! limiter, optional fuel, then classifies failures (trap, timeout, memory) for the routers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use crate::bindings::types::{ExecuteRequest, ExecuteResponse};
+use crate::cache::{CacheError, ModuleCache, Tier};
+use crate::host::{HostState, Invocation};
+
+/// Per-call limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecLimits {
+    /// Wall-clock budget of the call (guest code and host calls).
+    pub timeout: Duration,
+    /// Linear memory cap, in bytes.
+    pub max_memory_bytes: usize,
+    /// Fuel units, when the engine meters fuel.
+    pub fuel: Option<u64>,
+    /// stdout + stderr bytes accepted per call.
+    pub max_output_bytes: usize,
+}
+
+/// What a successful call produced.
+#[derive(Debug)]
+pub struct ExecOutcome {
+    /// The guest's response.
+    pub response: ExecuteResponse,
+    /// Which cache tier provided the component.
+    pub tier: Tier,
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The component could not be loaded.
+    #[error(transparent)]
+    Load(#[from] CacheError),
+    /// The guest trapped (or failed to instantiate).
+    #[error("extension trapped: {0}")]
+    Trap(String),
+    /// The wall-clock budget (or the fuel) ran out.
+    #[error("extension exceeded its time limit of {0:?}")]
+    Timeout(Duration),
+    /// The guest tried to grow memory past its limit.
+    #[error("extension exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+}
+
+/// Runs components from the cache.
+pub struct Executor {
+    cache: Arc<ModuleCache>,
+}
+
+/// Host calls are not interrupted by epochs; past the deadline they get this much grace
+/// before the whole call is abandoned.
+const HOST_CALL_GRACE: Duration = Duration::from_millis(250);
+
+impl Executor {
+    /// An executor over the cache.
+    pub fn new(cache: Arc<ModuleCache>) -> Self {
+        Self { cache }
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &Arc<ModuleCache> {
+        &self.cache
+    }
+
+    /// Call `handler(request)` of the component with `invocation` as host state.
+    pub async fn execute(
+        &self,
+        component_hash: &str,
+        component_key: &str,
+        mut invocation: Invocation,
+        request: ExecuteRequest,
+        limits: ExecLimits,
+    ) -> Result<ExecOutcome, ExecError> {
+        let (loaded, tier) = self.cache.get(component_hash, component_key).await?;
+        let started = Instant::now();
+        let deadline = started + limits.timeout;
+        invocation.deadline = deadline;
+        let debug = invocation.debug.clone();
+        let engine = &self.cache.engine().engine;
+        let mut store = Store::new(engine, HostState::new(invocation, limits.max_memory_bytes, limits.max_output_bytes));
+        store.limiter(|s| &mut s.limiter);
+        if self.cache.engine().settings.fuel {
+            store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| ExecError::Trap(format!("{e:#}")))?;
+        }
+        // Every epoch tick the guest yields to the executor and its deadline is checked.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
+        });
+        let call = async {
+            let runner = loaded.pre.instantiate_async(&mut store).await?;
+            runner.call_handler(&mut store, &request).await
+        };
+        let result = tokio::time::timeout(limits.timeout + HOST_CALL_GRACE, call).await;
+        store.data().stdio.finish();
+        let memory_hit = store.data().limiter.hit;
+        let error = match result {
+            Ok(Ok(response)) => return Ok(ExecOutcome { response, tier }),
+            Err(_) => ExecError::Timeout(limits.timeout),
+            Ok(Err(e)) => {
+                let trap = e.downcast_ref::<Trap>().copied();
+                if memory_hit {
+                    ExecError::MemoryLimit(limits.max_memory_bytes)
+                } else if matches!(trap, Some(Trap::Interrupt | Trap::OutOfFuel)) || Instant::now() >= deadline {
+                    ExecError::Timeout(limits.timeout)
+                } else {
+                    ExecError::Trap(format!("{e:#}"))
+                }
+            }
+        };
+        debug.emit("error", "log", format!("execution failed: {error}"), false);
+        Err(error)
+    }
+}

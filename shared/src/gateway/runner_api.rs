@@ -1,0 +1,338 @@
+//! `POST /v1/execute`: Alga's runner API, so an existing Alga EE server can use Kelp as its
+//! runner. The caller is the trusted control plane (service token): the body's providers,
+//! config, secret envelope and user are authoritative for the call. It answers as Alga's
+//! runner does: HTTP 200 carrying the guest's status in the body; HTTP 4xx only when the
+//! call itself is refused.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use base64::Engine as _;
+use lru::LruCache;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::run::{execute, sink, Plan};
+use super::{Gateway, RequestId};
+use crate::bindings::types::{ContextData, ExecuteRequest, HttpHeader, HttpRequest};
+use crate::egress::AllowEntry;
+use crate::error::ApiError;
+use crate::executor::{ExecError, ExecLimits};
+use crate::host::{ExecIds, SecretsState, UserInfo};
+use crate::manifest::{normalize_capability, DEFAULT_CAPABILITIES, KNOWN_CAPABILITIES};
+use crate::secrets::SecretEnvelope;
+
+/// How long a completed answer is replayed for the same idempotency key.
+const REPLAY_WINDOW: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Deserialize)]
+struct ExecuteBody {
+    context: Context,
+    http: HttpPart,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    providers: Vec<String>,
+    #[serde(default)]
+    secret_envelope: Option<SecretEnvelope>,
+    #[serde(default)]
+    user: Option<User>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Context {
+    #[serde(default)]
+    request_id: Option<String>,
+    tenant_id: String,
+    extension_id: String,
+    #[serde(default)]
+    install_id: Option<String>,
+    content_hash: String,
+    #[serde(default)]
+    version_id: Option<String>,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HttpPart {
+    method: String,
+    path: String,
+    #[serde(default)]
+    query: BTreeMap<String, String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body_b64: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Limits {
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    memory_mb: Option<u64>,
+    #[serde(default)]
+    fuel: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct User {
+    user_id: String,
+    #[serde(default)]
+    user_email: String,
+    #[serde(default)]
+    user_name: String,
+    #[serde(default)]
+    user_type: String,
+    #[serde(default, alias = "company_name")]
+    client_name: String,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    additional_fields: BTreeMap<String, String>,
+}
+
+/// The runner's answer.
+#[derive(Debug, Clone, Serialize)]
+struct ExecuteAnswer {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body_b64: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl ExecuteAnswer {
+    fn failure(status: u16, error: &str) -> Self {
+        Self { status, headers: BTreeMap::new(), body_b64: String::new(), error: Some(error.to_string()) }
+    }
+}
+
+/// Completed answers by (tenant, extension, idempotency key), bounded and time-limited.
+pub(crate) struct ReplayCache(Mutex<LruCache<(String, String, String), (Instant, ExecuteAnswer)>>);
+
+impl ReplayCache {
+    pub(crate) fn new() -> Self {
+        Self(Mutex::new(LruCache::new(NonZeroUsize::new(10_000).expect("non-zero"))))
+    }
+
+    fn get(&self, key: &(String, String, String)) -> Option<ExecuteAnswer> {
+        let mut cache = self.0.lock();
+        match cache.get(key) {
+            Some((at, answer)) if at.elapsed() < REPLAY_WINDOW => Some(answer.clone()),
+            Some(_) => {
+                cache.pop(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, key: (String, String, String), answer: ExecuteAnswer) {
+        self.0.lock().put(key, (Instant::now(), answer));
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Handle `POST /v1/execute`.
+pub async fn handle(
+    State(gw): State<Arc<Gateway>>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match serve(&gw, &request_id.0, &headers, &body).await {
+        Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
+        Err(e) => e.with_request_id(&request_id.0).into_response(),
+    }
+}
+
+async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8]) -> Result<ExecuteAnswer, ApiError> {
+    let platform = &gw.platform;
+    let settings = &platform.settings;
+    // The service token: constant-time compare; no token configured = the API is closed.
+    let expected = settings.runner_service_token.as_deref().unwrap_or("");
+    let given = header(headers, "x-runner-service-token").unwrap_or("");
+    if expected.is_empty() || given.len() != expected.len() || !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        return Err(ApiError::unauthenticated("a valid x-runner-service-token is required"));
+    }
+    let tenant_h = header(headers, "x-alga-tenant").ok_or_else(|| ApiError::bad_request("x-alga-tenant header is required"))?;
+    let extension_h =
+        header(headers, "x-alga-extension").ok_or_else(|| ApiError::bad_request("x-alga-extension header is required"))?;
+    if body.len() > settings.max_body_bytes {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body over {} bytes", settings.max_body_bytes)));
+    }
+    let req: ExecuteBody =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed execute request: {e}")))?;
+    if req.context.tenant_id != tenant_h {
+        return Err(ApiError::bad_request("x-alga-tenant does not match context.tenant_id"));
+    }
+    if req.context.extension_id != extension_h {
+        return Err(ApiError::bad_request("x-alga-extension does not match context.extension_id"));
+    }
+    let body_bytes = match &req.http.body_b64 {
+        Some(b) if !b.is_empty() => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map_err(|_| ApiError::bad_request("http.body_b64 is not valid base64"))?,
+        _ => Vec::new(),
+    };
+    let mut capabilities: std::collections::BTreeSet<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    for p in &req.providers {
+        let cap = normalize_capability(p);
+        if !KNOWN_CAPABILITIES.contains(&cap.as_str()) {
+            return Err(ApiError::bad_request(format!("unknown provider {p:?}")));
+        }
+        capabilities.insert(cap);
+    }
+
+    let tenant = req.context.tenant_id.clone();
+    let idem_key = header(headers, "x-idempotency-key").map(|k| (tenant.clone(), req.context.extension_id.clone(), k.to_string()));
+    if let Some(key) = &idem_key {
+        if let Some(answer) = gw.replays.get(key) {
+            return Ok(answer);
+        }
+    }
+
+    // The bundle must have been published to Kelp; it is found by content hash.
+    let Some(version) = platform.registry.find_version_by_content_hash(&req.context.content_hash).await? else {
+        return Ok(ExecuteAnswer::failure(404, "bundle_not_found"));
+    };
+    let version = platform.version(&version.id).await?.ok_or_else(|| ApiError::internal("version vanished"))?;
+    // A1: the install id is always set; when the caller omits it, Kelp's own install of that
+    // extension for the tenant supplies it (and its egress allow-list).
+    let known_install = match &req.context.install_id {
+        Some(id) => platform.installs.get_install(&tenant, id).await?,
+        None => platform.installs.find_install(&tenant, &version.extension_id).await?,
+    };
+    let install_id = req
+        .context
+        .install_id
+        .clone()
+        .or_else(|| known_install.as_ref().map(|i| i.install_id.clone()))
+        .unwrap_or_else(|| req.context.extension_id.clone());
+    let egress_source = known_install.as_ref().map(|i| &i.egress).unwrap_or(&settings.runner_egress_allow);
+    let egress_allow = egress_source.iter().filter_map(|e| AllowEntry::parse(e).ok()).collect();
+
+    let secrets_version = header(headers, "x-ext-secrets-version").unwrap_or("0").to_string();
+    let secrets = match &req.secret_envelope {
+        None => SecretsState::None,
+        Some(env) => match platform.secrets.decode(&install_id, &secrets_version, env) {
+            Ok(s) => SecretsState::Ready(s),
+            Err(e) => {
+                tracing::warn!(install = %install_id, error = %e, "secret envelope unusable");
+                SecretsState::Broken
+            }
+        },
+    };
+    let limits = ExecLimits {
+        timeout: req.limits.timeout_ms.map(Duration::from_millis).unwrap_or(settings.exec.timeout).min(settings.max_timeout),
+        max_memory_bytes: req
+            .limits
+            .memory_mb
+            .map(|mb| (mb as usize) << 20)
+            .unwrap_or(settings.exec.max_memory_bytes)
+            .min(settings.engine.max_memory_bytes),
+        fuel: req.limits.fuel.or(settings.exec.fuel),
+        max_output_bytes: settings.exec.max_output_bytes,
+    };
+    let request_id = req.context.request_id.clone().unwrap_or_else(|| request_id.to_string());
+    let ids = ExecIds {
+        request_id: request_id.clone(),
+        tenant_id: tenant.clone(),
+        extension_id: req.context.extension_id.clone(),
+        install_id: install_id.clone(),
+        version_id: req.context.version_id.clone().unwrap_or_else(|| version.id.clone()),
+        content_hash: req.context.content_hash.clone(),
+    };
+    let url = if req.http.query.is_empty() {
+        req.http.path.clone()
+    } else {
+        let q: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&req.http.query).finish();
+        format!("{}?{q}", req.http.path)
+    };
+    let mut guest_headers: Vec<HttpHeader> =
+        req.http.headers.iter().map(|(k, v)| HttpHeader { name: k.to_lowercase(), value: v.clone() }).collect();
+    guest_headers.retain(|h| h.name != "authorization" && h.name != "cookie");
+    let request = ExecuteRequest {
+        context: ContextData {
+            request_id: Some(request_id),
+            tenant_id: tenant.clone(),
+            extension_id: ids.extension_id.clone(),
+            install_id: Some(install_id),
+            version_id: Some(ids.version_id.clone()),
+        },
+        http: HttpRequest {
+            method: req.http.method.to_uppercase(),
+            url,
+            headers: guest_headers,
+            body: (!body_bytes.is_empty()).then_some(body_bytes),
+        },
+    };
+    let user = req.user.map(|u| UserInfo {
+        user_id: u.user_id,
+        user_email: u.user_email,
+        user_name: u.user_name,
+        user_type: u.user_type,
+        client_name: u.client_name,
+        client_id: u.client_id,
+        additional_fields: u.additional_fields.into_iter().collect(),
+    });
+    let debug = sink(platform, &ids);
+    let plan = Plan {
+        ids,
+        version,
+        config: Arc::new(req.context.config),
+        config_version: header(headers, "x-ext-config-version").unwrap_or("0").to_string(),
+        capabilities,
+        user,
+        secrets,
+        egress_allow,
+        limits,
+    };
+    let answer = match execute(platform, plan, request).await {
+        Ok(outcome) => {
+            let r = outcome.response;
+            let mut headers: BTreeMap<String, String> = BTreeMap::new();
+            for h in r.headers {
+                // Alga's runner answers a map: repeated headers are joined as HTTP allows.
+                headers.entry(h.name.to_lowercase()).and_modify(|v| {
+                    v.push_str(", ");
+                    v.push_str(&h.value);
+                }).or_insert(h.value);
+            }
+            let body = r.body.unwrap_or_default();
+            if body.len() > settings.max_body_bytes {
+                debug.host_warning(format!("response body over {} bytes", settings.max_body_bytes));
+                ExecuteAnswer::failure(502, "response_too_large")
+            } else {
+                ExecuteAnswer {
+                    status: r.status,
+                    headers,
+                    body_b64: base64::engine::general_purpose::STANDARD.encode(body),
+                    error: None,
+                }
+            }
+        }
+        Err(ExecError::Timeout(_)) => ExecuteAnswer::failure(504, "extension_timeout"),
+        Err(ExecError::MemoryLimit(_)) => ExecuteAnswer::failure(500, "extension_memory_limit"),
+        Err(ExecError::Load(crate::cache::CacheError::Unavailable(_))) => ExecuteAnswer::failure(503, "service_unavailable"),
+        Err(_) => ExecuteAnswer::failure(500, "extension_error"),
+    };
+    if let Some(key) = idem_key {
+        gw.replays.put(key, answer.clone());
+    }
+    Ok(answer)
+}
+

@@ -1,0 +1,322 @@
+//! Tenant traffic: `/api/ext/{extensionId}/{*path}` → identity → install → RBAC → manifest
+//! endpoint → rate limit → body limits → execute → real HTTP response. Checks run in the
+//! order of architecture.md ("Execute path"); the first that fails answers.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::headers::{client_response_headers, guest_request_headers};
+use super::ratelimit::RateDecision;
+use super::run::{exec_error_response, exec_status, execute, sink, Plan};
+use super::{cors, Gateway, RequestId};
+use crate::auth::{identify, Identity, PERM_EXTENSION_READ, PERM_EXTENSION_WRITE};
+use crate::bindings::types::{ContextData, ExecuteRequest, HttpRequest};
+use crate::egress::AllowEntry;
+use crate::error::ApiError;
+use crate::host::{ExecIds, SecretsState, UserInfo};
+use crate::manifest::{EndpointMatch, CAP_DEBUG_LOGS, CAP_SECRETS_GET, DEFAULT_CAPABILITIES};
+use crate::platform::Platform;
+use crate::secrets::SecretsError;
+use crate::stores::{InstallRecord, VersionRecord};
+
+const METHODS: &[Method] =
+    &[Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
+
+/// The execution record of a request (architecture.md step 10), logged as one JSON line.
+#[derive(Default)]
+struct Record {
+    tenant: String,
+    extension: String,
+    install: String,
+    version: String,
+    endpoint: String,
+    status: &'static str,
+}
+
+impl Record {
+    fn emit(&self, request_id: &str, http_status: u16, started: Instant) {
+        tracing::info!(
+            target: "kelp::execution",
+            request_id,
+            tenant = %self.tenant,
+            extension = %self.extension,
+            install = %self.install,
+            version = %self.version,
+            endpoint = %self.endpoint,
+            status = self.status,
+            http_status,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "execution"
+        );
+    }
+}
+
+/// Handle one tenant request.
+pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    let started = Instant::now();
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let origin = cors::allowed_origin(req.headers(), &gw.platform.settings.cors_origins);
+    let mut record = Record { status: "policy_denied", ..Default::default() };
+    let mut response = match serve(&gw, req, &request_id, &mut record).await {
+        Ok(r) => r,
+        Err(e) => e.with_request_id(&request_id).into_response(),
+    };
+    if !record.tenant.is_empty() {
+        record.emit(&request_id, response.status().as_u16(), started);
+    }
+    cors::decorate(&mut response, origin);
+    response
+}
+
+async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record) -> Result<Response, ApiError> {
+    let platform = &gw.platform;
+    // 1. Route and method. OPTIONS is the gateway's own (CORS preflight), before identity.
+    let method = req.method().clone();
+    if method == Method::OPTIONS {
+        return Ok(cors::preflight(cors::allowed_origin(req.headers(), &platform.settings.cors_origins)));
+    }
+    if !METHODS.contains(&method) {
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("method {method} is not supported")));
+    }
+    let (extension_ref, path) = split_route(req.uri().path())
+        .ok_or_else(|| ApiError::not_found("no such route"))?;
+    let query = req.uri().query().map(str::to_string);
+    let (parts, body) = req.into_parts();
+
+    // 2. Identity; the tenant comes from it alone.
+    let identity = identify(&parts, &platform.jwt).map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    for h in ["x-alga-tenant", "x-tenant-id"] {
+        if let Some(v) = parts.headers.get(h) {
+            if v.to_str().map(|v| v != identity.tenant).unwrap_or(true) {
+                return Err(ApiError::new(StatusCode::FORBIDDEN, "tenant_mismatch", format!("{h} does not match the caller's tenant")));
+            }
+        }
+    }
+    record.tenant = identity.tenant.clone();
+    record.extension = extension_ref.clone();
+
+    // 3. Install of the caller's tenant; missing, another tenant's or disabled look the same.
+    let (install, version) = resolve_install(platform, &identity.tenant, &extension_ref)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "extension_not_available", "extension not available"))?;
+    record.extension = install.extension_id.clone();
+    record.install = install.install_id.clone();
+    record.version = version.id.clone();
+
+    // 4. RBAC (A3).
+    authorize(&identity, &method, &version)?;
+
+    // 5. Manifest endpoints (A4, fail closed).
+    let endpoint = match version.manifest.match_endpoint(method.as_str(), &path) {
+        EndpointMatch::Matched(e) => e.path.clone(),
+        EndpointMatch::NotFound => {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "endpoint_not_found", format!("{method} {path} is not an endpoint of this extension")));
+        }
+        EndpointMatch::MethodNotAllowed(allow) => {
+            return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{path} does not accept {method}"))
+                .with_header(header::ALLOW, &allow.join(", ")));
+        }
+    };
+    record.endpoint = endpoint;
+
+    // 6. Rate limit per (tenant, extension).
+    if let RateDecision::Limited { retry_after_secs } = gw.rate_limiter.check(&identity.tenant, &install.extension_id).await {
+        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests for this extension")
+            .with_header(header::RETRY_AFTER, &retry_after_secs.to_string()));
+    }
+
+    // 7. Body limit; then the guest's view of the request.
+    let cap = platform.settings.max_body_bytes;
+    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body over {cap} bytes"));
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > cap) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(body, cap).await.map_err(|_| too_large())?;
+
+    // 8. Execute.
+    let plan = plan_for(platform, &install, version.clone(), &identity, request_id).await?;
+    let debug_ctx = sink(platform, &plan.ids);
+    let url = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    let request = ExecuteRequest {
+        context: ContextData {
+            request_id: Some(request_id.to_string()),
+            tenant_id: install.tenant_id.clone(),
+            extension_id: install.extension_id.clone(),
+            install_id: Some(install.install_id.clone()),
+            version_id: Some(version.id.clone()),
+        },
+        http: HttpRequest {
+            method: method.as_str().to_string(),
+            url,
+            headers: guest_request_headers(&parts.headers, request_id, &install.tenant_id, &install.extension_id),
+            body: (!body.is_empty()).then(|| body.to_vec()),
+        },
+    };
+    let outcome = match execute(platform, plan, request).await {
+        Ok(o) => o,
+        Err(e) => {
+            record.status = exec_status(&e);
+            return Err(exec_error_response(&e));
+        }
+    };
+
+    // 9. Real HTTP response.
+    let guest = outcome.response;
+    let status = StatusCode::from_u16(guest.status).ok().filter(|s| s.as_u16() >= 100);
+    let Some(status) = status else {
+        record.status = "error";
+        debug_ctx.host_warning(format!("handler returned an invalid HTTP status {}", guest.status));
+        return Err(ApiError::new(StatusCode::BAD_GATEWAY, "extension_error", format!("the extension returned an invalid status {}", guest.status)));
+    };
+    let body = guest.body.unwrap_or_default();
+    if body.len() > cap {
+        record.status = "error";
+        return Err(ApiError::new(StatusCode::BAD_GATEWAY, "response_too_large", format!("the extension's response is over {cap} bytes")));
+    }
+    record.status = "ok";
+    let mut response = Response::new(if method == Method::HEAD { Body::empty() } else { Body::from(body) });
+    *response.status_mut() = status;
+    *response.headers_mut() = client_response_headers(&guest.headers, &debug_ctx);
+    Ok(response)
+}
+
+/// `/api/ext/{extensionId}/{*path}` → (extensionId, "/" + path).
+fn split_route(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/api/ext/")?;
+    let (ext, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    if ext.is_empty() {
+        return None;
+    }
+    Some((ext.to_string(), format!("/{tail}")))
+}
+
+/// The tenant's enabled install addressed by registry id, install id or manifest name.
+pub(crate) async fn resolve_install(
+    platform: &Platform,
+    tenant: &str,
+    extension_ref: &str,
+) -> Result<Option<(InstallRecord, Arc<VersionRecord>)>, ApiError> {
+    let install = if uuid::Uuid::parse_str(extension_ref).is_ok() {
+        match platform.installs.get_install(tenant, extension_ref).await? {
+            Some(i) => Some(i),
+            None => platform.installs.find_install(tenant, extension_ref).await?,
+        }
+    } else {
+        match platform.extension_id_by_name(extension_ref).await? {
+            Some(id) => platform.installs.find_install(tenant, &id).await?,
+            None => None,
+        }
+    };
+    let Some(install) = install.filter(|i| i.enabled && i.tenant_id == tenant) else { return Ok(None) };
+    let version = platform
+        .version(&install.version_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("install {} points at a missing version", install.install_id)))?;
+    Ok(Some((install, version)))
+}
+
+fn authorize(identity: &Identity, method: &Method, version: &VersionRecord) -> Result<(), ApiError> {
+    let needed = if *method == Method::GET || *method == Method::HEAD { PERM_EXTENSION_READ } else { PERM_EXTENSION_WRITE };
+    if !identity.has(needed) {
+        return Err(ApiError::forbidden(format!("{needed} is required")));
+    }
+    if identity.user_type == "client" && !(version.manifest.allows_client_portal() && identity.client_id.is_some()) {
+        return Err(ApiError::forbidden("this extension is not available in the client portal"));
+    }
+    Ok(())
+}
+
+/// Effective capabilities: granted ∩ declared by the installed version (an upgrade that drops
+/// a capability drops the grant), plus the defaults.
+pub(crate) fn effective_capabilities(install: &InstallRecord, version: &VersionRecord) -> BTreeSet<String> {
+    let declared = &version.manifest.capabilities;
+    install
+        .granted
+        .iter()
+        .filter(|g| declared.contains(g) || g.as_str() == CAP_DEBUG_LOGS)
+        .cloned()
+        .chain(DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()))
+        .collect()
+}
+
+async fn plan_for(
+    platform: &Platform,
+    install: &InstallRecord,
+    version: Arc<VersionRecord>,
+    identity: &Identity,
+    request_id: &str,
+) -> Result<Plan, ApiError> {
+    let capabilities = effective_capabilities(install, &version);
+    let secrets = match (&install.secrets_ref, capabilities.contains(CAP_SECRETS_GET)) {
+        (Some(secret_ref), true) => {
+            match platform.secrets.for_install(&install.install_id, secret_ref, &install.secrets_version.to_string()).await {
+                Ok(s) => SecretsState::Ready(s),
+                Err(SecretsError::Unavailable(m)) => {
+                    tracing::warn!(install = %install.install_id, error = %m, "secrets backend unavailable");
+                    return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "secrets_unavailable", "the extension's secrets are temporarily unavailable"));
+                }
+                Err(SecretsError::NotFound) => SecretsState::None,
+                Err(e) => {
+                    tracing::warn!(install = %install.install_id, error = %e, "secret envelope unusable");
+                    SecretsState::Broken
+                }
+            }
+        }
+        _ => SecretsState::None,
+    };
+    let egress_allow = install.egress.iter().filter_map(|e| AllowEntry::parse(e).ok()).collect();
+    Ok(Plan {
+        ids: ExecIds {
+            request_id: request_id.to_string(),
+            tenant_id: install.tenant_id.clone(),
+            extension_id: install.extension_id.clone(),
+            install_id: install.install_id.clone(),
+            version_id: version.id.clone(),
+            content_hash: version.content_hash.clone(),
+        },
+        config: Arc::new(install.config.clone()),
+        config_version: install.config_version.to_string(),
+        capabilities,
+        user: Some(user_info(identity)),
+        secrets,
+        egress_allow,
+        limits: platform.settings.exec,
+        version,
+    })
+}
+
+fn user_info(identity: &Identity) -> UserInfo {
+    UserInfo {
+        user_id: identity.sub.clone(),
+        user_email: identity.email.clone(),
+        user_name: identity.name.clone(),
+        user_type: identity.user_type.clone(),
+        client_name: identity.client_name.clone(),
+        client_id: identity.client_id.clone(),
+        additional_fields: Vec::new(),
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_routes() {
+        assert_eq!(split_route("/api/ext/com.acme/items/7"), Some(("com.acme".into(), "/items/7".into())));
+        assert_eq!(split_route("/api/ext/com.acme"), Some(("com.acme".into(), "/".into())));
+        assert_eq!(split_route("/api/ext/com.acme/"), Some(("com.acme".into(), "/".into())));
+        assert_eq!(split_route("/api/ext/"), None);
+    }
+}

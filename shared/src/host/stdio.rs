@@ -1,0 +1,181 @@
+//! Guest stdout/stderr (B1): split into lines, each line one debug event with the execution
+//! context. Output is capped per call; past the cap the rest is dropped and one event marked
+//! `truncated` says so, while the guest keeps running (writes still succeed).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+use crate::debug::DebugSink;
+
+struct Shared {
+    sink: DebugSink,
+    budget: usize,
+    used: usize,
+    cut_reported: bool,
+    lines: [Vec<u8>; 2],
+}
+
+const NAMES: [&str; 2] = ["stdout", "stderr"];
+const LEVELS: [&str; 2] = ["info", "error"];
+/// A line longer than this is emitted in pieces (the debug event cuts it further).
+const MAX_LINE: usize = 64 * 1024;
+
+impl Shared {
+    fn accept(&mut self, which: usize, bytes: &[u8]) {
+        let room = self.budget.saturating_sub(self.used);
+        let cut = bytes.len() > room;
+        let kept = &bytes[..bytes.len().min(room)];
+        self.used += kept.len();
+        for chunk in kept.split_inclusive(|b| *b == b'\n') {
+            self.lines[which].extend_from_slice(chunk);
+            if chunk.ends_with(b"\n") || self.lines[which].len() >= MAX_LINE {
+                self.flush_line(which);
+            }
+        }
+        if cut && !self.cut_reported {
+            self.cut_reported = true;
+            self.flush_line(which);
+            self.sink.emit(
+                "warn",
+                NAMES[which],
+                format!("[output truncated: more than {} bytes of stdout/stderr in one call]", self.budget),
+                true,
+            );
+        }
+    }
+
+    fn flush_line(&mut self, which: usize) {
+        let line = std::mem::take(&mut self.lines[which]);
+        if line.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        self.sink.emit(LEVELS[which], NAMES[which], text, false);
+    }
+}
+
+/// The capture of one call's stdout and stderr.
+#[derive(Clone)]
+pub struct Capture {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Capture {
+    /// A capture publishing to `sink`, accepting at most `budget` bytes in total.
+    pub fn new(sink: DebugSink, budget: usize) -> Self {
+        Self {
+            shared: Arc::new(Mutex::new(Shared { sink, budget, used: 0, cut_reported: false, lines: [Vec::new(), Vec::new()] })),
+        }
+    }
+
+    /// The guest's stdout.
+    pub fn stdout(&self) -> CaptureStream {
+        CaptureStream { which: 0, shared: self.shared.clone() }
+    }
+
+    /// The guest's stderr.
+    pub fn stderr(&self) -> CaptureStream {
+        CaptureStream { which: 1, shared: self.shared.clone() }
+    }
+
+    /// Emit partial lines left at the end of the call.
+    pub fn finish(&self) {
+        let mut s = self.shared.lock();
+        s.flush_line(0);
+        s.flush_line(1);
+    }
+
+    /// Whether output was cut this call.
+    pub fn truncated(&self) -> bool {
+        self.shared.lock().cut_reported
+    }
+}
+
+/// One of the two streams of a [`Capture`].
+#[derive(Clone)]
+pub struct CaptureStream {
+    which: usize,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl IsTerminal for CaptureStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CaptureStream {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for CaptureStream {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for CaptureStream {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.shared.lock().accept(self.which, &bytes);
+        Ok(())
+    }
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(1 << 20)
+    }
+}
+
+impl AsyncWrite for CaptureStream {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.shared.lock().accept(self.which, buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::debug::memory::MemoryBus;
+    use crate::debug::{DebugBus, EventContext};
+
+    #[tokio::test]
+    async fn splits_lines_and_caps_output() {
+        let bus = Arc::new(MemoryBus::new(100));
+        let ctx = EventContext { tenant_id: "t".into(), extension_id: "e".into(), ..Default::default() };
+        let cap = Capture::new(DebugSink::new(bus.clone(), ctx, 8192), 20);
+        let mut out = cap.stdout();
+        out.write(Bytes::from_static(b"one\ntw")).unwrap();
+        out.write(Bytes::from_static(b"o\n")).unwrap();
+        out.write(Bytes::from_static(b"a very long flood of output")).unwrap();
+        cap.finish();
+        let events = bus.backlog("t", "e", 10).await.unwrap();
+        let msgs: Vec<_> = events.iter().map(|e| (e.event.message.as_str(), e.event.truncated)).collect();
+        assert_eq!(msgs[0], ("one", false));
+        assert_eq!(msgs[1], ("two", false));
+        assert_eq!(msgs[2], ("a very long ", false));
+        assert!(msgs[3].0.contains("output truncated") && msgs[3].1);
+        assert_eq!(events.len(), 4);
+        assert!(cap.truncated());
+    }
+}

@@ -1,0 +1,416 @@
+//! The Alga extension manifest (v2), validated with the lenient publish-time rules, plus the
+//! capability vocabulary and the manifest endpoint policy of the gateway (A4).
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Every capability Kelp knows. The manifest may omit the `cap:` prefix.
+pub const KNOWN_CAPABILITIES: &[&str] = &[
+    CAP_CONTEXT_READ,
+    CAP_SECRETS_GET,
+    CAP_HTTP_FETCH,
+    CAP_STORAGE_KV,
+    CAP_LOG_EMIT,
+    CAP_UI_PROXY,
+    CAP_USER_READ,
+    CAP_SCHEDULER_MANAGE,
+    CAP_INVOICE_MANUAL_CREATE,
+    CAP_CLIENT_READ,
+    CAP_SERVICE_READ,
+    CAP_DEBUG_LOGS,
+];
+/// `context.get-context`; granted to every install.
+pub const CAP_CONTEXT_READ: &str = "cap:context.read";
+/// `secrets.*`.
+pub const CAP_SECRETS_GET: &str = "cap:secrets.get";
+/// `http.fetch` (plus the install's egress allow-list).
+pub const CAP_HTTP_FETCH: &str = "cap:http.fetch";
+/// `storage.*`.
+pub const CAP_STORAGE_KV: &str = "cap:storage.kv";
+/// `logging.*`; granted to every install.
+pub const CAP_LOG_EMIT: &str = "cap:log.emit";
+/// `ui-proxy.call-route`.
+pub const CAP_UI_PROXY: &str = "cap:ui.proxy";
+/// `user.get-user`, `user-v2.get-user`.
+pub const CAP_USER_READ: &str = "cap:user.read";
+/// `scheduler.*`.
+pub const CAP_SCHEDULER_MANAGE: &str = "cap:scheduler.manage";
+/// `invoicing.create-manual-invoice`.
+pub const CAP_INVOICE_MANUAL_CREATE: &str = "cap:invoice.manual.create";
+/// `clients.*`.
+pub const CAP_CLIENT_READ: &str = "cap:client.read";
+/// `services.*`.
+pub const CAP_SERVICE_READ: &str = "cap:service.read";
+/// Debug stream access for the install (B2): an install-level switch, no guest function.
+pub const CAP_DEBUG_LOGS: &str = "cap:debug.logs";
+/// Capabilities every install has whether or not they were granted.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[CAP_CONTEXT_READ, CAP_LOG_EMIT];
+
+/// Normalise a capability name: trim, lower-case, add the `cap:` prefix.
+pub fn normalize_capability(raw: &str) -> String {
+    let c = raw.trim().to_lowercase();
+    if c.starts_with("cap:") {
+        c
+    } else {
+        format!("cap:{c}")
+    }
+}
+
+/// Normalise and check a list of capability names; unknown ones are an error.
+pub fn normalize_capabilities<'a>(raw: impl IntoIterator<Item = &'a str>) -> Result<BTreeSet<String>, ManifestError> {
+    let mut out = BTreeSet::new();
+    for r in raw {
+        let c = normalize_capability(r);
+        if !KNOWN_CAPABILITIES.contains(&c.as_str()) {
+            return Err(ManifestError(format!("unknown capability {r:?}")));
+        }
+        out.insert(c);
+    }
+    Ok(out)
+}
+
+/// A manifest that failed validation; the message says which rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid manifest: {0}")]
+pub struct ManifestError(pub String);
+
+fn bad(msg: impl Into<String>) -> ManifestError {
+    ManifestError(msg.into())
+}
+
+/// A validated manifest. Capability names are normalised, endpoint methods upper-case and
+/// paths cleaned, so later code never re-validates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Extension name, lower-cased (e.g. `com.acme.billing`).
+    pub name: String,
+    /// Publisher, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
+    /// `X.Y.Z[-pre][+build]`.
+    pub version: String,
+    /// Runtime tag, e.g. `wasm-js@1`.
+    pub runtime: String,
+    /// Normalised capabilities (`cap:` prefixed).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// iframe UI, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ui: Option<UiSpec>,
+    /// HTTP endpoints, if any (none = the extension exposes no HTTP endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiSpec>,
+    /// Asset globs (informational).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assets: Vec<String>,
+    /// Component path inside the bundle (default `dist/main.wasm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
+    /// Kept as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precompiled: Option<Value>,
+    /// Kept as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<Value>,
+}
+
+/// `ui` of the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UiSpec {
+    /// Always `iframe`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Entry HTML inside the bundle's `ui/` tree, e.g. `ui/index.html`.
+    pub entry: String,
+    /// Host hooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<UiHooks>,
+}
+
+/// `ui.hooks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UiHooks {
+    /// Menu entry in the MSP app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_menu: Option<MenuHook>,
+    /// Menu entry in the client portal; also what admits client-portal users (A3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_portal_menu: Option<MenuHook>,
+}
+
+/// A menu hook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MenuHook {
+    /// Label shown in the menu.
+    pub label: String,
+}
+
+/// `api` of the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ApiSpec {
+    /// Declared endpoints.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One declared endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Upper-case method.
+    pub method: String,
+    /// Cleaned path template (`/items/:id`).
+    pub path: String,
+    /// Handler name (informational; the component has one `handler` export).
+    #[serde(default)]
+    pub handler: String,
+}
+
+const ALLOWED_KEYS: &[&str] =
+    &["name", "publisher", "version", "runtime", "capabilities", "ui", "api", "assets", "precompiled", "entry", "sbom"];
+const ENDPOINT_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+impl Manifest {
+    /// Parse and validate a manifest.json document.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("manifest.json is not valid JSON: {e}")))?;
+        Self::from_value(value)
+    }
+
+    /// Validate a manifest given as JSON.
+    pub fn from_value(value: Value) -> Result<Self, ManifestError> {
+        let obj = value.as_object().ok_or_else(|| bad("manifest must be a JSON object"))?;
+        if let Some(k) = obj.keys().find(|k| !ALLOWED_KEYS.contains(&k.as_str())) {
+            return Err(bad(format!("unknown key {k:?}")));
+        }
+        let string = |key: &str| -> Result<Option<String>, ManifestError> {
+            match obj.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+                Some(_) => Err(bad(format!("{key} must be a string"))),
+            }
+        };
+        let name = string("name")?.filter(|s| !s.is_empty()).ok_or_else(|| bad("name is required"))?.to_lowercase();
+        if name.contains('/') || name.contains("..") || name.chars().any(char::is_whitespace) {
+            return Err(bad("name must not contain '/', '..' or whitespace"));
+        }
+        let version = string("version")?.ok_or_else(|| bad("version is required"))?;
+        if !is_semver(&version) {
+            return Err(bad(format!("version {version:?} is not X.Y.Z[-pre][+build]")));
+        }
+        let runtime = string("runtime")?.filter(|s| !s.is_empty()).ok_or_else(|| bad("runtime is required"))?;
+        let publisher = string("publisher")?;
+        let entry = string("entry")?;
+        if let Some(e) = &entry {
+            check_relative_path("entry", e)?;
+        }
+        let caps: Vec<String> = match obj.get("capabilities") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad("capabilities must be strings")))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(bad("capabilities must be a list")),
+        };
+        let capabilities = normalize_capabilities(caps.iter().map(String::as_str))?.into_iter().collect();
+        let ui = match obj.get("ui") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_ui(v)?),
+        };
+        let api = match obj.get("api") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_api(v)?),
+        };
+        let assets = match obj.get("assets") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad("assets must be strings")))
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(bad("assets must be a list")),
+        };
+        Ok(Self {
+            name,
+            publisher,
+            version,
+            runtime,
+            capabilities,
+            ui,
+            api,
+            assets,
+            entry,
+            precompiled: obj.get("precompiled").cloned(),
+            sbom: obj.get("sbom").cloned(),
+        })
+    }
+
+    /// Path of the component inside the bundle.
+    pub fn component_path(&self) -> &str {
+        self.entry.as_deref().unwrap_or("dist/main.wasm")
+    }
+
+    /// Declared endpoints (empty without `api`).
+    pub fn endpoints(&self) -> &[Endpoint] {
+        self.api.as_ref().map(|a| a.endpoints.as_slice()).unwrap_or(&[])
+    }
+
+    /// Whether client-portal users may call this extension (A3).
+    pub fn allows_client_portal(&self) -> bool {
+        self.ui.as_ref().and_then(|u| u.hooks.as_ref()).is_some_and(|h| h.client_portal_menu.is_some())
+    }
+
+    /// Match a request against the declared endpoints (A4, fail closed).
+    pub fn match_endpoint(&self, method: &str, path: &str) -> EndpointMatch<'_> {
+        match_endpoint(self.endpoints(), method, path)
+    }
+}
+
+fn parse_ui(v: &Value) -> Result<UiSpec, ManifestError> {
+    let ui: UiSpec = serde_json::from_value(v.clone()).map_err(|e| bad(format!("ui: {e}")))?;
+    if ui.kind != "iframe" {
+        return Err(bad("ui.type must be \"iframe\""));
+    }
+    check_relative_path("ui.entry", &ui.entry)?;
+    Ok(ui)
+}
+
+fn parse_api(v: &Value) -> Result<ApiSpec, ManifestError> {
+    let endpoints = match v.get("endpoints") {
+        None | Some(Value::Null) => return Ok(ApiSpec::default()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(bad("api.endpoints must be a list")),
+    };
+    let mut out = Vec::with_capacity(endpoints.len());
+    for (i, e) in endpoints.iter().enumerate() {
+        let method = e
+            .get("method")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("api.endpoints[{i}].method is required")))?
+            .trim()
+            .to_uppercase();
+        if !ENDPOINT_METHODS.contains(&method.as_str()) {
+            return Err(bad(format!("api.endpoints[{i}].method {method:?} is not one of {ENDPOINT_METHODS:?}")));
+        }
+        let raw_path = e
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("api.endpoints[{i}].path is required")))?;
+        if raw_path.chars().any(char::is_whitespace) || raw_path.contains("..") {
+            return Err(bad(format!("api.endpoints[{i}].path must not contain whitespace or '..'")));
+        }
+        let handler = e.get("handler").and_then(Value::as_str).unwrap_or_default().to_string();
+        out.push(Endpoint { method, path: clean_path(raw_path), handler });
+    }
+    Ok(ApiSpec { endpoints: out })
+}
+
+/// Leading `/` forced, `//` collapsed, trailing `/` dropped (except the root).
+pub fn clean_path(raw: &str) -> String {
+    let segments: Vec<&str> = raw.split('/').filter(|s| !s.is_empty()).collect();
+    format!("/{}", segments.join("/"))
+}
+
+fn check_relative_path(what: &str, p: &str) -> Result<(), ManifestError> {
+    if p.is_empty() || p.starts_with('/') || p.contains('\\') || p.split('/').any(|s| s == "..") {
+        return Err(bad(format!("{what} must be a relative path without '..'")));
+    }
+    Ok(())
+}
+
+fn is_semver(v: &str) -> bool {
+    let core = v.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    let rest = &v[core.len()..];
+    parts.len() == 3
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-+.".contains(&b))
+        && !rest.ends_with(['-', '+', '.'])
+}
+
+/// Outcome of matching a request against the manifest's endpoints.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EndpointMatch<'a> {
+    /// The request is declared.
+    Matched(&'a Endpoint),
+    /// The path is declared, but not for this method; the methods it allows.
+    MethodNotAllowed(Vec<String>),
+    /// No endpoint has this path.
+    NotFound,
+}
+
+fn match_endpoint<'a>(endpoints: &'a [Endpoint], method: &str, path: &str) -> EndpointMatch<'a> {
+    let method = method.to_uppercase();
+    let effective = if method == "HEAD" { "GET" } else { method.as_str() };
+    let request: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let mut allowed = Vec::new();
+    for e in endpoints {
+        let template: Vec<&str> = e.path.split('/').filter(|s| !s.is_empty()).collect();
+        let path_matches = template.len() == request.len()
+            && template.iter().zip(&request).all(|(t, r)| t.starts_with(':') || t == r);
+        if !path_matches {
+            continue;
+        }
+        if e.method == effective || e.method == method {
+            return EndpointMatch::Matched(e);
+        }
+        allowed.push(e.method.clone());
+        if e.method == "GET" {
+            allowed.push("HEAD".into());
+        }
+    }
+    if allowed.is_empty() {
+        EndpointMatch::NotFound
+    } else {
+        allowed.sort();
+        allowed.dedup();
+        EndpointMatch::MethodNotAllowed(allowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn manifest(extra: Value) -> Result<Manifest, ManifestError> {
+        let mut m = json!({"name": "Com.Acme.Hello", "publisher": "Acme", "version": "1.2.3-beta.1+b7", "runtime": "wasm-js@1"});
+        m.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        Manifest::from_value(m)
+    }
+
+    #[test]
+    fn normalises_capabilities_and_name() {
+        let m = manifest(json!({"capabilities": ["http.fetch", " CAP:Storage.KV "]})).unwrap();
+        assert_eq!(m.name, "com.acme.hello");
+        assert_eq!(m.capabilities, vec!["cap:http.fetch", "cap:storage.kv"]);
+    }
+
+    #[test]
+    fn rejects_unknown_capability_key_and_bad_version() {
+        assert!(manifest(json!({"capabilities": ["cap:root"]})).unwrap_err().0.contains("unknown capability"));
+        assert!(manifest(json!({"extra": 1})).unwrap_err().0.contains("unknown key"));
+        assert!(manifest(json!({"version": "1.2"})).unwrap_err().0.contains("X.Y.Z"));
+        assert!(manifest(json!({"ui": {"type": "iframe", "entry": "../x.html"}})).is_err());
+        assert!(manifest(json!({"api": {"endpoints": [{"method": "TRACE", "path": "/x"}]}})).is_err());
+        assert!(manifest(json!({"api": {"endpoints": [{"method": "GET", "path": "/a/../b"}]}})).is_err());
+    }
+
+    #[test]
+    fn matches_endpoints_with_params_head_and_405() {
+        let m = manifest(json!({"api": {"endpoints": [
+            {"method": "get", "path": "items//:id/", "handler": "h"},
+            {"method": "POST", "path": "/items", "handler": "h"}
+        ]}}))
+        .unwrap();
+        assert_eq!(m.endpoints()[0].path, "/items/:id");
+        assert!(matches!(m.match_endpoint("GET", "/items/7"), EndpointMatch::Matched(e) if e.path == "/items/:id"));
+        assert!(matches!(m.match_endpoint("HEAD", "/items/7/"), EndpointMatch::Matched(_)));
+        assert_eq!(m.match_endpoint("DELETE", "/items/7"), EndpointMatch::MethodNotAllowed(vec!["GET".into(), "HEAD".into()]));
+        assert_eq!(m.match_endpoint("GET", "/items/7/x"), EndpointMatch::NotFound);
+        assert_eq!(m.match_endpoint("GET", "/items"), EndpointMatch::MethodNotAllowed(vec!["POST".into()]));
+        let no_api = manifest(json!({})).unwrap();
+        assert_eq!(no_api.match_endpoint("GET", "/"), EndpointMatch::NotFound);
+    }
+}

@@ -1,0 +1,163 @@
+//! The platform: every backend and process-wide cache one Kelp process uses, built once at
+//! start-up and shared by the routers. [`Platform::embedded`] builds the local default
+//! (SQLite, directories, a secrets file, the in-process debug bus).
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use lru::LruCache;
+use parking_lot::Mutex;
+
+use crate::auth::JwtVerifier;
+use crate::blobs::{dir::DirBlobStore, BlobStore};
+use crate::business::HostApi;
+use crate::cache::{CacheSettings, ModuleCache};
+use crate::config::Settings;
+use crate::debug::{memory::MemoryBus, DebugBus};
+use crate::egress::EgressClient;
+use crate::engine::KelpEngine;
+use crate::executor::Executor;
+use crate::secrets::{file::FileSecrets, SecretSource, SecretsResolver};
+use crate::storage::{sqlite::SqliteKv, KvStore};
+use crate::stores::sqlite::{SqliteDb, SqliteStores};
+use crate::stores::{AuditLog, Installs, Registry, StoreResult, VersionRecord};
+
+/// The backends of a platform, chosen by the resolver.
+pub struct Backends {
+    /// Registry.
+    pub registry: Arc<dyn Registry>,
+    /// Installs.
+    pub installs: Arc<dyn Installs>,
+    /// Audit log.
+    pub audit: Arc<dyn AuditLog>,
+    /// Storage KV.
+    pub kv: Arc<dyn KvStore>,
+    /// Secret envelopes.
+    pub secrets: Arc<dyn SecretSource>,
+    /// Blobs.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Debug bus.
+    pub debug: Arc<dyn DebugBus>,
+    /// PSA host API.
+    pub host_api: Option<Arc<dyn HostApi>>,
+}
+
+impl Backends {
+    /// The embedded default: one SQLite file, a blob directory, a secrets file and the
+    /// in-process debug bus, all under `settings.data_dir`.
+    pub fn embedded(settings: &Settings) -> Result<Self> {
+        let db = SqliteDb::open(&settings.data_dir.join("kelp.db")).context("opening the SQLite database")?;
+        let stores = Arc::new(SqliteStores::new(db.clone()));
+        Ok(Self {
+            registry: stores.clone(),
+            installs: stores.clone(),
+            audit: stores,
+            kv: Arc::new(SqliteKv::new(db)),
+            secrets: Arc::new(FileSecrets::open(settings.secrets_file.clone())?),
+            blobs: Arc::new(DirBlobStore::new(settings.data_dir.join("blobs"))),
+            debug: Arc::new(MemoryBus::new(settings.debug_maxlen)),
+            host_api: None,
+        })
+    }
+}
+
+/// Everything a router needs.
+pub struct Platform {
+    /// Settings.
+    pub settings: Settings,
+    /// Registry.
+    pub registry: Arc<dyn Registry>,
+    /// Installs.
+    pub installs: Arc<dyn Installs>,
+    /// Audit log.
+    pub audit: Arc<dyn AuditLog>,
+    /// Storage KV.
+    pub kv: Arc<dyn KvStore>,
+    /// Secrets resolver (with its cache).
+    pub secrets: Arc<SecretsResolver>,
+    /// Blobs.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Debug bus.
+    pub debug: Arc<dyn DebugBus>,
+    /// PSA host API.
+    pub host_api: Option<Arc<dyn HostApi>>,
+    /// Executor (and the module cache).
+    pub executor: Executor,
+    /// Egress client.
+    pub egress: Arc<EgressClient>,
+    /// Bearer token verifier.
+    pub jwt: JwtVerifier,
+    // Versions are immutable, so they can be cached without invalidation.
+    versions: Mutex<LruCache<String, Arc<VersionRecord>>>,
+    // Extension names never change their id.
+    names: Mutex<LruCache<String, String>>,
+}
+
+impl Platform {
+    /// Build a platform over the given backends.
+    pub fn new(settings: Settings, backends: Backends) -> Result<Arc<Self>> {
+        let engine = KelpEngine::new(settings.engine.clone())?;
+        let linker = crate::host::linker(&engine.engine)?;
+        let cache = Arc::new(ModuleCache::new(
+            engine,
+            linker,
+            backends.blobs.clone(),
+            CacheSettings {
+                artifact_dir: settings.artifact_dir.clone(),
+                max_entries: settings.cache_max_entries,
+                max_bytes: settings.cache_max_bytes,
+            },
+        ));
+        let cap = NonZeroUsize::new(1024).expect("non-zero");
+        Ok(Arc::new(Self {
+            jwt: settings.jwt_verifier()?,
+            egress: EgressClient::new(settings.egress.clone())?,
+            secrets: Arc::new(SecretsResolver::new(backends.secrets, settings.secrets_ttl)),
+            executor: Executor::new(cache),
+            registry: backends.registry,
+            installs: backends.installs,
+            audit: backends.audit,
+            kv: backends.kv,
+            blobs: backends.blobs,
+            debug: backends.debug,
+            host_api: backends.host_api,
+            versions: Mutex::new(LruCache::new(cap)),
+            names: Mutex::new(LruCache::new(cap)),
+            settings,
+        }))
+    }
+
+    /// The embedded local default.
+    pub fn embedded(settings: Settings) -> Result<Arc<Self>> {
+        let backends = Backends::embedded(&settings)?;
+        Self::new(settings, backends)
+    }
+
+    /// A version by id, cached (versions are immutable).
+    pub async fn version(&self, id: &str) -> StoreResult<Option<Arc<VersionRecord>>> {
+        if let Some(v) = self.versions.lock().get(id).cloned() {
+            return Ok(Some(v));
+        }
+        let Some(v) = self.registry.get_version(id).await? else { return Ok(None) };
+        let v = Arc::new(v);
+        self.versions.lock().put(id.to_string(), v.clone());
+        Ok(Some(v))
+    }
+
+    /// An extension's registry id by manifest name, cached.
+    pub async fn extension_id_by_name(&self, name: &str) -> StoreResult<Option<String>> {
+        let name = name.to_lowercase();
+        if let Some(id) = self.names.lock().get(&name).cloned() {
+            return Ok(Some(id));
+        }
+        let Some(ext) = self.registry.find_extension_by_name(&name).await? else { return Ok(None) };
+        self.names.lock().put(name, ext.id.clone());
+        Ok(Some(ext.id))
+    }
+
+    /// The module cache.
+    pub fn cache(&self) -> &Arc<ModuleCache> {
+        self.executor.cache()
+    }
+}

@@ -1,0 +1,233 @@
+//! Control-plane state: the extension registry, tenant installs and the audit log. Each is a
+//! trait with an embedded (SQLite) implementation and an AWS (DynamoDB) one.
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::Manifest;
+
+/// Errors of the control-plane stores.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost (duplicate key, stale revision).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend could not be reached; callers answer 503.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (corrupt row, serialisation).
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+/// Result of the stores.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A page request: at most `limit` items after the opaque `cursor`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PageRequest {
+    /// Page size (clamped to 1..=1000 by the stores; 100 when 0).
+    #[serde(default)]
+    pub limit: usize,
+    /// Opaque cursor from the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+impl PageRequest {
+    /// The effective page size.
+    pub fn size(&self) -> usize {
+        match self.limit {
+            0 => 100,
+            n => n.min(1000),
+        }
+    }
+}
+
+/// A page of results.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Page<T> {
+    /// Items of this page.
+    pub items: Vec<T>,
+    /// Cursor for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A published extension (all versions share it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtensionRecord {
+    /// Registry id (uuid).
+    pub id: String,
+    /// Manifest name, lower-case.
+    pub name: String,
+    /// Publisher of the first version.
+    pub publisher: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// One immutable published version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Version id (uuid).
+    pub id: String,
+    /// Extension registry id.
+    pub extension_id: String,
+    /// Semver string from the manifest.
+    pub version: String,
+    /// Validated manifest.
+    pub manifest: Manifest,
+    /// `sha256:<hex>` of the bundle as published.
+    pub content_hash: String,
+    /// Hex sha256 of the component bytes: the module cache key.
+    pub component_hash: String,
+    /// Blob key of the component bytes.
+    pub component_key: String,
+    /// Blob key of the bundle.
+    pub bundle_key: String,
+    /// RFC 3339.
+    pub published_at: String,
+}
+
+/// A tenant's install of one extension.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstallRecord {
+    /// Install id (uuid).
+    pub install_id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Extension registry id.
+    pub extension_id: String,
+    /// Installed version id.
+    pub version_id: String,
+    /// Config map (non-secret).
+    pub config: BTreeMap<String, String>,
+    /// Bumped on every config change (A2).
+    pub config_version: u64,
+    /// Secret envelope reference (Secrets Manager id or local key), if secrets were set.
+    pub secrets_ref: Option<String>,
+    /// Bumped on every secrets change (A2).
+    pub secrets_version: u64,
+    /// Normalised capabilities granted (defaults are implied).
+    pub granted: Vec<String>,
+    /// Egress allow-list for `http.fetch`.
+    pub egress: Vec<String>,
+    /// Disabled installs answer 404.
+    pub enabled: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// Optimistic-concurrency revision, bumped on every update.
+    pub revision: u64,
+}
+
+impl InstallRecord {
+    /// Whether the install has `cap` (granted or default).
+    pub fn has_capability(&self, cap: &str) -> bool {
+        crate::manifest::DEFAULT_CAPABILITIES.contains(&cap) || self.granted.iter().any(|g| g == cap)
+    }
+}
+
+/// Outcome of recording a version.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PutVersion {
+    /// Newly recorded.
+    Created,
+    /// name@version already existed; here it is.
+    Existing(Box<VersionRecord>),
+}
+
+/// Extensions and their versions.
+#[async_trait]
+pub trait Registry: Send + Sync {
+    /// Record the extension by name, or return the existing one with that name.
+    async fn ensure_extension(&self, ext: &ExtensionRecord) -> StoreResult<ExtensionRecord>;
+    /// Extension by registry id.
+    async fn get_extension(&self, id: &str) -> StoreResult<Option<ExtensionRecord>>;
+    /// Extension by manifest name.
+    async fn find_extension_by_name(&self, name: &str) -> StoreResult<Option<ExtensionRecord>>;
+    /// All extensions, by name.
+    async fn list_extensions(&self, page: &PageRequest) -> StoreResult<Page<ExtensionRecord>>;
+    /// Record a version unless name@version exists (then the existing one is returned).
+    async fn put_version(&self, version: &VersionRecord) -> StoreResult<PutVersion>;
+    /// Version by id.
+    async fn get_version(&self, id: &str) -> StoreResult<Option<VersionRecord>>;
+    /// Version by extension and semver string.
+    async fn find_version(&self, extension_id: &str, version: &str) -> StoreResult<Option<VersionRecord>>;
+    /// Version by bundle content hash (`sha256:<hex>`).
+    async fn find_version_by_content_hash(&self, content_hash: &str) -> StoreResult<Option<VersionRecord>>;
+    /// Versions of an extension, oldest first.
+    async fn list_versions(&self, extension_id: &str, page: &PageRequest) -> StoreResult<Page<VersionRecord>>;
+}
+
+/// Tenant installs.
+#[async_trait]
+pub trait Installs: Send + Sync {
+    /// Create; a second install of the same extension in a tenant is a conflict.
+    async fn create_install(&self, install: &InstallRecord) -> StoreResult<()>;
+    /// Install by tenant and id (another tenant's id is `None`).
+    async fn get_install(&self, tenant: &str, install_id: &str) -> StoreResult<Option<InstallRecord>>;
+    /// The tenant's install of an extension.
+    async fn find_install(&self, tenant: &str, extension_id: &str) -> StoreResult<Option<InstallRecord>>;
+    /// A tenant's installs (all tenants with `None`, for operators).
+    async fn list_installs(&self, tenant: Option<&str>, page: &PageRequest) -> StoreResult<Page<InstallRecord>>;
+    /// Replace an install if its stored revision is `install.revision - 1`.
+    async fn update_install(&self, install: &InstallRecord) -> StoreResult<()>;
+    /// Delete; returns whether it existed.
+    async fn delete_install(&self, tenant: &str, install_id: &str) -> StoreResult<bool>;
+}
+
+/// One audit row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Row id (uuid).
+    pub id: String,
+    /// RFC 3339 with milliseconds.
+    pub ts: String,
+    /// Tenant concerned, if any.
+    pub tenant_id: Option<String>,
+    /// Who (`sub`, or `system`).
+    pub actor: String,
+    /// What, e.g. `install.create`, `debug.session`, `access.denied`.
+    pub action: String,
+    /// Object, e.g. an install id.
+    pub target: Option<String>,
+    /// `ok`, `denied`, `error`.
+    pub outcome: String,
+    /// Details (never secret values).
+    pub details: serde_json::Value,
+}
+
+/// Filter for audit queries.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AuditFilter {
+    /// Only this tenant.
+    pub tenant_id: Option<String>,
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// From (RFC 3339, inclusive).
+    pub since: Option<String>,
+    /// Until (RFC 3339, exclusive).
+    pub until: Option<String>,
+}
+
+/// The audit log.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Append a row.
+    async fn append(&self, record: &AuditRecord) -> StoreResult<()>;
+    /// Rows matching the filter, newest first.
+    async fn query(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditRecord>>;
+}
+
+/// Current time as RFC 3339 with milliseconds (UTC), the timestamp format of every store.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
