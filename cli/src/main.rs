@@ -1,1 +1,65 @@
-fn main(){}
+//! `kelp`: run Kelp locally and work with extensions.
+
+mod up;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kelp", version, about = "Kelp: WebAssembly extensions behind HTTP, locally and on AWS Lambda")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gateway on localhost over the embedded default (SQLite, files, in-process
+    /// debug bus), with the examples published and installed for a demo tenant.
+    Up(up::UpArgs),
+    /// Mint a development token (HS256 with the local secret) for a tenant.
+    Token {
+        /// Tenant id.
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        /// Subject (user id).
+        #[arg(long, default_value = "demo-user")]
+        sub: String,
+        /// Permissions (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',', default_values_t = up::DEMO_PERMS.iter().map(|s| s.to_string()))]
+        perm: Vec<String>,
+        /// Data directory of `kelp up` (holds the local signing secret).
+        #[arg(long, default_value = ".kelp")]
+        data_dir: PathBuf,
+    },
+    /// Build an extension's component from source (`*.wat` or `src/index.js`) into a staging
+    /// directory ready to publish.
+    Build {
+        /// Extension directory (with manifest.json).
+        dir: PathBuf,
+        /// Where to stage the built extension.
+        #[arg(long, default_value = ".kelp/build")]
+        out: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    kelp_runtime::telemetry::init();
+    match Cli::parse().command {
+        Command::Up(args) => up::run(args).await,
+        Command::Token { tenant, sub, perm, data_dir } => {
+            let secret = up::dev_secret(&data_dir)?;
+            println!("{}", up::mint(&secret, &tenant, &sub, &perm));
+            Ok(())
+        }
+        Command::Build { dir, out } => {
+            let root = kelp_runtime::devtools::repo_root(&std::env::current_dir()?).unwrap_or_else(|| PathBuf::from("."));
+            let staged = kelp_runtime::devtools::stage_example(&root, &dir, &out)?;
+            println!("built {}", staged.display());
+            Ok(())
+        }
+    }
+}

@@ -189,7 +189,9 @@ impl ModuleCache {
         let artifact = self.compile(bytes).await?;
         self.stats.compiles.fetch_add(1, Ordering::Relaxed);
         let len = artifact.len();
-        self.store_blob_artifact(hash, &artifact).await;
+        if let Err(e) = self.store_blob_artifact(hash, &artifact).await {
+            tracing::warn!(component = hash, error = %e, "could not write the artifact to the blob store");
+        }
         write_local(&path, artifact).await?;
         let component = self
             .load_local(&path)
@@ -206,13 +208,26 @@ impl ModuleCache {
             .map_err(|e| CacheError::Invalid(format!("compile task: {e}")))?
     }
 
-    /// Precompile at publish: compile once, write the artifact (and its sha256) to the blob
-    /// store and the local dir, so no gateway request ever compiles this component.
-    pub async fn precompile(&self, component_hash: &str, bytes: Vec<u8>) -> Result<(), CacheError> {
-        let artifact = self.compile(bytes).await?;
-        self.stats.compiles.fetch_add(1, Ordering::Relaxed);
-        self.store_blob_artifact(component_hash, &artifact).await;
-        write_local(&self.local_path(component_hash), artifact).await
+    /// Precompile at publish: compile once, prove the component links against this host,
+    /// then write the artifact (and its sha256) to the blob store and the local dir, so no
+    /// gateway request ever compiles this component.
+    pub async fn validate_and_precompile(&self, component_hash: &str, bytes: Vec<u8>) -> Result<(), CacheError> {
+        let path = self.local_path(component_hash);
+        // Republishing (or `kelp up` restarting) reuses a good local artifact of the same
+        // component bytes instead of compiling again; it still gets linked and uploaded.
+        let artifact = match self.load_local(&path).await {
+            Some(_) => tokio::fs::read(&path).await.map_err(|e| CacheError::Invalid(e.to_string()))?,
+            None => {
+                let artifact = self.compile(bytes).await?;
+                self.stats.compiles.fetch_add(1, Ordering::Relaxed);
+                artifact
+            }
+        };
+        // SAFETY: the artifact was produced a moment ago by this very engine.
+        let component = unsafe { Component::deserialize(&self.engine.engine, &artifact) }.map_err(|e| CacheError::Invalid(werr(e)))?;
+        self.prepare(component, artifact.len())?;
+        self.store_blob_artifact(component_hash, &artifact).await.map_err(|e| CacheError::Unavailable(e.to_string()))?;
+        write_local(&path, artifact).await
     }
 
     /// Whether the blob store holds an artifact for this engine.
@@ -220,25 +235,19 @@ impl ModuleCache {
         self.blobs.exists(&artifact_key(&self.engine.compat_hash, component_hash)).await.unwrap_or(false)
     }
 
-    async fn store_blob_artifact(&self, hash: &str, artifact: &[u8]) {
+    async fn store_blob_artifact(&self, hash: &str, artifact: &[u8]) -> Result<(), crate::blobs::BlobError> {
         let compat = &self.engine.compat_hash;
         let digest = hex::encode(Sha256::digest(artifact));
         // Digest first: an artifact without its digest is ignored, never trusted.
-        let result = async {
-            self.blobs.put(&artifact_digest_key(compat, hash), digest.as_bytes()).await?;
-            self.blobs.put(&artifact_key(compat, hash), artifact).await
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(component = hash, error = %e, "could not write the artifact to the blob store");
-        }
+        self.blobs.put(&artifact_digest_key(compat, hash), digest.as_bytes()).await?;
+        self.blobs.put(&artifact_key(compat, hash), artifact).await
     }
 
     async fn fetch_blob_artifact(&self, hash: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let compat = &self.engine.compat_hash;
         let fetched = async {
             let Some(digest) = self.blobs.get(&artifact_digest_key(compat, hash)).await? else { return Ok(None) };
-            Ok(self.blobs.get(&artifact_key(compat, hash)).await?.map(|a| (digest, a)))
+            Ok::<_, crate::blobs::BlobError>(self.blobs.get(&artifact_key(compat, hash)).await?.map(|a| (digest, a)))
         }
         .await;
         match fetched {
@@ -253,7 +262,6 @@ impl ModuleCache {
             }
             Ok(None) => Ok(None),
             Err(e) => {
-                let e: crate::blobs::BlobError = e;
                 tracing::warn!(component = hash, error = %e, "blob store unavailable for artifacts");
                 Ok(None)
             }

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::bindings::types::{ExecuteRequest, ExecuteResponse};
 use crate::cache::{CacheError, ModuleCache, Tier};
+use crate::engine::AllocatorKind;
 use crate::host::{HostState, Invocation};
 
 /// Per-call limits.
@@ -47,11 +49,18 @@ pub enum ExecError {
     /// The guest tried to grow memory past its limit.
     #[error("extension exceeded its memory limit of {0} bytes")]
     MemoryLimit(usize),
+    /// Every instance slot stayed busy for the whole time budget.
+    #[error("all {0} instance slots are busy")]
+    Busy(usize),
 }
 
 /// Runs components from the cache.
 pub struct Executor {
     cache: Arc<ModuleCache>,
+    // One permit per pool slot: a request waits for a free slot instead of failing to
+    // instantiate when the pool is exhausted.
+    slots: Arc<Semaphore>,
+    slot_count: usize,
 }
 
 /// Host calls are not interrupted by epochs; past the deadline they get this much grace
@@ -61,7 +70,13 @@ const HOST_CALL_GRACE: Duration = Duration::from_millis(250);
 impl Executor {
     /// An executor over the cache.
     pub fn new(cache: Arc<ModuleCache>) -> Self {
-        Self { cache }
+        let engine = cache.engine();
+        let slot_count = match engine.allocator {
+            AllocatorKind::Pooling => engine.settings.pool_instances.max(1) as usize,
+            // On-demand allocation has no slots; bound concurrency to protect memory.
+            AllocatorKind::OnDemand => 256,
+        };
+        Self { cache, slots: Arc::new(Semaphore::new(slot_count)), slot_count }
     }
 
     /// The cache.
@@ -81,6 +96,10 @@ impl Executor {
         let (loaded, tier) = self.cache.get(component_hash, component_key).await?;
         let started = Instant::now();
         let deadline = started + limits.timeout;
+        let _slot = match tokio::time::timeout_at(deadline.into(), self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(ExecError::Busy(self.slot_count)),
+        };
         invocation.deadline = deadline;
         let debug = invocation.debug.clone();
         let engine = &self.cache.engine().engine;

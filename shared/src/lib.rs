@@ -5,13 +5,16 @@
 //! See docs/overview.md for the whole picture.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 pub mod bindings;
 pub mod blobs;
 pub mod business;
 pub mod cache;
+pub mod components;
 pub mod config;
 pub mod debug;
+pub mod devtools;
 pub mod egress;
 pub mod engine;
 pub mod error;
@@ -21,9 +24,11 @@ pub mod gateway;
 pub mod host;
 pub mod manifest;
 pub mod platform;
+pub mod publish;
 pub mod secrets;
 pub mod storage;
 pub mod stores;
+pub mod telemetry;
 
 pub use config::Settings;
 pub use platform::Platform;

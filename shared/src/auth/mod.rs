@@ -226,6 +226,12 @@ fn authorizer_claims(parts: &Parts) -> Option<HashMap<String, String>> {
     }
 }
 
+/// Mint an HS256 token (local development and tests; production tokens come from the IdP).
+pub fn mint_hs256(secret: &[u8], claims: &Value) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), claims, &jsonwebtoken::EncodingKey::from_secret(secret))
+        .expect("HS256 signing with an in-memory key")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

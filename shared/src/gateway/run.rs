@@ -95,6 +95,11 @@ pub fn exec_error_response(e: &ExecError) -> ApiError {
             "extension_memory_limit",
             format!("the extension exceeded its memory limit of {} MiB", bytes >> 20),
         ),
+        ExecError::Busy(slots) => {
+            tracing::warn!(slots, "all instance slots busy");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the runtime is at capacity; retry shortly")
+                .with_header(axum::http::header::RETRY_AFTER, "1")
+        }
         ExecError::Load(crate::cache::CacheError::Unavailable(m)) => {
             tracing::warn!(error = %m, "component unavailable");
             ApiError::unavailable("the extension's component is temporarily unavailable")

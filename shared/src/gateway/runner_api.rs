@@ -328,6 +328,7 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         Err(ExecError::Timeout(_)) => ExecuteAnswer::failure(504, "extension_timeout"),
         Err(ExecError::MemoryLimit(_)) => ExecuteAnswer::failure(500, "extension_memory_limit"),
         Err(ExecError::Load(crate::cache::CacheError::Unavailable(_))) => ExecuteAnswer::failure(503, "service_unavailable"),
+        Err(ExecError::Busy(_)) => ExecuteAnswer::failure(503, "overloaded"),
         Err(_) => ExecuteAnswer::failure(500, "extension_error"),
     };
     if let Some(key) = idem_key {

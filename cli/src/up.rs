@@ -1,0 +1,182 @@
+//! `kelp up`: the whole of Kelp in one local process on the embedded default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use kelp_runtime::admin::service::{create_install, set_config, set_secrets, NewInstall};
+use kelp_runtime::gateway::{router, Gateway};
+use kelp_runtime::{devtools, publish, Platform, Settings};
+use serde_json::json;
+
+/// Permissions of the demo token.
+pub const DEMO_PERMS: &[&str] = &["extension:read", "extension:write", "extension:debug", "extension:manage"];
+
+/// Options of `kelp up`.
+#[derive(Args)]
+pub struct UpArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Data directory (SQLite, blobs, secrets, artifacts).
+    #[arg(long, default_value = ".kelp")]
+    data_dir: PathBuf,
+    /// Examples directory to publish and install.
+    #[arg(long, default_value = "examples")]
+    examples: PathBuf,
+    /// Demo tenant.
+    #[arg(long, default_value = "demo")]
+    tenant: String,
+    /// Skip publishing the examples.
+    #[arg(long)]
+    no_examples: bool,
+}
+
+/// The local HS256 signing secret: `KELP_JWT_HS256_SECRET`, or one generated once per data
+/// directory.
+pub fn dev_secret(data_dir: &Path) -> Result<String> {
+    if let Ok(s) = std::env::var("KELP_JWT_HS256_SECRET") {
+        if !s.is_empty() {
+            return Ok(s);
+        }
+    }
+    let path = data_dir.join("dev-jwt-secret");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        return Ok(s.trim().to_string());
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    std::fs::write(&path, &secret)?;
+    Ok(secret)
+}
+
+/// A 24-hour development token.
+pub fn mint(secret: &str, tenant: &str, sub: &str, perms: &[String]) -> String {
+    let claims = json!({
+        "sub": sub,
+        "tenant": tenant,
+        "email": format!("{sub}@example.com"),
+        "name": "Demo User",
+        "user_type": "internal",
+        "perms": perms,
+        "exp": chrono::Utc::now().timestamp() + 24 * 3600,
+    });
+    kelp_runtime::auth::mint_hs256(secret.as_bytes(), &claims)
+}
+
+/// Run `kelp up`.
+pub async fn run(args: UpArgs) -> Result<()> {
+    let secret = dev_secret(&args.data_dir)?;
+    let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    env.insert("KELP_DATA_DIR".into(), args.data_dir.to_string_lossy().into_owned());
+    env.insert("KELP_JWT_HS256_SECRET".into(), secret.clone());
+    env.entry("KELP_CORS_ORIGINS".into()).or_insert_with(|| format!("http://{}", args.listen));
+    let settings = Settings::from_map(&env)?;
+    let platform = Platform::embedded(settings)?;
+
+    let mut installed = Vec::new();
+    if !args.no_examples {
+        installed = seed_examples(&platform, &args).await?;
+    }
+    let app = router(Gateway::new(platform.clone()));
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let token = mint(&secret, &args.tenant, "demo-user", &DEMO_PERMS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    print_banner(&base, &token, &installed);
+    axum::serve(listener, app).with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}
+
+struct Installed {
+    name: String,
+    sample_paths: Vec<String>,
+}
+
+async fn seed_examples(platform: &Arc<Platform>, args: &UpArgs) -> Result<Vec<Installed>> {
+    let root = devtools::repo_root(&std::env::current_dir()?).unwrap_or_else(|| PathBuf::from("."));
+    let staging = args.data_dir.join("build");
+    let mut out = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&args.examples)
+        .with_context(|| format!("reading {}", args.examples.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("manifest.json").is_file())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let staged = match devtools::stage_example(&root, &dir, &staging) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(example = %dir.display(), error = %format!("{e:#}"), "skipping example that failed to build");
+                continue;
+            }
+        };
+        println!("publishing {} (first run compiles it; later runs reuse the artifact)...", dir.display());
+        let published = publish::publish_dir(platform, &staged).await?;
+        let manifest = &published.version.manifest;
+        let existing = platform.installs.find_install(&args.tenant, &published.extension.id).await?;
+        let install = match existing {
+            Some(i) if i.version_id == published.version.id => i,
+            Some(i) => {
+                // A newer example build: move the demo install to it.
+                let v = published.version.id.clone();
+                kelp_runtime::admin::service::update_install(platform, &args.tenant, &i.install_id, |r| {
+                    r.version_id = v;
+                    Ok(())
+                })
+                .await?
+            }
+            None => {
+                let mut granted = manifest.capabilities.clone();
+                granted.push("cap:debug.logs".into());
+                create_install(
+                    platform,
+                    NewInstall {
+                        tenant_id: args.tenant.clone(),
+                        extension_id: published.extension.id.clone(),
+                        version_id: published.version.id.clone(),
+                        config: BTreeMap::new(),
+                        granted,
+                        egress: vec!["example.com".into()],
+                        enabled: true,
+                    },
+                )
+                .await?
+            }
+        };
+        if install.config.is_empty() {
+            let config = BTreeMap::from([("greeting".to_string(), "Hello from kelp up".to_string())]);
+            set_config(platform, &args.tenant, &install.install_id, config).await?;
+        }
+        if install.secrets_ref.is_none() && manifest.capabilities.iter().any(|c| c == "cap:secrets.get") {
+            let secrets = BTreeMap::from([("api_key".to_string(), "demo-api-key-123".to_string())]);
+            set_secrets(platform, &args.tenant, &install.install_id, &secrets, None).await?;
+        }
+        let sample_paths = manifest
+            .endpoints()
+            .iter()
+            .filter(|e| e.method == "GET")
+            .map(|e| e.path.replace(":id", "first").replace(":name", "kelp"))
+            .take(4)
+            .collect();
+        out.push(Installed { name: manifest.name.clone(), sample_paths });
+    }
+    Ok(out)
+}
+
+fn print_banner(base: &str, token: &str, installed: &[Installed]) {
+    println!("\nKelp is up on {base} (embedded default: SQLite, local files, in-process debug bus)\n");
+    println!("  export KELP_TOKEN={token}\n");
+    for ext in installed {
+        println!("  {}:", ext.name);
+        for path in &ext.sample_paths {
+            println!("    curl -s -H \"Authorization: Bearer $KELP_TOKEN\" {base}/api/ext/{}{path}", ext.name);
+        }
+    }
+    println!("\n  health: curl -s {base}/healthz\n  Ctrl-C stops.\n");
+}

@@ -1,0 +1,168 @@
+//! Install, config and secrets operations with their validation rules.
+
+use std::collections::BTreeMap;
+
+use crate::egress::parse_allow_list;
+use crate::manifest::{normalize_capabilities, CAP_DEBUG_LOGS};
+use crate::platform::Platform;
+use crate::secrets::{SecretEnvelope, SecretsError};
+use crate::stores::{now_rfc3339, InstallRecord, StoreError};
+
+/// Why an operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Invalid input (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// Unknown extension, version or install (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Duplicate or concurrent change (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Backend failure (503/500).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Secrets backend failure.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+}
+
+/// What a new install asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewInstall {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Extension registry id.
+    pub extension_id: String,
+    /// Version id to install.
+    pub version_id: String,
+    /// Config map.
+    pub config: BTreeMap<String, String>,
+    /// Capabilities to grant (with or without `cap:`).
+    pub granted: Vec<String>,
+    /// Egress allow-list.
+    pub egress: Vec<String>,
+    /// Enabled at once.
+    pub enabled: bool,
+}
+
+/// Check a grant: capabilities known and declared by the version's manifest, except
+/// `cap:debug.logs`, an install-level switch no manifest declares.
+pub fn check_grants(granted: &[String], declared: &[String]) -> Result<Vec<String>, AdminError> {
+    let normalized = normalize_capabilities(granted.iter().map(String::as_str)).map_err(|e| AdminError::Invalid(e.0))?;
+    for cap in &normalized {
+        if cap != CAP_DEBUG_LOGS && !declared.contains(cap) {
+            return Err(AdminError::Invalid(format!("{cap} is not declared by the extension's manifest")));
+        }
+    }
+    Ok(normalized.into_iter().collect())
+}
+
+/// Normalise and check an egress allow-list.
+pub fn check_egress(egress: &[String]) -> Result<Vec<String>, AdminError> {
+    parse_allow_list(egress).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    Ok(egress.iter().map(|e| e.trim().trim_end_matches('/').to_lowercase()).collect())
+}
+
+/// Create an install.
+pub async fn create_install(platform: &Platform, new: NewInstall) -> Result<InstallRecord, AdminError> {
+    let version = platform
+        .version(&new.version_id)
+        .await?
+        .filter(|v| v.extension_id == new.extension_id)
+        .ok_or_else(|| AdminError::NotFound(format!("version {} of extension {} not found", new.version_id, new.extension_id)))?;
+    let granted = check_grants(&new.granted, &version.manifest.capabilities)?;
+    let egress = check_egress(&new.egress)?;
+    let now = now_rfc3339();
+    let install = InstallRecord {
+        install_id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: new.tenant_id,
+        extension_id: new.extension_id,
+        version_id: new.version_id,
+        config: new.config,
+        config_version: 1,
+        secrets_ref: None,
+        secrets_version: 0,
+        granted,
+        egress,
+        enabled: new.enabled,
+        created_at: now.clone(),
+        updated_at: now,
+        revision: 1,
+    };
+    platform.installs.create_install(&install).await.map_err(|e| match e {
+        StoreError::Conflict(_) => AdminError::Conflict("the tenant already has an install of this extension".into()),
+        other => AdminError::Store(other),
+    })?;
+    Ok(install)
+}
+
+/// Apply `change` to an install and store it with the next revision (optimistic concurrency:
+/// a concurrent change makes this a 409, never a lost update).
+pub async fn update_install(
+    platform: &Platform,
+    tenant: &str,
+    install_id: &str,
+    change: impl FnOnce(&mut InstallRecord) -> Result<(), AdminError>,
+) -> Result<InstallRecord, AdminError> {
+    let mut install = platform
+        .installs
+        .get_install(tenant, install_id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("install {install_id} not found")))?;
+    change(&mut install)?;
+    install.revision += 1;
+    install.updated_at = now_rfc3339();
+    platform.installs.update_install(&install).await.map_err(|e| match e {
+        StoreError::Conflict(_) => AdminError::Conflict("the install changed concurrently; retry".into()),
+        other => AdminError::Store(other),
+    })?;
+    Ok(install)
+}
+
+/// Replace the config map and bump `config_version` (A2): the next request sees it.
+pub async fn set_config(
+    platform: &Platform,
+    tenant: &str,
+    install_id: &str,
+    config: BTreeMap<String, String>,
+) -> Result<InstallRecord, AdminError> {
+    update_install(platform, tenant, install_id, |i| {
+        i.config = config;
+        i.config_version += 1;
+        Ok(())
+    })
+    .await
+}
+
+/// The secret reference of an install: stable per install, under the Kelp prefix.
+pub fn secret_ref_for(install: &InstallRecord) -> String {
+    format!("kelp/{}/{}", install.tenant_id, install.install_id)
+}
+
+/// Write the secret envelope and bump `secrets_version` (A2). Values are write-only: they
+/// are never returned or logged.
+pub async fn set_secrets(
+    platform: &Platform,
+    tenant: &str,
+    install_id: &str,
+    values: &BTreeMap<String, String>,
+    expires_at: Option<String>,
+) -> Result<InstallRecord, AdminError> {
+    let current = platform
+        .installs
+        .get_install(tenant, install_id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("install {install_id} not found")))?;
+    let secret_ref = current.secrets_ref.clone().unwrap_or_else(|| secret_ref_for(&current));
+    let mut envelope = SecretEnvelope::inline(values, expires_at);
+    envelope.version = Some((current.secrets_version + 1).to_string());
+    platform.secrets.source().store(&secret_ref, &envelope).await?;
+    update_install(platform, tenant, install_id, |i| {
+        i.secrets_ref = Some(secret_ref);
+        i.secrets_version += 1;
+        Ok(())
+    })
+    .await
+}

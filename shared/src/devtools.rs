@@ -1,0 +1,129 @@
+//! Developer tooling shared by `kelp up`, `kelp build` and the test suite: building guest
+//! components from source (JavaScript through componentize-js, WAT through wit-component),
+//! cached by a hash of everything that goes into them.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+use sha2::{Digest, Sha256};
+
+/// The repository root (where `wit/` and `tools/componentize/` are), found from `start`
+/// upwards.
+pub fn repo_root(start: &Path) -> Option<PathBuf> {
+    start.ancestors().find(|d| d.join("wit/kelp.wit").is_file() && d.join("tools/componentize/build.mjs").is_file()).map(Path::to_path_buf)
+}
+
+/// Make sure the componentize-js npm packages are installed (`npm ci`, once).
+pub fn ensure_node_tools(root: &Path) -> Result<()> {
+    let tools = root.join("tools/componentize");
+    if tools.join("node_modules/@bytecodealliance/componentize-js/package.json").is_file() {
+        return Ok(());
+    }
+    let _lock = lock(&tools.join(".npm.lock"))?;
+    if tools.join("node_modules/@bytecodealliance/componentize-js/package.json").is_file() {
+        return Ok(());
+    }
+    tracing::info!("installing componentize-js (npm ci in tools/componentize)");
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&tools)
+        .status()
+        .context("running npm (Node.js 20+ with npm is needed to build JavaScript extensions)")?;
+    if !status.success() {
+        bail!("npm ci failed in {}", tools.display());
+    }
+    Ok(())
+}
+
+fn lock(path: &Path) -> Result<File> {
+    let f = File::options().create(true).truncate(false).write(true).open(path)?;
+    f.lock()?;
+    Ok(f)
+}
+
+fn hash_inputs(root: &Path, extra: &[&Path]) -> Result<String> {
+    let mut h = Sha256::new();
+    for p in [root.join("wit/kelp.wit"), root.join("wit/deps/alga/extension.wit"), root.join("tools/componentize/build.mjs"), root.join("tools/componentize/package-lock.json")]
+        .iter()
+        .chain(extra.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>().iter())
+    {
+        h.update(p.to_string_lossy().as_bytes());
+        h.update(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Build a JavaScript guest with componentize-js into `out`, unless `out` is already built
+/// from the same inputs. Concurrent builders (test processes) wait for each other.
+pub fn build_js(root: &Path, source: &Path, world: &str, out: &Path) -> Result<()> {
+    let stamp_path = out.with_extension("wasm.inputs");
+    let inputs = hash_inputs(root, &[source])? + world;
+    if out.is_file() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(inputs.as_str()) {
+        return Ok(());
+    }
+    ensure_node_tools(root)?;
+    std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))?;
+    let _lock = lock(&out.with_extension("wasm.lock"))?;
+    if out.is_file() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(inputs.as_str()) {
+        return Ok(());
+    }
+    let output = Command::new("node")
+        .arg(root.join("tools/componentize/build.mjs"))
+        .arg(source)
+        .arg(out)
+        .arg(world)
+        .output()
+        .context("running node (Node.js 20+ is needed to build JavaScript extensions)")?;
+    if !output.status.success() {
+        bail!("componentize-js failed for {}:\n{}{}", source.display(), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    }
+    std::fs::write(&stamp_path, inputs)?;
+    Ok(())
+}
+
+/// Build a WAT guest (a core module against `world`) into a component at `out`.
+pub fn build_wat(source: &Path, world: &str, out: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(source).with_context(|| format!("reading {}", source.display()))?;
+    let component = crate::components::component_from_wat(&text, world)?;
+    std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))?;
+    std::fs::write(out, component)?;
+    Ok(())
+}
+
+/// Stage an example for publishing: its manifest and the freshly built component under
+/// `staging/<name>/` (sources stay where they are). Returns the staged directory.
+pub fn stage_example(root: &Path, example: &Path, staging: &Path) -> Result<PathBuf> {
+    let name = example.file_name().context("example directory name")?;
+    let dir = staging.join(name);
+    std::fs::create_dir_all(dir.join("dist"))?;
+    std::fs::copy(example.join("manifest.json"), dir.join("manifest.json"))?;
+    if example.join("ui").is_dir() {
+        copy_tree(&example.join("ui"), &dir.join("ui"))?;
+    }
+    let out = dir.join("dist/main.wasm");
+    let wat = std::fs::read_dir(example)?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "wat"));
+    if let Some(wat) = wat {
+        build_wat(&wat, "alga:extension/runner", &out)?;
+    } else if example.join("src/index.js").is_file() {
+        build_js(root, &example.join("src/index.js"), "kelp:extension/runner", &out)?;
+    } else {
+        bail!("{}: no *.wat or src/index.js", example.display());
+    }
+    Ok(dir)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! The module cache through the gateway: precompiled at publish, corrupt artifacts recovered,
+//! and guest-contract compatibility of both component kinds.
+
+use std::sync::atomic::Ordering;
+
+use kelp_tests::*;
+
+#[tokio::test]
+async fn the_first_request_after_publish_uses_the_precompiled_artifact() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("js-notes")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let stats = &kelp.platform.cache().stats;
+    let compiles = stats.compiles.load(Ordering::Relaxed);
+    assert!(compiles <= 1, "publish compiles at most once (not when the artifact is already built)");
+    assert!(kelp.platform.cache().has_blob_artifact(&published.version.component_hash).await, "publish stored the artifact");
+    let r = kelp.get("/api/ext/com.kelp.examples.js-notes/hello", &token("acme", RW)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(stats.compiles.load(Ordering::Relaxed), compiles, "no compile on the request path");
+    assert_eq!(stats.disk_hits.load(Ordering::Relaxed) + stats.blob_hits.load(Ordering::Relaxed), 1);
+    kelp.get("/api/ext/com.kelp.examples.js-notes/hello", &token("acme", RW)).await;
+    assert_eq!(stats.memory_hits.load(Ordering::Relaxed), 1, "then served from memory");
+}
+
+#[tokio::test]
+async fn a_corrupt_local_artifact_is_a_miss_that_recovers() {
+    let artifacts = tempfile::tempdir().unwrap();
+    let dir = artifacts.path().to_string_lossy().into_owned();
+    let kelp = TestKelp::start_with(&[("KELP_ARTIFACT_DIR", &dir)]).await;
+    let published = kelp.publish(&staged_example("wat-hello")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let cache = kelp.platform.cache();
+    let path = cache.local_artifact_path(&published.version.component_hash);
+    let original = std::fs::read(&path).unwrap();
+    let t = token("acme", RW);
+    for corruption in ["flip", "truncate", "garbage"] {
+        cache.clear_memory();
+        let mut bytes = original.clone();
+        match corruption {
+            "flip" => {
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0xff;
+            }
+            "truncate" => bytes.truncate(bytes.len() / 3),
+            _ => bytes = b"definitely not an ELF artifact".to_vec(),
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let before = cache.stats.corrupt_artifacts.load(Ordering::Relaxed);
+        let r = kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &t).await;
+        assert_eq!(r.status(), 200, "{corruption}: served anyway");
+        assert_eq!(cache.stats.corrupt_artifacts.load(Ordering::Relaxed), before + 1, "{corruption}: detected");
+        assert_eq!(std::fs::read(&path).unwrap(), original, "{corruption}: replaced by a good artifact");
+    }
+    assert_eq!(cache.stats.blob_hits.load(Ordering::Relaxed), 3, "recovered from the blob tier, not by recompiling");
+}
+
+#[tokio::test]
+async fn a_corrupt_blob_artifact_is_recompiled() {
+    let artifacts = tempfile::tempdir().unwrap();
+    let dir = artifacts.path().to_string_lossy().into_owned();
+    let kelp = TestKelp::start_with(&[("KELP_ARTIFACT_DIR", &dir)]).await;
+    let published = kelp.publish(&staged_example("wat-hello")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let cache = kelp.platform.cache();
+    let compat = cache.engine().compat_hash.clone();
+    let key = kelp_runtime::blobs::artifact_key(&compat, &published.version.component_hash);
+    kelp.platform.blobs.put(&key, b"tampered").await.unwrap();
+    std::fs::remove_file(cache.local_artifact_path(&published.version.component_hash)).unwrap();
+    cache.clear_memory();
+    let compiles = cache.stats.compiles.load(Ordering::Relaxed);
+    let r = kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &token("acme", RW)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(cache.stats.compiles.load(Ordering::Relaxed), compiles + 1, "the tampered artifact was not trusted");
+}
+
+#[tokio::test]
+async fn components_of_the_plain_alga_world_run_unchanged() {
+    // A componentize-js component built for alga:extension/runner (not Kelp's world): it
+    // imports all twelve alga interfaces and WASI 0.2, and must link and run as is.
+    let root = repo_root();
+    let dir = fixtures_dir().join("staged-alga-world/alga-js");
+    std::fs::create_dir_all(dir.join("dist")).unwrap();
+    let source = dir.join("index.js");
+    std::fs::write(
+        &source,
+        r#"import { getContext } from 'alga:extension/context';
+import { logInfo } from 'alga:extension/logging';
+export function handler(request) {
+  const ctx = getContext();
+  logInfo('alga-world component ran');
+  return { status: 201, headers: [{ name: 'x-ext-world', value: 'alga' }],
+           body: new TextEncoder().encode(`${ctx.tenantId} ${request.http.method} ${request.http.url}`) };
+}
+"#,
+    )
+    .unwrap();
+    kelp_runtime::devtools::build_js(&root, &source, "alga:extension/runner", &dir.join("dist/main.wasm")).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::json!({"name": "test.alga-js", "version": "1.0.0", "runtime": "wasm-js@1",
+            "api": {"endpoints": [{"method": "POST", "path": "/items/:id", "handler": "handler"}]}})
+        .to_string(),
+    )
+    .unwrap();
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&dir).await;
+    kelp.install(&published, "acme", &[]).await;
+    let r = kelp.client.post(format!("{}/api/ext/test.alga-js/items/7?x=1", kelp.base)).bearer_auth(token("acme", RW)).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-ext-world"], "alga");
+    assert_eq!(r.text().await.unwrap(), "acme POST /items/7?x=1");
+}

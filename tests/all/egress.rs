@@ -1,0 +1,66 @@
+//! http.fetch: deny by default, allow-list per install, SSRF guard after DNS resolution.
+
+use axum::routing::get;
+use kelp_tests::*;
+
+async fn upstream() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().route("/data", get(|| async { "upstream says hi" }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+async fn fetch(kelp: &TestKelp, target: &str) -> (u16, serde_json::Value) {
+    let r = kelp
+        .client
+        .get(format!("{}/api/ext/com.kelp.examples.js-notes/fetch", kelp.base))
+        .query(&[("url", target)])
+        .bearer_auth(token("acme", RW))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), json_body(r).await)
+}
+
+#[tokio::test]
+async fn refuses_hosts_not_on_the_allow_list() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("js-notes")).await;
+    kelp.install(&published, "acme", &["api.example.com"]).await;
+    let (status, body) = fetch(&kelp, "https://other.example.org/x").await;
+    assert_eq!((status, body["error"].as_str()), (502, Some("not-allowed")));
+    let (_, body) = fetch(&kelp, "http://api.example.com/x").await;
+    assert_eq!(body["error"], "not-allowed", "https only unless allow-listed as http");
+    let (_, body) = fetch(&kelp, "not a url").await;
+    assert_eq!(body["error"], "invalid-url");
+}
+
+#[tokio::test]
+async fn refuses_loopback_even_when_allow_listed() {
+    let port = upstream().await;
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("js-notes")).await;
+    let allow_ip = format!("http://127.0.0.1:{port}");
+    let allow_name = format!("http://localhost:{port}");
+    kelp.install(&published, "acme", &[&allow_ip, &allow_name]).await;
+    let (status, body) = fetch(&kelp, &format!("http://127.0.0.1:{port}/data")).await;
+    assert_eq!((status, body["error"].as_str()), (502, Some("not-allowed")), "literal loopback address");
+    let (_, body) = fetch(&kelp, &format!("http://localhost:{port}/data")).await;
+    assert_eq!(body["error"], "not-allowed", "a name resolving to loopback is refused after DNS resolution");
+}
+
+#[tokio::test]
+async fn fetches_an_allow_listed_upstream_when_the_operator_allows_loopback() {
+    let port = upstream().await;
+    let kelp = TestKelp::start_with(&[("KELP_EGRESS_ALLOW_LOOPBACK", "true")]).await;
+    let published = kelp.publish(&staged_example("js-notes")).await;
+    let allow = format!("http://localhost:{port}");
+    kelp.install(&published, "acme", &[&allow]).await;
+    let (status, body) = fetch(&kelp, &format!("http://localhost:{port}/data")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], 200);
+    assert_eq!(body["body"], "upstream says hi");
+    let (_, body) = fetch(&kelp, &format!("http://localhost:{}/data", port.wrapping_add(1))).await;
+    assert_eq!(body["error"], "not-allowed", "the allow-listed port is enforced");
+}

@@ -1,0 +1,67 @@
+//! Guests that loop, grow memory without bound, trap or flood stdout: each gets a clear JSON
+//! error and the instance keeps serving.
+
+use kelp_tests::*;
+
+async fn error_code(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let body = json_body(r).await;
+    (status, body["error"]["code"].as_str().unwrap_or_default().to_string())
+}
+
+#[tokio::test]
+async fn a_guest_that_loops_forever_is_stopped_at_its_timeout_and_the_next_request_succeeds() {
+    let kelp = TestKelp::start_with(&[("KELP_EXEC_TIMEOUT_MS", "300")]).await;
+    let spin = kelp.publish(&staged_wat("test.spin", "(loop $forever (br $forever))")).await;
+    kelp.install(&spin, "acme", &[]).await;
+    let hello = kelp.publish(&staged_example("wat-hello")).await;
+    kelp.install(&hello, "acme", &[]).await;
+    let t = token("acme", RW);
+    let started = std::time::Instant::now();
+    let (status, code) = error_code(kelp.get("/api/ext/test.spin/run", &t).await).await;
+    assert_eq!((status, code.as_str()), (504, "extension_timeout"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "stopped near its 300 ms budget, took {:?}", started.elapsed());
+    let r = kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &t).await;
+    assert_eq!(r.status(), 200, "the instance keeps serving");
+    // The same looping extension again: still a clean timeout, no stuck state.
+    assert_eq!(error_code(kelp.get("/api/ext/test.spin/run", &t).await).await.0, 504);
+}
+
+#[tokio::test]
+async fn a_guest_that_grows_memory_without_bound_is_stopped() {
+    let kelp = TestKelp::start_with(&[("KELP_MAX_MEMORY_MB", "32")]).await;
+    let grow = kelp.publish(&staged_wat("test.grow", "(loop $more (drop (memory.grow (i32.const 16))) (br $more))")).await;
+    kelp.install(&grow, "acme", &[]).await;
+    let t = token("acme", RW);
+    let (status, code) = error_code(kelp.get("/api/ext/test.grow/run", &t).await).await;
+    assert_eq!((status, code.as_str()), (500, "extension_memory_limit"));
+    let (status, code) = error_code(kelp.get("/api/ext/test.grow/run", &t).await).await;
+    assert_eq!((status, code.as_str()), (500, "extension_memory_limit"), "and again: the pool slot was recycled cleanly");
+}
+
+#[tokio::test]
+async fn a_trapping_guest_gets_500_extension_error() {
+    let kelp = TestKelp::start().await;
+    let trap = kelp.publish(&staged_wat("test.trap", "unreachable")).await;
+    kelp.install(&trap, "acme", &[]).await;
+    let (status, code) = error_code(kelp.get("/api/ext/test.trap/run", &token("acme", RW)).await).await;
+    assert_eq!((status, code.as_str()), (500, "extension_error"));
+}
+
+#[tokio::test]
+async fn a_stdout_flood_is_capped_and_marked_truncated() {
+    let kelp = TestKelp::start_with(&[("KELP_MAX_OUTPUT_BYTES", "4096")]).await;
+    let published = kelp.publish(&staged_example("js-notes")).await;
+    let install = kelp.install(&published, "acme", &[]).await;
+    let r = kelp.get("/api/ext/com.kelp.examples.js-notes/log?lines=20000", &token("acme", RW)).await;
+    assert_eq!(r.status(), 200, "the guest keeps running; only its output is cut");
+    let events = kelp.platform.debug.backlog("acme", &published.extension.id, 2000).await.unwrap();
+    let stdout: Vec<_> = events.iter().filter(|e| e.event.stream == "stdout" && !e.event.truncated).collect();
+    let bytes: usize = stdout.iter().map(|e| e.event.message.len()).sum();
+    assert!(bytes <= 4096, "stdout kept {bytes} bytes");
+    assert!(stdout.len() < 100, "{} stdout events for 20000 lines", stdout.len());
+    let marker = events.iter().find(|e| e.event.truncated).expect("a truncation marker");
+    assert!(marker.event.message.contains("output truncated"));
+    assert_eq!(marker.event.install_id, install.install_id);
+    assert!(events.iter().any(|e| e.event.stream == "log" && e.event.message == "wrote 20000 lines to stdout"));
+}

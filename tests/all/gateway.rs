@@ -1,0 +1,220 @@
+//! The tenant request path: happy paths of both examples and every refusal of the check
+//! order (401/403/404/405/413), CORS, request ids, cross-tenant isolation.
+
+use kelp_tests::*;
+use serde_json::json;
+
+const WAT: &str = "com.kelp.examples.wat-hello";
+const JS: &str = "com.kelp.examples.js-notes";
+
+#[tokio::test]
+async fn serves_the_wat_example_by_name_registry_id_and_install_id() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("wat-hello")).await;
+    let install = kelp.install(&published, "acme", &[]).await;
+    let t = token("acme", RW);
+    for ext in [WAT.to_string(), published.extension.id.clone(), install.install_id.clone()] {
+        let r = kelp.get(&format!("/api/ext/{ext}/hello?x=1"), &t).await;
+        assert_eq!(r.status(), 200, "addressed as {ext}");
+        assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+        assert!(r.headers().contains_key("x-request-id"));
+        assert_eq!(r.text().await.unwrap(), "hello from wat: /hello?x=1");
+    }
+}
+
+#[tokio::test]
+async fn serves_the_js_example_with_context_config_and_user() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("js-notes")).await;
+    let install = kelp.install(&published, "acme", &[]).await;
+    let r = kelp.get(&format!("/api/ext/{JS}/hello?who=me"), &token("acme", RW)).await;
+    assert_eq!(r.status(), 200);
+    let body = json_body(r).await;
+    assert_eq!(body["message"], "Hello, acme!");
+    assert_eq!(body["context"]["tenantId"], "acme");
+    assert_eq!(body["context"]["installId"], install.install_id.as_str(), "A1: install id is always set");
+    assert_eq!(body["context"]["extensionId"], published.extension.id.as_str());
+    assert_eq!(body["context"]["versionId"], published.version.id.as_str());
+    assert_eq!(body["query"]["who"], "me");
+    let user = json_body(kelp.get(&format!("/api/ext/{JS}/user"), &token("acme", RW)).await).await;
+    assert_eq!(user["userId"], "user-1");
+    assert_eq!(user["tenantId"], "acme");
+}
+
+#[tokio::test]
+async fn user_data_needs_the_user_read_capability() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("js-notes")).await;
+    let mut granted = published.version.manifest.capabilities.clone();
+    granted.retain(|c| c != "cap:user.read");
+    kelp_runtime::admin::service::create_install(
+        &kelp.platform,
+        kelp_runtime::admin::service::NewInstall {
+            tenant_id: "acme".into(),
+            extension_id: published.extension.id.clone(),
+            version_id: published.version.id.clone(),
+            granted,
+            enabled: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let r = kelp.get(&format!("/api/ext/{JS}/user"), &token("acme", RW)).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(json_body(r).await["error"], "not-allowed");
+}
+
+async fn error_of(r: reqwest::Response) -> (u16, String, serde_json::Value) {
+    let status = r.status().as_u16();
+    let request_id = r.headers().get("x-request-id").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let body = json_body(r).await;
+    assert_eq!(body["error"]["request_id"], request_id.as_str(), "error body carries the request id");
+    (status, body["error"]["code"].as_str().unwrap_or_default().to_string(), body)
+}
+
+#[tokio::test]
+async fn refuses_missing_bad_and_expired_tokens_with_401() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("wat-hello")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let url = format!("{}/api/ext/{WAT}/hello", kelp.base);
+    let (s, code, _) = error_of(kelp.client.get(&url).send().await.unwrap()).await;
+    assert_eq!((s, code.as_str()), (401, "unauthenticated"));
+    let (s, _, body) = error_of(kelp.client.get(&url).bearer_auth("not.a.jwt").send().await.unwrap()).await;
+    assert_eq!(s, 401);
+    assert!(body["error"]["message"].as_str().unwrap().contains("invalid token"));
+    let expired = token_with(json!({"sub": "u", "tenant": "acme", "perms": RW, "exp": 1000}));
+    assert_eq!(error_of(kelp.get(&format!("/api/ext/{WAT}/hello"), &expired).await).await.0, 401);
+    let forged = kelp_runtime::auth::mint_hs256(b"another-secret", &json!({"sub": "u", "tenant": "acme", "perms": RW, "exp": 9999999999u64}));
+    assert_eq!(error_of(kelp.get(&format!("/api/ext/{WAT}/hello"), &forged).await).await.0, 401);
+}
+
+#[tokio::test]
+async fn refuses_missing_permissions_and_tenant_mismatch_with_403() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("wat-hello")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let read_only = token("acme", &["extension:read"]);
+    assert_eq!(kelp.get(&format!("/api/ext/{WAT}/hello"), &read_only).await.status(), 200);
+    let r = kelp.client.post(format!("{}/api/ext/{WAT}/hello", kelp.base)).bearer_auth(&read_only).send().await.unwrap();
+    let (s, code, body) = error_of(r).await;
+    assert_eq!((s, code.as_str()), (403, "forbidden"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("extension:write"));
+    let none = token("acme", &[]);
+    assert_eq!(error_of(kelp.get(&format!("/api/ext/{WAT}/hello"), &none).await).await.1, "forbidden");
+    let r = kelp
+        .client
+        .get(format!("{}/api/ext/{WAT}/hello", kelp.base))
+        .bearer_auth(token("acme", RW))
+        .header("x-alga-tenant", "globex")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(r).await.1, "tenant_mismatch");
+}
+
+#[tokio::test]
+async fn client_portal_users_need_the_portal_hook_and_a_client_id() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("wat-hello")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let client = token_with(json!({"sub": "c1", "tenant": "acme", "perms": RW, "user_type": "client", "client_id": "cl-1"}));
+    let (s, code, _) = error_of(kelp.get(&format!("/api/ext/{WAT}/hello"), &client).await).await;
+    assert_eq!((s, code.as_str()), (403, "forbidden"), "wat-hello has no clientPortalMenu hook");
+}
+
+#[tokio::test]
+async fn another_tenants_install_or_a_disabled_one_is_not_available() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("wat-hello")).await;
+    let acme = kelp.install(&published, "acme", &[]).await;
+    let globex = token("globex", RW);
+    for ext in [WAT.to_string(), acme.install_id.clone(), published.extension.id.clone(), "no.such.ext".into()] {
+        let (s, code, _) = error_of(kelp.get(&format!("/api/ext/{ext}/hello"), &globex).await).await;
+        assert_eq!((s, code.as_str()), (404, "extension_not_available"), "globex must not reach {ext}");
+    }
+    kelp_runtime::admin::service::update_install(&kelp.platform, "acme", &acme.install_id, |i| {
+        i.enabled = false;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let (s, code, _) = error_of(kelp.get(&format!("/api/ext/{WAT}/hello"), &token("acme", RW)).await).await;
+    assert_eq!((s, code.as_str()), (404, "extension_not_available"));
+}
+
+#[tokio::test]
+async fn enforces_manifest_endpoints_with_404_and_405() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("wat-hello")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let t = token("acme", RW);
+    let (s, code, _) = error_of(kelp.get(&format!("/api/ext/{WAT}/nope"), &t).await).await;
+    assert_eq!((s, code.as_str()), (404, "endpoint_not_found"));
+    assert_eq!(kelp.get(&format!("/api/ext/{WAT}/hello/world"), &t).await.status(), 200, ":param segment");
+    let r = kelp.client.delete(format!("{}/api/ext/{WAT}/hello", kelp.base)).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(r.headers()["allow"], "GET, HEAD, POST");
+    let (s, code, _) = error_of(r).await;
+    assert_eq!((s, code.as_str()), (405, "method_not_allowed"));
+    let head = kelp.client.head(format!("{}/api/ext/{WAT}/hello", kelp.base)).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(head.status(), 200, "HEAD is served as GET");
+    assert!(head.bytes().await.unwrap().is_empty());
+    let r = kelp.client.request(reqwest::Method::from_bytes(b"TRACE").unwrap(), format!("{}/api/ext/{WAT}/hello", kelp.base)).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+}
+
+#[tokio::test]
+async fn refuses_oversized_bodies_with_413() {
+    let kelp = TestKelp::start_with(&[("KELP_MAX_BODY_BYTES", "1024")]).await;
+    let published = kelp.publish(&staged_example("wat-hello")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let url = format!("{}/api/ext/{WAT}/hello", kelp.base);
+    let t = token("acme", RW);
+    let ok = kelp.client.post(&url).bearer_auth(&t).body(vec![b'a'; 1024]).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let (s, code, _) = error_of(kelp.client.post(&url).bearer_auth(&t).body(vec![b'a'; 1025]).send().await.unwrap()).await;
+    assert_eq!((s, code.as_str()), (413, "payload_too_large"));
+    // Chunked (no Content-Length) is capped too.
+    let stream = futures_body(vec![b'a'; 4096]);
+    let (s, _, _) = error_of(kelp.client.post(&url).bearer_auth(&t).body(stream).send().await.unwrap()).await;
+    assert_eq!(s, 413);
+}
+
+/// A body sent chunked, without Content-Length.
+fn futures_body(bytes: Vec<u8>) -> reqwest::Body {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = bytes.chunks(512).map(|c| Ok(c.to_vec())).collect();
+    reqwest::Body::wrap_stream(futures::stream::iter(chunks))
+}
+
+#[tokio::test]
+async fn answers_preflight_for_allowed_origins_only_and_echoes_request_ids() {
+    let kelp = TestKelp::start_with(&[("KELP_CORS_ORIGINS", "https://app.example.com")]).await;
+    let url = format!("{}/api/ext/{WAT}/hello", kelp.base);
+    let r = kelp.client.request(reqwest::Method::OPTIONS, &url).header("origin", "https://app.example.com").send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
+    let r = kelp.client.request(reqwest::Method::OPTIONS, &url).header("origin", "https://evil.example").send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(r.headers().get("access-control-allow-origin").is_none(), "never echo an arbitrary origin");
+    let r = kelp.client.get(&url).header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let r = kelp.client.get(&url).header("x-request-id", "bad id with spaces").send().await.unwrap();
+    assert_ne!(r.headers()["x-request-id"], "bad id with spaces");
+}
+
+#[tokio::test]
+async fn rate_limits_per_tenant_and_extension() {
+    let kelp = TestKelp::start_with(&[("KELP_RATE_BURST", "3"), ("KELP_RATE_PER_SEC", "0.5")]).await;
+    let published = kelp.publish(&staged_example("wat-hello")).await;
+    kelp.install(&published, "acme", &[]).await;
+    kelp.install(&published, "globex", &[]).await;
+    let t = token("acme", RW);
+    for _ in 0..3 {
+        assert_eq!(kelp.get(&format!("/api/ext/{WAT}/hello"), &t).await.status(), 200);
+    }
+    let r = kelp.get(&format!("/api/ext/{WAT}/hello"), &t).await;
+    assert_eq!(r.headers()["retry-after"], "2");
+    assert_eq!(error_of(r).await.1, "rate_limited");
+    assert_eq!(kelp.get(&format!("/api/ext/{WAT}/hello"), &token("globex", RW)).await.status(), 200, "another tenant has its own bucket");
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: real components, real HTTP on loopback, the embedded default.
+
+mod cache;
+mod config_secrets;
+mod debug_events;
+mod egress;
+mod faults;
+mod gateway;
+mod runner_api;
+mod storage;

@@ -1,0 +1,131 @@
+//! POST /v1/execute: Alga's runner API.
+
+use base64::Engine as _;
+use kelp_tests::*;
+use serde_json::{json, Value};
+
+const SERVICE_TOKEN: &str = "runner-token-for-tests";
+
+async fn kelp_with_hello() -> (TestKelp, kelp_runtime::publish::Published) {
+    let kelp = TestKelp::start_with(&[("KELP_RUNNER_SERVICE_TOKEN", SERVICE_TOKEN)]).await;
+    let published = kelp.publish(&staged_example("js-notes")).await;
+    (kelp, published)
+}
+
+fn body(p: &kelp_runtime::publish::Published, path: &str) -> Value {
+    json!({
+        "context": {
+            "request_id": "req-1", "tenant_id": "acme", "extension_id": p.extension.id,
+            "install_id": "inst-1", "content_hash": p.version.content_hash, "version_id": p.version.id,
+            "config": {"greeting": "Bonjour"}
+        },
+        "http": {"method": "GET", "path": path, "query": {"a": "1"}, "headers": {"accept": "application/json", "authorization": "Bearer leak"}},
+        "limits": {"timeout_ms": 2000, "memory_mb": 128},
+        "providers": ["secrets.get", "cap:storage.kv"],
+        "secret_envelope": {"ciphertext_b64": base64::engine::general_purpose::STANDARD.encode(r#"{"api_key":"abcdef"}"#)},
+        "user": {"user_id": "u1", "user_email": "u@x", "user_name": "U", "user_type": "internal", "company_name": "Acme"}
+    })
+}
+
+async fn call(kelp: &TestKelp, body: &Value, extra: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = kelp
+        .client
+        .post(format!("{}/v1/execute", kelp.base))
+        .header("x-runner-service-token", SERVICE_TOKEN)
+        .header("x-alga-tenant", "acme")
+        .header("x-alga-extension", body["context"]["extension_id"].as_str().unwrap_or_default());
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    req.json(body).send().await.unwrap()
+}
+
+fn decoded(answer: &Value) -> Value {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(answer["body_b64"].as_str().unwrap()).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn executes_with_the_callers_config_secrets_and_providers() {
+    let (kelp, p) = kelp_with_hello().await;
+    let r = call(&kelp, &body(&p, "/hello"), &[("x-ext-config-version", "7")]).await;
+    assert_eq!(r.status(), 200);
+    let answer = json_body(r).await;
+    assert_eq!(answer["status"], 200);
+    assert_eq!(answer["headers"]["content-type"], "application/json");
+    let hello = decoded(&answer);
+    assert_eq!(hello["message"], "Bonjour, acme!");
+    assert_eq!(hello["configVersion"], "7");
+    assert_eq!(hello["context"]["installId"], "inst-1");
+    assert_eq!(hello["context"]["requestId"], "req-1");
+    assert_eq!(hello["query"]["a"], "1");
+    let secret = decoded(&json_body(call(&kelp, &body(&p, "/secret"), &[]).await).await);
+    assert_eq!(secret["length"], 6);
+    let user = decoded(&json_body(call(&kelp, &body(&p, "/user"), &[]).await).await);
+    assert_eq!(user["error"], "not-allowed", "user.read was not among the providers");
+}
+
+#[tokio::test]
+async fn carries_the_guests_status_in_a_200() {
+    let (kelp, p) = kelp_with_hello().await;
+    let answer = json_body(call(&kelp, &body(&p, "/nope"), &[]).await).await;
+    assert_eq!(answer["status"], 404, "the guest's own 404");
+    let mut unknown = body(&p, "/hello");
+    unknown["context"]["content_hash"] = json!("sha256:0000");
+    let answer = json_body(call(&kelp, &unknown, &[]).await).await;
+    assert_eq!((answer["status"].as_u64(), answer["error"].as_str()), (Some(404), Some("bundle_not_found")));
+}
+
+#[tokio::test]
+async fn refuses_bad_tokens_missing_headers_and_malformed_json() {
+    let (kelp, p) = kelp_with_hello().await;
+    let url = format!("{}/v1/execute", kelp.base);
+    let r = kelp.client.post(&url).json(&body(&p, "/hello")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = kelp.client.post(&url).header("x-runner-service-token", "wrong").json(&body(&p, "/hello")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = kelp.client.post(&url).header("x-runner-service-token", SERVICE_TOKEN).json(&body(&p, "/hello")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(json_body(r).await["error"]["message"].as_str().unwrap().contains("x-alga-tenant"));
+    let r = kelp
+        .client
+        .post(&url)
+        .header("x-runner-service-token", SERVICE_TOKEN)
+        .header("x-alga-tenant", "acme")
+        .header("x-alga-extension", p.extension.id.as_str())
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let err = json_body(r).await;
+    assert_eq!(err["error"]["code"], "bad_request");
+    assert!(err["error"]["message"].as_str().unwrap().contains("malformed"));
+    let mut other = body(&p, "/hello");
+    other["context"]["tenant_id"] = json!("globex");
+    assert_eq!(call(&kelp, &other, &[]).await.status(), 400, "x-alga-tenant must equal context.tenant_id");
+}
+
+#[tokio::test]
+async fn the_api_is_closed_without_a_configured_token() {
+    let kelp = TestKelp::start().await;
+    let r = kelp.client.post(format!("{}/v1/execute", kelp.base)).header("x-runner-service-token", "").body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn replays_an_idempotent_answer() {
+    let (kelp, p) = kelp_with_hello().await;
+    let put = |text: &str| {
+        let mut b = body(&p, "/notes/idem");
+        b["http"]["method"] = json!("PUT");
+        b["http"]["body_b64"] = json!(base64::engine::general_purpose::STANDARD.encode(json!({"text": text}).to_string()));
+        b
+    };
+    let first = decoded(&json_body(call(&kelp, &put("one"), &[("x-idempotency-key", "k1")]).await).await);
+    let replay = decoded(&json_body(call(&kelp, &put("two"), &[("x-idempotency-key", "k1")]).await).await);
+    assert_eq!(first, replay, "same key: the completed answer is replayed, not re-executed");
+    assert_eq!(first["revision"], 1);
+    let fresh = decoded(&json_body(call(&kelp, &put("three"), &[("x-idempotency-key", "k2")]).await).await);
+    assert_eq!(fresh["revision"], 2);
+}

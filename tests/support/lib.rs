@@ -1,0 +1,160 @@
+//! Test support: real components built from source (cached across test processes), a real
+//! Kelp gateway on a loopback port, tokens, and helpers to publish and install.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kelp_runtime::admin::service::{create_install, NewInstall};
+use kelp_runtime::gateway::{router, Gateway};
+use kelp_runtime::publish::{publish_dir, Published};
+use kelp_runtime::stores::InstallRecord;
+use kelp_runtime::{devtools, Platform, Settings};
+use serde_json::{json, Value};
+
+/// HS256 secret of every test gateway.
+pub const TEST_SECRET: &str = "kelp-test-secret";
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Shared fixture directory: built components and compiled artifacts survive across test
+/// processes (compiling the JS component takes seconds; tests reuse it).
+pub fn fixtures_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target"));
+    let dir = if target.is_absolute() { target } else { repo_root().join(target) }.join("kelp-fixtures");
+    std::fs::create_dir_all(&dir).expect("creating the fixture dir");
+    dir
+}
+
+/// Stage an example (manifest + freshly built component) under the fixture dir.
+pub fn staged_example(name: &str) -> PathBuf {
+    let root = repo_root();
+    devtools::stage_example(&root, &root.join("examples").join(name), &fixtures_dir().join("staged"))
+        .unwrap_or_else(|e| panic!("building example {name}: {e:#}"))
+}
+
+/// Stage a WAT guest: the hello example's module with `prelude` run first in `handler`,
+/// under a manifest with the given name and endpoints `GET /run`.
+pub fn staged_wat(name: &str, prelude: &str) -> PathBuf {
+    let hello = std::fs::read_to_string(repo_root().join("examples/wat-hello/hello.wat")).expect("hello.wat");
+    let anchor = "(call $log_info (i32.const 4240) (i32.const 27))";
+    assert!(hello.contains(anchor), "hello.wat changed; update the test template");
+    let wat = hello.replace(anchor, &format!("{anchor}\n{prelude}"));
+    let dir = fixtures_dir().join("staged-wat").join(name);
+    std::fs::create_dir_all(dir.join("dist")).unwrap();
+    let component = kelp_runtime::components::component_from_wat(&wat, "alga:extension/runner").expect("WAT component");
+    std::fs::write(dir.join("dist/main.wasm"), component).unwrap();
+    let manifest = json!({
+        "name": name, "publisher": "tests", "version": "1.0.0", "runtime": "wasm-wat@1",
+        "capabilities": ["log.emit"],
+        "api": {"endpoints": [{"method": "GET", "path": "/run", "handler": "handler"}]}
+    });
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    dir
+}
+
+/// A Kelp gateway serving on a loopback port over a fresh embedded default.
+pub struct TestKelp {
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub base: String,
+    /// Address.
+    pub addr: SocketAddr,
+    /// The platform behind it.
+    pub platform: Arc<Platform>,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    _data: tempfile::TempDir,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestKelp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestKelp {
+    /// Start with default test settings.
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Start with extra environment settings.
+    pub async fn start_with(extra: &[(&str, &str)]) -> Self {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut env: HashMap<String, String> = HashMap::new();
+        env.insert("KELP_DATA_DIR".into(), data.path().to_string_lossy().into_owned());
+        env.insert("KELP_ARTIFACT_DIR".into(), fixtures_dir().join("artifacts").to_string_lossy().into_owned());
+        env.insert("KELP_JWT_HS256_SECRET".into(), TEST_SECRET.into());
+        env.insert("KELP_POOL_INSTANCES".into(), "4".into());
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let settings = Settings::from_map(&env).expect("test settings");
+        let platform = Platform::embedded(settings).expect("platform");
+        let app = router(Gateway::new(platform.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        Self { base: format!("http://{addr}"), addr, platform, client: reqwest::Client::new(), _data: data, server }
+    }
+
+    /// Publish a staged directory.
+    pub async fn publish(&self, dir: &Path) -> Published {
+        publish_dir(&self.platform, dir).await.unwrap_or_else(|e| panic!("publishing {}: {e:#}", dir.display()))
+    }
+
+    /// Install a published version for a tenant, granting everything its manifest declares
+    /// plus debug logs.
+    pub async fn install(&self, published: &Published, tenant: &str, egress: &[&str]) -> InstallRecord {
+        let mut granted = published.version.manifest.capabilities.clone();
+        granted.push("cap:debug.logs".into());
+        create_install(
+            &self.platform,
+            NewInstall {
+                tenant_id: tenant.into(),
+                extension_id: published.extension.id.clone(),
+                version_id: published.version.id.clone(),
+                config: BTreeMap::new(),
+                granted,
+                egress: egress.iter().map(|s| s.to_string()).collect(),
+                enabled: true,
+            },
+        )
+        .await
+        .expect("install")
+    }
+
+    /// GET with a token.
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.expect("request")
+    }
+}
+
+/// A token for `tenant` with `perms`, valid for an hour.
+pub fn token(tenant: &str, perms: &[&str]) -> String {
+    token_with(json!({"sub": "user-1", "tenant": tenant, "perms": perms}))
+}
+
+/// A token with the given claims (an `exp` an hour ahead is added unless present).
+pub fn token_with(mut claims: Value) -> String {
+    if claims.get("exp").is_none() {
+        claims["exp"] = json!(chrono::Utc::now().timestamp() + 3600);
+    }
+    kelp_runtime::auth::mint_hs256(TEST_SECRET.as_bytes(), &claims)
+}
+
+/// Read/write permissions.
+pub const RW: &[&str] = &["extension:read", "extension:write"];
+
+/// Body of a response as JSON.
+pub async fn json_body(r: reqwest::Response) -> Value {
+    let text = r.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
