@@ -87,8 +87,8 @@ pub fn build_js(root: &Path, source: &Path, world: &str, out: &Path) -> Result<(
 pub fn build_wat(source: &Path, world: &str, out: &Path) -> Result<()> {
     let text = std::fs::read_to_string(source).with_context(|| format!("reading {}", source.display()))?;
     let component = crate::components::component_from_wat(&text, world)?;
-    std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))?;
-    std::fs::write(out, component)?;
+    // Atomic: concurrent builders (parallel tests) never see a half-written component.
+    crate::fsutil::write_atomic(out, &component)?;
     Ok(())
 }
 
@@ -98,7 +98,7 @@ pub fn stage_example(root: &Path, example: &Path, staging: &Path) -> Result<Path
     let name = example.file_name().context("example directory name")?;
     let dir = staging.join(name);
     std::fs::create_dir_all(dir.join("dist"))?;
-    std::fs::copy(example.join("manifest.json"), dir.join("manifest.json"))?;
+    crate::fsutil::write_atomic(&dir.join("manifest.json"), &std::fs::read(example.join("manifest.json"))?)?;
     if example.join("ui").is_dir() {
         copy_tree(&example.join("ui"), &dir.join("ui"))?;
     }
@@ -122,7 +122,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         if entry.file_type()?.is_dir() {
             copy_tree(&entry.path(), &target)?;
         } else if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), target)?;
+            crate::fsutil::write_atomic(&target, &std::fs::read(entry.path())?)?;
         }
     }
     Ok(())

@@ -81,7 +81,7 @@ async fn components_of_the_plain_alga_world_run_unchanged() {
     let dir = fixtures_dir().join("staged-alga-world/alga-js");
     std::fs::create_dir_all(dir.join("dist")).unwrap();
     let source = dir.join("index.js");
-    std::fs::write(
+    write_atomic(
         &source,
         r#"import { getContext } from 'alga:extension/context';
 import { logInfo } from 'alga:extension/logging';
@@ -91,17 +91,17 @@ export function handler(request) {
   return { status: 201, headers: [{ name: 'x-ext-world', value: 'alga' }],
            body: new TextEncoder().encode(`${ctx.tenantId} ${request.http.method} ${request.http.url}`) };
 }
-"#,
-    )
-    .unwrap();
+"#
+        .as_bytes(),
+    );
     kelp_runtime::devtools::build_js(&root, &source, "alga:extension/runner", &dir.join("dist/main.wasm")).unwrap();
-    std::fs::write(
-        dir.join("manifest.json"),
+    write_atomic(
+        &dir.join("manifest.json"),
         serde_json::json!({"name": "test.alga-js", "version": "1.0.0", "runtime": "wasm-js@1",
             "api": {"endpoints": [{"method": "POST", "path": "/items/:id", "handler": "handler"}]}})
-        .to_string(),
-    )
-    .unwrap();
+        .to_string()
+        .as_bytes(),
+    );
     let kelp = TestKelp::start().await;
     let published = kelp.publish(&dir).await;
     kelp.install(&published, "acme", &[]).await;

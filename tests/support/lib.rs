@@ -47,14 +47,21 @@ pub fn staged_wat(name: &str, prelude: &str) -> PathBuf {
     let dir = fixtures_dir().join("staged-wat").join(name);
     std::fs::create_dir_all(dir.join("dist")).unwrap();
     let component = kelp_runtime::components::component_from_wat(&wat, "alga:extension/runner").expect("WAT component");
-    std::fs::write(dir.join("dist/main.wasm"), component).unwrap();
+    write_atomic(&dir.join("dist/main.wasm"), &component);
     let manifest = json!({
         "name": name, "publisher": "tests", "version": "1.0.0", "runtime": "wasm-wat@1",
         "capabilities": ["log.emit"],
         "api": {"endpoints": [{"method": "GET", "path": "/run", "handler": "handler"}]}
     });
-    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    write_atomic(&dir.join("manifest.json"), &serde_json::to_vec_pretty(&manifest).unwrap());
     dir
+}
+
+/// Write a file atomically (parallel tests stage the same fixtures).
+pub fn write_atomic(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension(format!("tmp{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// A Kelp gateway serving on a loopback port over a fresh embedded default.
