@@ -84,6 +84,26 @@ impl Executor {
         &self.cache
     }
 
+    /// Time instantiation alone (the component must load): for the benchmark.
+    pub async fn time_instantiation(
+        &self,
+        component_hash: &str,
+        component_key: &str,
+        invocation: Invocation,
+        limits: ExecLimits,
+    ) -> Result<Duration, ExecError> {
+        let (loaded, _) = self.cache.get(component_hash, component_key).await?;
+        let mut store = Store::new(&self.cache.engine().engine, HostState::new(invocation, limits.max_memory_bytes, limits.max_output_bytes));
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(u64::MAX / 2);
+        if self.cache.engine().settings.fuel {
+            store.set_fuel(u64::MAX).map_err(|e| ExecError::Trap(format!("{e:#}")))?;
+        }
+        let started = Instant::now();
+        loaded.pre.instantiate_async(&mut store).await.map_err(|e| ExecError::Trap(format!("{e:#}")))?;
+        Ok(started.elapsed())
+    }
+
     /// Call `handler(request)` of the component with `invocation` as host state.
     pub async fn execute(
         &self,

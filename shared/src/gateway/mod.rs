@@ -5,7 +5,7 @@
 mod cors;
 mod headers;
 pub mod ratelimit;
-mod run;
+pub mod run;
 mod runner_api;
 mod tenant;
 

@@ -54,10 +54,11 @@ pub fn sink(platform: &Platform, ids: &ExecIds) -> DebugSink {
     )
 }
 
-/// Run a plan.
-pub async fn execute(platform: &Platform, plan: Plan, request: ExecuteRequest) -> Result<ExecOutcome, ExecError> {
+/// The host state of a plan (the version is kept by the caller).
+pub fn invocation(platform: &Platform, plan: Plan) -> (Invocation, Arc<VersionRecord>, ExecLimits) {
     let debug = sink(platform, &plan.ids);
     let invocation = Invocation {
+        endpoints: plan.version.manifest.endpoints().to_vec().into(),
         ids: plan.ids,
         config: plan.config,
         config_version: plan.config_version,
@@ -69,13 +70,17 @@ pub async fn execute(platform: &Platform, plan: Plan, request: ExecuteRequest) -
         egress_allow: plan.egress_allow,
         egress: platform.egress.clone(),
         egress_calls: 0,
-        endpoints: plan.version.manifest.endpoints().to_vec().into(),
         host_api: platform.host_api.clone(),
         debug,
         deadline: Instant::now() + plan.limits.timeout,
     };
-    let v = &plan.version;
-    platform.executor.execute(&v.component_hash, &v.component_key, invocation, request, plan.limits).await
+    (invocation, plan.version, plan.limits)
+}
+
+/// Run a plan.
+pub async fn execute(platform: &Platform, plan: Plan, request: ExecuteRequest) -> Result<ExecOutcome, ExecError> {
+    let (invocation, v, limits) = invocation(platform, plan);
+    platform.executor.execute(&v.component_hash, &v.component_key, invocation, request, limits).await
 }
 
 /// The error response of a failed execution: trap → 500, timeout → 504, memory → 500.

@@ -1,0 +1,202 @@
+//! `cargo run --release -p kelp-bench`: measures the module cache tiers and the warm request
+//! path, side by side in one run, and prints them against the targets.
+//!
+//! `kelp-bench first-request <data> <artifacts>` is the child mode: a fresh process that
+//! serves one request of an already published, precompiled component and prints its time.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use axum::body::Body;
+use http::Request;
+use kelp_runtime::admin::service::{create_install, NewInstall};
+use kelp_runtime::gateway::run::Plan;
+use kelp_runtime::gateway::{router, Gateway};
+use kelp_runtime::host::{ExecIds, SecretsState};
+use kelp_runtime::publish::Published;
+use kelp_runtime::{Platform, Settings};
+use kelp_tests::{staged_example, token, RW, TEST_SECRET};
+use tower::ServiceExt;
+
+fn settings(data: &Path, artifacts: &Path) -> Result<Settings> {
+    let env: HashMap<String, String> = [
+        ("KELP_DATA_DIR", data.to_string_lossy().into_owned()),
+        ("KELP_ARTIFACT_DIR", artifacts.to_string_lossy().into_owned()),
+        ("KELP_JWT_HS256_SECRET", TEST_SECRET.to_string()),
+        ("KELP_RATE_BURST", "0".to_string()),
+        ("KELP_POOL_INSTANCES", "16".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Settings::from_map(&env)
+}
+
+async fn request(app: &axum::Router, path: &str, token: &str) -> Result<Duration> {
+    let req = Request::get(path).header("authorization", format!("Bearer {token}")).body(Body::empty())?;
+    let started = Instant::now();
+    let response = app.clone().oneshot(req).await?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(response.status() == 200, "{path}: status {}", response.status());
+    Ok(elapsed)
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn verdict(value: Duration, target: Duration) -> &'static str {
+    if value <= target {
+        "meets target"
+    } else {
+        "MISSES target"
+    }
+}
+
+/// Child mode: a fresh process, one request of a published, precompiled extension.
+async fn first_request_child(data: &Path, artifacts: &Path) -> Result<()> {
+    let platform = Platform::embedded(settings(data, artifacts)?)?;
+    let app = router(Gateway::new(platform));
+    let t = token("bench", RW);
+    let elapsed = request(&app, "/api/ext/com.kelp.examples.js-notes/hello", &t).await?;
+    println!("{}", elapsed.as_nanos());
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("first-request") {
+        return first_request_child(Path::new(&args[2]), Path::new(&args[3])).await;
+    }
+    println!("Kelp benchmark (release build, {} cores)\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let work = tempfile::tempdir()?;
+    let data = work.path().join("data");
+    let artifacts = work.path().join("artifacts");
+    let platform = Platform::embedded(settings(&data, &artifacts)?)?;
+    println!("allocator: {:?}", platform.cache().engine().allocator);
+    let js = kelp_runtime::publish::publish_dir(&platform, &staged_example("js-notes")).await?;
+    let wat = kelp_runtime::publish::publish_dir(&platform, &staged_example("wat-hello")).await?;
+    for p in [&js, &wat] {
+        install(&platform, p).await?;
+    }
+    let app = router(Gateway::new(platform.clone()));
+    let t = token("bench", RW);
+    let cache = platform.cache();
+    let js_path = "/api/ext/com.kelp.examples.js-notes/hello";
+    let wat_path = "/api/ext/com.kelp.examples.wat-hello/hello";
+
+    // JS example: the three tiers of the first request.
+    println!("\n== JS example (componentize-js, {} MB component): first request by cache tier", js_component_mb(&platform, &js).await);
+    let compiled = first_request_compiling(work.path(), &platform, &js).await?;
+    let mut fresh = Vec::new();
+    let exe = std::env::current_exe()?;
+    for _ in 0..5 {
+        let out = std::process::Command::new(&exe).arg("first-request").arg(&data).arg(&artifacts).output()?;
+        anyhow::ensure!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
+        let nanos: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().context("child output")?;
+        fresh.push(Duration::from_nanos(nanos));
+    }
+    let fresh_p50 = percentile(&mut fresh, 0.5);
+    cache.clear_memory();
+    let disk = request(&app, js_path, &t).await?;
+    let mut warm = Vec::new();
+    for _ in 0..200 {
+        warm.push(request(&app, js_path, &t).await?);
+    }
+    let warm_js = percentile(&mut warm, 0.5);
+    println!("  compile (no artifact)              {:>12}", ms(compiled));
+    println!("  .cwasm on disk, fresh process p50  {:>12}   ({} runs; target ≤ 30 ms: {})", ms(fresh_p50), fresh.len(), verdict(fresh_p50, Duration::from_millis(30)));
+    println!("  .cwasm on disk, warm process       {:>12}", ms(disk));
+    println!("  warm InstancePre (memory) p50      {:>12}", ms(warm_js));
+    println!("  ratios: compile / disk = {:.0}x, disk / memory = {:.1}x", compiled.as_secs_f64() / disk.as_secs_f64(), disk.as_secs_f64() / warm_js.as_secs_f64());
+
+    // WAT hello: warm latency through the router and instantiation alone.
+    println!("\n== WAT hello: warm request through the router (in-process, no TCP)");
+    for _ in 0..200 {
+        request(&app, wat_path, &t).await?;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..5000 {
+        samples.push(request(&app, wat_path, &t).await?);
+    }
+    let p50 = percentile(&mut samples, 0.5);
+    let p99 = percentile(&mut samples, 0.99);
+    println!("  p50 {:>10}   p99 {:>10}   ({} requests; target p50 ≤ 300 µs: {})", us(p50), us(p99), samples.len(), verdict(p50, Duration::from_micros(300)));
+    let inst = instantiation(&platform, &wat).await?;
+    println!("  instantiation p50 {:>10}   (target ≤ 50 µs: {})", us(inst), verdict(inst, Duration::from_micros(50)));
+    let js_inst = instantiation(&platform, &js).await?;
+    println!("  JS component instantiation p50 {:>10}", us(js_inst));
+    Ok(())
+}
+
+async fn js_component_mb(platform: &Platform, p: &Published) -> String {
+    let bytes = platform.blobs.get(&p.version.component_key).await.ok().flatten().map(|b| b.len()).unwrap_or(0);
+    format!("{:.1}", bytes as f64 / 1e6)
+}
+
+/// First request on a platform that has the component bytes but no artifact anywhere: the
+/// request itself compiles.
+async fn first_request_compiling(work: &Path, from: &Platform, p: &Published) -> Result<Duration> {
+    let platform = Platform::embedded(settings(&work.join("compile-data"), &work.join("compile-artifacts"))?)?;
+    let bytes = from.blobs.get(&p.version.component_key).await?.context("component bytes")?;
+    platform.blobs.put(&p.version.component_key, &bytes).await?;
+    platform.registry.ensure_extension(&p.extension).await?;
+    platform.registry.put_version(&p.version).await?;
+    install(&platform, p).await?;
+    let app = router(Gateway::new(platform.clone()));
+    let elapsed = request(&app, "/api/ext/com.kelp.examples.js-notes/hello", &token("bench", RW)).await?;
+    anyhow::ensure!(platform.cache().stats.compiles.load(std::sync::atomic::Ordering::Relaxed) == 1, "expected a compile");
+    Ok(elapsed)
+}
+
+async fn install(platform: &Platform, p: &Published) -> Result<()> {
+    let mut granted = p.version.manifest.capabilities.clone();
+    granted.retain(|c| c != "cap:secrets.get");
+    create_install(
+        platform,
+        NewInstall {
+            tenant_id: "bench".into(),
+            extension_id: p.extension.id.clone(),
+            version_id: p.version.id.clone(),
+            granted,
+            enabled: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Median time of `InstancePre::instantiate_async` alone.
+async fn instantiation(platform: &Platform, p: &Published) -> Result<Duration> {
+    let version = platform.version(&p.version.id).await?.context("version")?;
+    let mut samples = Vec::new();
+    for _ in 0..500 {
+        let plan = Plan {
+            ids: ExecIds { tenant_id: "bench".into(), ..Default::default() },
+            version: version.clone(),
+            config: Default::default(),
+            config_version: "1".into(),
+            capabilities: Default::default(),
+            user: None,
+            secrets: SecretsState::None,
+            egress_allow: Vec::new(),
+            limits: platform.settings.exec,
+        };
+        let (invocation, v, limits) = kelp_runtime::gateway::run::invocation(platform, plan);
+        samples.push(platform.executor.time_instantiation(&v.component_hash, &v.component_key, invocation, limits).await?);
+    }
+    Ok(percentile(&mut samples, 0.5))
+}
