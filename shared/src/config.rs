@@ -47,10 +47,35 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_SECRETS_FILE",
     "KELP_AUDIT_EXECUTIONS",
     "KELP_LOG_FORMAT",
+    "KELP_BACKEND",
+    "KELP_TABLE_REGISTRY",
+    "KELP_TABLE_INSTALLS",
+    "KELP_TABLE_STORAGE",
+    "KELP_TABLE_AUDIT",
+    "KELP_BUCKET",
+    "KELP_BUCKET_PREFIX",
+    "KELP_SECRET_PREFIX",
+    "KELP_RATE_REDIS",
+    "KELP_DEBUG_QUEUE",
     "RUNNER_DEBUG_MAX_EVENT_BYTES",
     "RUNNER_DEBUG_REDIS_MAXLEN",
     "RUNNER_DEBUG_REDIS_STREAM_PREFIX",
+    "RUNNER_DEBUG_REDIS_URL",
+    "RUNNER_DEBUG_REDIS_PASSWORD",
+    "DEBUG_STREAM_REDIS_URL",
+    "DEBUG_STREAM_REDIS_USERNAME",
+    "DEBUG_STREAM_REDIS_PASSWORD",
+    "AWS_ENDPOINT_URL",
 ];
+
+/// Which control-plane backends a process uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// SQLite, directories, a secrets file (the local default).
+    Embedded,
+    /// DynamoDB, S3, Secrets Manager.
+    Aws,
+}
 
 /// All settings of a Kelp process.
 #[derive(Debug, Clone)]
@@ -107,6 +132,22 @@ pub struct Settings {
     pub debug_stream_prefix: String,
     /// Storage limits.
     pub kv_limits: KvLimits,
+    /// Control-plane backends.
+    pub backend: BackendKind,
+    /// DynamoDB tables (AWS backend).
+    pub tables: crate::stores::dynamodb::TableNames,
+    /// S3 bucket for bundles and artifacts (AWS backend).
+    pub bucket: Option<String>,
+    /// Key prefix inside the bucket.
+    pub bucket_prefix: String,
+    /// Secrets Manager name prefix (the IAM policy is limited to it).
+    pub secret_prefix: String,
+    /// Redis for the debug bus (and shared rate limits), if configured.
+    pub redis: Option<crate::debug::redis::RedisSettings>,
+    /// Share rate-limit buckets through Redis when it is configured.
+    pub rate_redis: bool,
+    /// AWS endpoint, region and credential overrides.
+    pub aws: crate::aws::AwsSettings,
 }
 
 fn parse<T: std::str::FromStr>(env: &HashMap<String, String>, key: &str, default: T) -> Result<T>
@@ -200,7 +241,38 @@ impl Settings {
             debug_maxlen: parse(env, "RUNNER_DEBUG_REDIS_MAXLEN", 2000)?,
             debug_stream_prefix: text(env, "RUNNER_DEBUG_REDIS_STREAM_PREFIX").unwrap_or_else(|| "ext-debug:".into()),
             kv_limits: KvLimits::default(),
+            backend: match text(env, "KELP_BACKEND").as_deref() {
+                Some("aws") => BackendKind::Aws,
+                Some("embedded") => BackendKind::Embedded,
+                Some(other) => bail!("KELP_BACKEND={other:?}: expected \"embedded\" or \"aws\""),
+                None if env.contains_key("KELP_TABLE_REGISTRY") => BackendKind::Aws,
+                None => BackendKind::Embedded,
+            },
+            tables: crate::stores::dynamodb::TableNames {
+                registry: text(env, "KELP_TABLE_REGISTRY").unwrap_or_else(|| "kelp-registry".into()),
+                installs: text(env, "KELP_TABLE_INSTALLS").unwrap_or_else(|| "kelp-installs".into()),
+                storage: text(env, "KELP_TABLE_STORAGE").unwrap_or_else(|| "kelp-storage".into()),
+                audit: text(env, "KELP_TABLE_AUDIT").unwrap_or_else(|| "kelp-audit".into()),
+            },
+            bucket: text(env, "KELP_BUCKET"),
+            bucket_prefix: text(env, "KELP_BUCKET_PREFIX").unwrap_or_default(),
+            secret_prefix: text(env, "KELP_SECRET_PREFIX").unwrap_or_else(|| "kelp/".into()),
+            redis: text(env, "RUNNER_DEBUG_REDIS_URL").or_else(|| text(env, "DEBUG_STREAM_REDIS_URL")).map(|url| {
+                crate::debug::redis::RedisSettings {
+                    url,
+                    username: text(env, "DEBUG_STREAM_REDIS_USERNAME"),
+                    password: text(env, "RUNNER_DEBUG_REDIS_PASSWORD").or_else(|| text(env, "DEBUG_STREAM_REDIS_PASSWORD")),
+                    prefix: text(env, "RUNNER_DEBUG_REDIS_STREAM_PREFIX").unwrap_or_else(|| "ext-debug:".into()),
+                    maxlen: env.get("RUNNER_DEBUG_REDIS_MAXLEN").and_then(|v| v.parse().ok()).unwrap_or(2000),
+                    queue: env.get("KELP_DEBUG_QUEUE").and_then(|v| v.parse().ok()).unwrap_or(10_000),
+                }
+            }),
+            rate_redis: parse(env, "KELP_RATE_REDIS", true)?,
+            aws: crate::aws::AwsSettings::from_map(env),
         };
+        if settings.backend == BackendKind::Aws && settings.bucket.is_none() {
+            bail!("KELP_BACKEND=aws needs KELP_BUCKET (bundles and precompiled artifacts live in S3)");
+        }
         Ok(settings)
     }
 

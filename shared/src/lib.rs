@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod aws;
 pub mod bindings;
 pub mod blobs;
 pub mod business;

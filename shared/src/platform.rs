@@ -13,7 +13,7 @@ use crate::auth::JwtVerifier;
 use crate::blobs::{dir::DirBlobStore, BlobStore};
 use crate::business::HostApi;
 use crate::cache::{CacheSettings, ModuleCache};
-use crate::config::Settings;
+use crate::config::{BackendKind, Settings};
 use crate::debug::{memory::MemoryBus, DebugBus};
 use crate::egress::EgressClient;
 use crate::engine::KelpEngine;
@@ -44,6 +44,37 @@ pub struct Backends {
 }
 
 impl Backends {
+    /// The backends the settings name: embedded or AWS for the control plane, Redis for the
+    /// debug bus when configured. The one place that maps configuration to implementations.
+    pub async fn from_settings(settings: &Settings) -> Result<Self> {
+        let mut backends = match settings.backend {
+            BackendKind::Embedded => Self::embedded(settings)?,
+            BackendKind::Aws => Self::aws(settings).await?,
+        };
+        if let Some(redis) = &settings.redis {
+            backends.debug = crate::debug::redis::RedisBus::start(redis.clone()).context("configuring the Redis debug bus")?;
+        }
+        Ok(backends)
+    }
+
+    /// DynamoDB, S3 and Secrets Manager (endpoints from the environment: `AWS_ENDPOINT_URL`
+    /// points them at moto in tests); the in-process debug bus unless Redis is configured.
+    pub async fn aws(settings: &Settings) -> Result<Self> {
+        let crate::aws::AwsClients { dynamo, s3, secrets: sm } = crate::aws::AwsClients::new(&settings.aws).await;
+        let stores = Arc::new(crate::stores::dynamodb::DynamoStores::new(dynamo.clone(), settings.tables.clone()));
+        let bucket = settings.bucket.clone().context("KELP_BUCKET is required for the AWS backend")?;
+        Ok(Self {
+            registry: stores.clone(),
+            installs: stores.clone(),
+            audit: stores,
+            kv: Arc::new(crate::storage::dynamodb::DynamoKv::new(dynamo, settings.tables.storage.clone())),
+            secrets: Arc::new(crate::secrets::aws::SecretsManagerSource::new(sm, settings.secret_prefix.clone())),
+            blobs: Arc::new(crate::blobs::s3::S3BlobStore::new(s3, bucket, settings.bucket_prefix.clone())),
+            debug: Arc::new(MemoryBus::new(settings.debug_maxlen)),
+            host_api: None,
+        })
+    }
+
     /// The embedded default: one SQLite file, a blob directory, a secrets file and the
     /// in-process debug bus, all under `settings.data_dir`.
     pub fn embedded(settings: &Settings) -> Result<Self> {
@@ -131,6 +162,23 @@ impl Platform {
     /// The embedded local default.
     pub fn embedded(settings: Settings) -> Result<Arc<Self>> {
         let backends = Backends::embedded(&settings)?;
+        Self::new(settings, backends)
+    }
+
+    /// Create the AWS resources the settings name if they are missing (tables, bucket): for
+    /// moto in tests and `kelp up --aws`. In AWS, template.yaml creates them.
+    pub async fn bootstrap_aws(settings: &Settings) -> Result<()> {
+        let clients = crate::aws::AwsClients::new(&settings.aws).await;
+        crate::stores::dynamodb::create_tables(&clients.dynamo, &settings.tables).await?;
+        if let Some(bucket) = &settings.bucket {
+            crate::blobs::s3::ensure_bucket(&clients.s3, bucket).await?;
+        }
+        Ok(())
+    }
+
+    /// The platform the settings describe (what the function binaries run).
+    pub async fn from_settings(settings: Settings) -> Result<Arc<Self>> {
+        let backends = Backends::from_settings(&settings).await?;
         Self::new(settings, backends)
     }
 

@@ -1,6 +1,8 @@
 //! End-to-end tests: real components, real HTTP on loopback, the embedded default.
 
 mod cache;
+mod aws_backends;
+mod conformance;
 mod config_secrets;
 mod debug_events;
 mod egress;

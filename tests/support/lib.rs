@@ -1,5 +1,9 @@
 //! Test support: real components built from source (cached across test processes), a real
-//! Kelp gateway on a loopback port, tokens, and helpers to publish and install.
+//! Kelp gateway on a loopback port, tokens, helpers to publish and install, and the real
+//! services (moto, redis-server) the AWS backends are tested against.
+
+pub mod aws;
+pub mod services;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -92,8 +96,18 @@ impl TestKelp {
 
     /// Start with extra environment settings.
     pub async fn start_with(extra: &[(&str, &str)]) -> Self {
+        Self::start_env(HashMap::new(), extra).await
+    }
+
+    /// Start over the AWS backends (moto on loopback), with extra settings.
+    pub async fn start_aws(extra: &[(&str, &str)]) -> Self {
+        Self::start_env(aws::aws_env(&aws::moto_url()), extra).await
+    }
+
+    /// Start with a base settings map plus extra entries; AWS backends are bootstrapped
+    /// (tables, bucket) when the map selects them.
+    pub async fn start_env(mut env: HashMap<String, String>, extra: &[(&str, &str)]) -> Self {
         let data = tempfile::tempdir().expect("tempdir");
-        let mut env: HashMap<String, String> = HashMap::new();
         env.insert("KELP_DATA_DIR".into(), data.path().to_string_lossy().into_owned());
         env.insert("KELP_ARTIFACT_DIR".into(), fixtures_dir().join("artifacts").to_string_lossy().into_owned());
         env.insert("KELP_JWT_HS256_SECRET".into(), TEST_SECRET.into());
@@ -102,7 +116,10 @@ impl TestKelp {
             env.insert(k.to_string(), v.to_string());
         }
         let settings = Settings::from_map(&env).expect("test settings");
-        let platform = Platform::embedded(settings).expect("platform");
+        if settings.backend == kelp_runtime::config::BackendKind::Aws {
+            Platform::bootstrap_aws(&settings).await.expect("bootstrapping tables and bucket");
+        }
+        let platform = Platform::from_settings(settings).await.expect("platform");
         let app = router(Gateway::new(platform.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();

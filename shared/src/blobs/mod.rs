@@ -2,6 +2,7 @@
 //! A directory locally, S3 in AWS. Keys are `/`-separated relative paths.
 
 pub mod dir;
+pub mod s3;
 
 use async_trait::async_trait;
 

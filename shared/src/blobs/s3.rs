@@ -71,3 +71,12 @@ impl BlobStore for S3BlobStore {
         self.client.delete_object().bucket(&self.bucket).key(self.key(key)?).send().await.map(|_| ()).map_err(map)
     }
 }
+
+/// Create the bucket if it does not exist (moto in tests, `kelp up --aws`).
+pub async fn ensure_bucket(client: &Client, bucket: &str) -> anyhow::Result<()> {
+    match client.create_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()) => Ok(()),
+        Err(e) => anyhow::bail!("creating bucket {bucket}: {}", describe(&e)),
+    }
+}

@@ -149,6 +149,7 @@ impl DebugBus for MemoryBus {
         BusStats {
             published: self.published.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
+            fallback: 0,
         }
     }
 }
@@ -184,7 +185,7 @@ mod tests {
         assert_eq!(msgs, ["2", "3", "4"]);
         let ids: Vec<_> = backlog.iter().map(|e| StreamId::parse(&e.id).unwrap()).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(bus.stats(), BusStats { published: 5, dropped: 2 });
+        assert_eq!(bus.stats(), BusStats { published: 5, dropped: 2, fallback: 0 });
         assert!(bus.backlog("other", "ext", 10).await.unwrap().is_empty());
     }
 

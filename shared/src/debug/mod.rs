@@ -3,6 +3,7 @@
 //! failing the request. The relay reads them back per (tenant, extension) stream.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,8 @@ pub struct BusStats {
     pub published: u64,
     /// Events dropped (queue full, backend down past the flush bound, ring overflow).
     pub dropped: u64,
+    /// Events kept only in this instance's ring because the shared backend was down.
+    pub fallback: u64,
 }
 
 /// The debug bus: in-process ring locally, Redis Streams in AWS.

@@ -39,12 +39,15 @@ pub struct RedisSettings {
 impl RedisSettings {
     /// The client for these settings.
     pub fn client(&self) -> anyhow::Result<redis::Client> {
-        let mut info: redis::ConnectionInfo = self.url.as_str().try_into()?;
+        use redis::IntoConnectionInfo;
+        let mut info = self.url.as_str().into_connection_info()?;
         if let Some(u) = &self.username {
-            info = info.set_redis_settings(info.redis_settings().clone().set_username(u.clone()));
+            let settings = info.redis_settings().clone().set_username(u.clone());
+            info = info.set_redis_settings(settings);
         }
         if let Some(p) = &self.password {
-            info = info.set_redis_settings(info.redis_settings().clone().set_password(p.clone()));
+            let settings = info.redis_settings().clone().set_password(p.clone());
+            info = info.set_redis_settings(settings);
         }
         Ok(redis::Client::open(info)?)
     }
@@ -302,6 +305,7 @@ impl DebugBus for RedisBus {
         BusStats {
             published: self.shared.published.load(Ordering::Relaxed),
             dropped: self.shared.dropped.load(Ordering::Relaxed),
+            fallback: self.shared.fallback.load(Ordering::Relaxed),
         }
     }
 }

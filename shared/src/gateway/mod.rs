@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::platform::Platform;
 
-pub use ratelimit::{LocalRateLimiter, RateDecision, RateLimiter};
+pub use ratelimit::{LocalRateLimiter, RateDecision, RateLimiter, RedisRateLimiter};
 
 /// State of the gateway router.
 pub struct Gateway {
@@ -34,10 +34,18 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Gateway state with the per-instance rate limiter from the settings.
+    /// Gateway state with the rate limiter the settings describe: shared through Redis when
+    /// Redis is configured (and `KELP_RATE_REDIS` is not off), per instance otherwise.
     pub fn new(platform: Arc<Platform>) -> Arc<Self> {
         let s = &platform.settings;
-        let limiter = Arc::new(LocalRateLimiter::new(s.rate_burst, s.rate_per_sec));
+        let limiter: Arc<dyn RateLimiter> = match s.redis.as_ref().filter(|_| s.rate_redis).map(|r| r.client()) {
+            Some(Ok(client)) => Arc::new(RedisRateLimiter::new(client, s.rate_burst, s.rate_per_sec)),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "invalid Redis settings; rate limits are per instance");
+                Arc::new(LocalRateLimiter::new(s.rate_burst, s.rate_per_sec))
+            }
+            None => Arc::new(LocalRateLimiter::new(s.rate_burst, s.rate_per_sec)),
+        };
         Self::with_rate_limiter(platform, limiter)
     }
 
@@ -83,6 +91,23 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
         .layer(axum::middleware::from_fn(request_id_layer))
 }
+
+/// The gateway router for Lambda: after every response, the invocation's pending debug
+/// events are flushed (bounded by 50 ms) before the environment is frozen.
+pub fn lambda_router(gateway: Arc<Gateway>) -> Router {
+    let debug = gateway.platform.debug.clone();
+    router(gateway).layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+        let debug = debug.clone();
+        async move {
+            let response = next.run(req).await;
+            debug.flush(LAMBDA_FLUSH_BOUND).await;
+            response
+        }
+    }))
+}
+
+/// Longest an invocation waits for its debug events to reach Redis.
+pub const LAMBDA_FLUSH_BOUND: std::time::Duration = std::time::Duration::from_millis(50);
 
 async fn health(State(gw): State<Arc<Gateway>>) -> Json<serde_json::Value> {
     let cache = gw.platform.cache();

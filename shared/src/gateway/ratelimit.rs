@@ -100,3 +100,110 @@ mod tests {
         }
     }
 }
+
+/// Token buckets shared by every instance through Redis (one atomic script per check). When
+/// Redis is unreachable the per-instance buckets take over — logged and counted, never a
+/// silent fail-open — and Redis is retried after a short pause, so an outage costs requests
+/// no connection attempts.
+pub struct RedisRateLimiter {
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    script: redis::Script,
+    local: LocalRateLimiter,
+    burst: u32,
+    per_sec: f64,
+    retry_after: Mutex<Option<Instant>>,
+    /// Checks answered by the per-instance fallback.
+    pub fallbacks: std::sync::atomic::AtomicU64,
+}
+
+/// Token bucket in Redis, on the server's clock. KEYS[1] = bucket; ARGV = burst, tokens/s.
+/// Returns {allowed (0/1), retry_after_secs}.
+const BUCKET_SCRIPT: &str = r#"
+local burst = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2]) / 1000
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1]) or burst
+local ts = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed, retry = 0, 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+elseif rate > 0 then
+  retry = math.ceil((1 - tokens) / rate / 1000)
+else
+  retry = 60
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+if rate > 0 then
+  redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
+end
+return {allowed, retry}
+"#;
+
+/// How long the limiter stays on the per-instance buckets after a Redis failure.
+const REDIS_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl RedisRateLimiter {
+    /// A limiter over `client` with the given bucket shape.
+    pub fn new(client: redis::Client, burst: u32, per_sec: f64) -> Self {
+        Self {
+            client,
+            conn: tokio::sync::Mutex::new(None),
+            script: redis::Script::new(BUCKET_SCRIPT),
+            local: LocalRateLimiter::new(burst, per_sec),
+            burst,
+            per_sec,
+            retry_after: Mutex::new(None),
+            fallbacks: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    async fn shared_check(&self, tenant: &str, extension: &str) -> redis::RedisResult<RateDecision> {
+        let mut guard = self.conn.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.client.get_multiplexed_async_connection_with_config(&crate::debug::redis::connection_config()).await?);
+        }
+        let conn = guard.as_mut().expect("connected above");
+        let key = format!("kelp-rate:{}:{}", tenant.to_lowercase(), extension.to_lowercase());
+        let result: redis::RedisResult<(i64, i64)> =
+            self.script.key(key).arg(self.burst).arg(self.per_sec).invoke_async(conn).await;
+        match result {
+            Ok((1, _)) => Ok(RateDecision::Allowed),
+            Ok((_, retry)) => Ok(RateDecision::Limited { retry_after_secs: retry.max(1) as u64 }),
+            Err(e) => {
+                *guard = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl RateLimiter for RedisRateLimiter {
+    async fn check(&self, tenant: &str, extension: &str) -> RateDecision {
+        if self.burst == 0 {
+            return RateDecision::Allowed;
+        }
+        let paused = self.retry_after.lock().is_some_and(|t| Instant::now() < t);
+        if !paused {
+            match self.shared_check(tenant, extension).await {
+                Ok(d) => {
+                    *self.retry_after.lock() = None;
+                    return d;
+                }
+                Err(e) => {
+                    let first = self.retry_after.lock().replace(Instant::now() + REDIS_RETRY_PAUSE).is_none();
+                    if first {
+                        tracing::warn!(error = %e, "rate limiter: Redis unreachable; using per-instance buckets");
+                    }
+                }
+            }
+        }
+        self.fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.local.take(tenant, extension)
+    }
+}

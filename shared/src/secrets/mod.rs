@@ -2,6 +2,7 @@
 //! and cached per (install, secrets_version, ciphertext hash) with a TTL (A2). Values never
 //! reach a log line: [`SecretMap`]'s `Debug` prints only the keys.
 
+pub mod aws;
 pub mod file;
 pub mod host;
 

@@ -260,6 +260,7 @@ impl DynamoKv {
                             .table_name(&self.table)
                             .set_key(Some(key(pk, "META".into())))
                             .update_expression("SET ns_count = ns_count - :one")
+                            .condition_expression("attribute_exists(ns_count)")
                             .expression_attribute_values(":one", nv(1))
                             .build()
                             .expect("complete update"),
@@ -335,6 +336,7 @@ impl KvStore for DynamoKv {
                             .table_name(&self.table)
                             .set_key(Some(key(scope_pk(s), format!("NS#{namespace}"))))
                             .update_expression("SET key_count = key_count - :one")
+                            .condition_expression("attribute_exists(key_count)")
                             .expression_attribute_values(":one", nv(1))
                             .build()
                             .expect("complete update"),

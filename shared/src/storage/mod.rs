@@ -3,6 +3,7 @@
 //! DynamoDB (conditional writes).
 
 pub mod host;
+pub mod dynamodb;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -385,7 +385,8 @@ impl AuditLog for DynamoStores {
             (Some(b), None) => Some(b.clone()),
             (None, u) => u.clone(),
         };
-        let lower = f.since.clone().unwrap_or_default();
+        // Key values may not be empty; "0" sorts before every timestamp.
+        let lower = f.since.clone().unwrap_or_else(|| "0".into());
         let partitions: Vec<(Option<&str>, String, &str)> = if let Some(t) = &f.tenant_id {
             vec![(None, format!("TENANT#{t}"), "sk")]
         } else if let Some(a) = &f.actor {
@@ -466,4 +467,57 @@ fn months_back(upper: Option<&str>, since: Option<&str>) -> Vec<String> {
         }
     }
     out
+}
+
+/// Create Kelp's tables (on-demand) if they do not exist: for moto in tests and for
+/// `kelp up --aws`. In AWS, template.yaml creates them with the same keys.
+pub async fn create_tables(client: &Client, tables: &TableNames) -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+        ScalarAttributeType,
+    };
+    let attr = |name: &str| {
+        AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().expect("complete")
+    };
+    let keys = |hash: &str, range: &str| {
+        vec![
+            KeySchemaElement::builder().attribute_name(hash).key_type(KeyType::Hash).build().expect("complete"),
+            KeySchemaElement::builder().attribute_name(range).key_type(KeyType::Range).build().expect("complete"),
+        ]
+    };
+    let gsi = |name: &str, hash: &str, range: &str| {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .set_key_schema(Some(keys(hash, range)))
+            .projection(Projection::builder().projection_type(ProjectionType::All).build())
+            .build()
+            .expect("complete")
+    };
+    let specs: Vec<(&str, Vec<&str>, Vec<GlobalSecondaryIndex>)> = vec![
+        (&tables.registry, vec!["pk", "sk"], vec![]),
+        (&tables.installs, vec!["pk", "sk", "gsi1pk", "gsi1sk"], vec![gsi("all-installs", "gsi1pk", "gsi1sk")]),
+        (&tables.storage, vec!["pk", "sk"], vec![]),
+        (
+            &tables.audit,
+            vec!["pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"],
+            vec![gsi("by-actor", "gsi1pk", "gsi1sk"), gsi("by-month", "gsi2pk", "gsi2sk")],
+        ),
+    ];
+    for (name, attrs, indexes) in specs {
+        let result = client
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .set_attribute_definitions(Some(attrs.iter().map(|a| attr(a)).collect()))
+            .set_key_schema(Some(keys("pk", "sk")))
+            .set_global_secondary_indexes((!indexes.is_empty()).then_some(indexes))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
+            Err(e) => anyhow::bail!("creating table {name}: {}", describe(&e)),
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! Control-plane state: the extension registry, tenant installs and the audit log. Each is a
 //! trait with an embedded (SQLite) implementation and an AWS (DynamoDB) one.
 
+pub mod dynamodb;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
