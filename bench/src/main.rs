@@ -138,7 +138,92 @@ async fn main() -> Result<()> {
     println!("  instantiation p50 {:>10}   (target ≤ 50 µs: {})", us(inst), verdict(inst, Duration::from_micros(50)));
     let js_inst = instantiation(&platform, &js).await?;
     println!("  JS component instantiation p50 {:>10}", us(js_inst));
+
+    aws_section(work.path(), p50).await?;
     Ok(())
+}
+
+/// AWS backends (moto on loopback, the local redis-server) against the embedded default, and
+/// debug publishing batched vs one XADD per event.
+async fn aws_section(work: &Path, embedded_p50: Duration) -> Result<()> {
+    println!("\n== AWS backends (moto server on loopback + local Redis) vs embedded, WAT hello warm");
+    let moto = kelp_tests::services::start_moto();
+    let redis = kelp_tests::services::shared_redis();
+    let mut env = kelp_tests::aws::aws_env(&format!("http://127.0.0.1:{}", moto.port));
+    env.insert("KELP_DATA_DIR".into(), work.join("aws-data").to_string_lossy().into_owned());
+    env.insert("KELP_ARTIFACT_DIR".into(), work.join("artifacts").to_string_lossy().into_owned());
+    env.insert("KELP_JWT_HS256_SECRET".into(), TEST_SECRET.into());
+    env.insert("KELP_RATE_BURST".into(), "0".into());
+    env.insert("RUNNER_DEBUG_REDIS_URL".into(), redis.clone());
+    env.insert("RUNNER_DEBUG_REDIS_STREAM_PREFIX".into(), "bench:".into());
+    let settings = Settings::from_map(&env)?;
+    Platform::bootstrap_aws(&settings).await?;
+    let platform = Platform::from_settings(settings).await?;
+    let wat = kelp_runtime::publish::publish_dir(&platform, &staged_example("wat-hello")).await?;
+    install(&platform, &wat).await?;
+    let app = kelp_runtime::gateway::lambda_router(Gateway::new(platform.clone()));
+    let t = token("bench", RW);
+    let path = "/api/ext/com.kelp.examples.wat-hello/hello";
+    for _ in 0..50 {
+        request(&app, path, &t).await?;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..500 {
+        samples.push(request(&app, path, &t).await?);
+    }
+    let aws_p50 = percentile(&mut samples, 0.5);
+    let aws_p99 = percentile(&mut samples, 0.99);
+    println!("  embedded p50 {:>10}   AWS p50 {:>10}   AWS p99 {:>10}   ratio {:.1}x", us(embedded_p50), us(aws_p50), us(aws_p99), aws_p50.as_secs_f64() / embedded_p50.as_secs_f64());
+    println!("  (per request on AWS: one DynamoDB GetItem for the install, over HTTP to moto; the request's debug events flushed to Redis before the response; rate limiting off in both)");
+
+    println!("\n== Debug publishing to Redis: batched pipeline vs one XADD per event");
+    let n = 20_000usize;
+    let bus = kelp_runtime::debug::redis::RedisBus::start(kelp_tests::aws::redis_settings(&redis))?;
+    let event = bench_event();
+    let started = Instant::now();
+    for _ in 0..n {
+        kelp_runtime::debug::DebugBus::publish(&*bus, event.clone());
+    }
+    kelp_runtime::debug::DebugBus::flush(&*bus, Duration::from_secs(60)).await;
+    let batched = n as f64 / started.elapsed().as_secs_f64();
+    let client = redis::Client::open(redis.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let key = format!("bench-single:{}", std::process::id());
+    let started = Instant::now();
+    for _ in 0..n {
+        let _: String = redis::cmd("XADD")
+            .arg(&key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(2000)
+            .arg("*")
+            .arg("message")
+            .arg(&event.message)
+            .arg("tenant")
+            .arg(&event.tenant_id)
+            .query_async(&mut conn)
+            .await?;
+    }
+    let single = n as f64 / started.elapsed().as_secs_f64();
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
+    println!("  batched {:>10.0} events/s   one XADD per event {:>10.0} events/s   ratio {:.1}x   ({} events)", batched, single, batched / single, n);
+    Ok(())
+}
+
+fn bench_event() -> kelp_runtime::debug::DebugEvent {
+    kelp_runtime::debug::DebugEvent {
+        ts: "2026-11-25T00:00:00.000Z".into(),
+        level: "info".into(),
+        stream: "stdout".into(),
+        tenant_id: "bench".into(),
+        extension_id: "bench-ext".into(),
+        install_id: "i".into(),
+        request_id: "r".into(),
+        version_id: "v".into(),
+        content_hash: "sha256:0".into(),
+        message: "a typical log line of about eighty bytes, written by a guest to its stdout".into(),
+        truncated: false,
+    }
 }
 
 async fn js_component_mb(platform: &Platform, p: &Published) -> String {

@@ -1,5 +1,6 @@
 //! `kelp`: run Kelp locally and work with extensions.
 
+mod admin;
 mod up;
 
 use std::path::PathBuf;
@@ -34,6 +35,31 @@ enum Command {
         #[arg(long, default_value = ".kelp")]
         data_dir: PathBuf,
     },
+    /// Publish a version: a .tar.zst bundle, a built directory or an extension source
+    /// directory (built first).
+    Publish {
+        /// Bundle file or directory.
+        source: PathBuf,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
+    /// Install a published version for a tenant.
+    Install {
+        #[command(flatten)]
+        args: admin::InstallArgs,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
+    /// Install config.
+    Config {
+        #[command(subcommand)]
+        command: SetCommand,
+    },
+    /// Install secrets (write-only).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Build an extension's component from source (`*.wat` or `src/index.js`) into a staging
     /// directory ready to publish.
     Build {
@@ -42,6 +68,37 @@ enum Command {
         /// Where to stage the built extension.
         #[arg(long, default_value = ".kelp/build")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SetCommand {
+    /// Replace an install's config map (bumps config_version).
+    Set {
+        /// Install id.
+        install: String,
+        /// key=value pairs.
+        #[arg(value_parser = admin::parse_pair, required = true)]
+        pairs: Vec<(String, String)>,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Write an install's secrets (bumps secrets_version).
+    Set {
+        /// Install id.
+        install: String,
+        /// key=value pairs.
+        #[arg(value_parser = admin::parse_pair, required = true)]
+        pairs: Vec<(String, String)>,
+        /// Expiry of the envelope (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[command(flatten)]
+        remote: admin::Remote,
     },
 }
 
@@ -54,6 +111,12 @@ async fn main() -> Result<()> {
             let secret = up::dev_secret(&data_dir)?;
             println!("{}", up::mint(&secret, &tenant, &sub, &perm));
             Ok(())
+        }
+        Command::Publish { source, remote } => admin::publish(&remote, &source).await,
+        Command::Install { args, remote } => admin::install(&remote, &args).await,
+        Command::Config { command: SetCommand::Set { install, pairs, remote } } => admin::set_config(&remote, &install, &pairs).await,
+        Command::Secrets { command: SecretsCommand::Set { install, pairs, expires_at, remote } } => {
+            admin::set_secrets(&remote, &install, &pairs, expires_at).await
         }
         Command::Build { dir, out } => {
             let root = kelp_runtime::devtools::repo_root(&std::env::current_dir()?).unwrap_or_else(|| PathBuf::from("."));

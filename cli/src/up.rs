@@ -8,9 +8,11 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use kelp_runtime::admin::service::{create_install, set_config, set_secrets, NewInstall};
-use kelp_runtime::gateway::{router, Gateway};
 use kelp_runtime::{devtools, publish, Platform, Settings};
 use serde_json::json;
+
+/// Permissions of the demo operator token (publish, any tenant, grants, audit).
+pub const OPERATOR_PERMS: &[&str] = &["platform:publish", "platform:ops", "extension:manage", "extension:debug"];
 
 /// Permissions of the demo token.
 pub const DEMO_PERMS: &[&str] = &["extension:read", "extension:write", "extension:debug", "extension:manage"];
@@ -33,6 +35,14 @@ pub struct UpArgs {
     /// Skip publishing the examples.
     #[arg(long)]
     no_examples: bool,
+    /// Use the AWS backends (DynamoDB, S3, Secrets Manager) as the environment configures
+    /// them (AWS_ENDPOINT_URL for moto, KELP_TABLE_*, KELP_BUCKET); missing tables and the
+    /// bucket are created. Meant for moto or a development account.
+    #[arg(long)]
+    aws: bool,
+    /// Publish debug events to this Redis (and share rate limits through it).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 }
 
 /// The local HS256 signing secret: `KELP_JWT_HS256_SECRET`, or one generated once per data
@@ -74,18 +84,31 @@ pub async fn run(args: UpArgs) -> Result<()> {
     env.insert("KELP_DATA_DIR".into(), args.data_dir.to_string_lossy().into_owned());
     env.insert("KELP_JWT_HS256_SECRET".into(), secret.clone());
     env.entry("KELP_CORS_ORIGINS".into()).or_insert_with(|| format!("http://{}", args.listen));
+    if args.aws {
+        env.insert("KELP_BACKEND".into(), "aws".into());
+        env.entry("KELP_BUCKET".into()).or_insert_with(|| "kelp-local".into());
+    }
+    if let Some(url) = &args.redis {
+        env.insert("RUNNER_DEBUG_REDIS_URL".into(), url.clone());
+    }
     let settings = Settings::from_map(&env)?;
-    let platform = Platform::embedded(settings)?;
+    if args.aws {
+        Platform::bootstrap_aws(&settings).await.context("creating the tables and bucket")?;
+    }
+    let backend = if args.aws { "AWS backends" } else { "embedded default: SQLite, local files" };
+    let bus = if settings.redis.is_some() { "Redis debug bus" } else { "in-process debug bus" };
+    let platform = Platform::from_settings(settings).await?;
 
     let mut installed = Vec::new();
     if !args.no_examples {
         installed = seed_examples(&platform, &args).await?;
     }
-    let app = router(Gateway::new(platform.clone()));
+    let app = kelp_runtime::local::app(platform.clone());
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let base = format!("http://{}", listener.local_addr()?);
     let token = mint(&secret, &args.tenant, "demo-user", &DEMO_PERMS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    print_banner(&base, &token, &installed);
+    let admin_token = mint(&secret, &args.tenant, "demo-operator", &OPERATOR_PERMS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    print_banner(&base, &token, &admin_token, &installed, &format!("{backend}, {bus}"));
     axum::serve(listener, app).with_graceful_shutdown(async {
         let _ = tokio::signal::ctrl_c().await;
     })
@@ -169,14 +192,16 @@ async fn seed_examples(platform: &Arc<Platform>, args: &UpArgs) -> Result<Vec<In
     Ok(out)
 }
 
-fn print_banner(base: &str, token: &str, installed: &[Installed]) {
-    println!("\nKelp is up on {base} (embedded default: SQLite, local files, in-process debug bus)\n");
-    println!("  export KELP_TOKEN={token}\n");
+fn print_banner(base: &str, token: &str, admin_token: &str, installed: &[Installed], backends: &str) {
+    println!("\nKelp is up on {base} ({backends})\n");
+    println!("  export KELP_TOKEN={token}");
+    println!("  export KELP_ADMIN_TOKEN={admin_token}\n");
     for ext in installed {
         println!("  {}:", ext.name);
         for path in &ext.sample_paths {
             println!("    curl -s -H \"Authorization: Bearer $KELP_TOKEN\" {base}/api/ext/{}{path}", ext.name);
         }
     }
-    println!("\n  health: curl -s {base}/healthz\n  Ctrl-C stops.\n");
+    println!("\n  admin API: curl -s -H \"Authorization: Bearer $KELP_ADMIN_TOKEN\" {base}/admin/installs");
+    println!("  health: curl -s {base}/healthz\n  Ctrl-C stops.\n");
 }

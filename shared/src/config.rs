@@ -47,6 +47,10 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_SECRETS_FILE",
     "KELP_AUDIT_EXECUTIONS",
     "KELP_LOG_FORMAT",
+    "KELP_ADMIN_MAX_BODY_BYTES",
+    "KELP_HOST_API_URL",
+    "KELP_HOST_API_SECRET",
+    "KELP_HOST_API_TIMEOUT_MS",
     "KELP_BACKEND",
     "KELP_TABLE_REGISTRY",
     "KELP_TABLE_INSTALLS",
@@ -148,6 +152,10 @@ pub struct Settings {
     pub rate_redis: bool,
     /// AWS endpoint, region and credential overrides.
     pub aws: crate::aws::AwsSettings,
+    /// Largest admin request body (bundles), in bytes.
+    pub admin_max_body_bytes: usize,
+    /// The PSA's host API for business interfaces, if configured.
+    pub host_api: Option<crate::business::http::HostApiSettings>,
 }
 
 fn parse<T: std::str::FromStr>(env: &HashMap<String, String>, key: &str, default: T) -> Result<T>
@@ -269,6 +277,17 @@ impl Settings {
             }),
             rate_redis: parse(env, "KELP_RATE_REDIS", true)?,
             aws: crate::aws::AwsSettings::from_map(env),
+            admin_max_body_bytes: parse(env, "KELP_ADMIN_MAX_BODY_BYTES", 200 << 20)?,
+            host_api: match (text(env, "KELP_HOST_API_URL"), text(env, "KELP_HOST_API_SECRET")) {
+                (Some(url), Some(secret)) => Some(crate::business::http::HostApiSettings {
+                    base_url: url,
+                    secret,
+                    timeout: Duration::from_millis(parse(env, "KELP_HOST_API_TIMEOUT_MS", 5_000)?),
+                    max_response_bytes: 1 << 20,
+                }),
+                (Some(_), None) => bail!("KELP_HOST_API_URL needs KELP_HOST_API_SECRET (the key that signs service tokens)"),
+                _ => None,
+            },
         };
         if settings.backend == BackendKind::Aws && settings.bucket.is_none() {
             bail!("KELP_BACKEND=aws needs KELP_BUCKET (bundles and precompiled artifacts live in S3)");

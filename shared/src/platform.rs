@@ -21,7 +21,7 @@ use crate::executor::Executor;
 use crate::secrets::{file::FileSecrets, SecretSource, SecretsResolver};
 use crate::storage::{sqlite::SqliteKv, KvStore};
 use crate::stores::sqlite::{SqliteDb, SqliteStores};
-use crate::stores::{AuditLog, Installs, Registry, StoreResult, VersionRecord};
+use crate::stores::{AuditLog, Grants, Installs, Registry, StoreResult, VersionRecord};
 
 /// The backends of a platform, chosen by the resolver.
 pub struct Backends {
@@ -31,6 +31,8 @@ pub struct Backends {
     pub installs: Arc<dyn Installs>,
     /// Audit log.
     pub audit: Arc<dyn AuditLog>,
+    /// Debug grants.
+    pub grants: Arc<dyn Grants>,
     /// Storage KV.
     pub kv: Arc<dyn KvStore>,
     /// Secret envelopes.
@@ -66,7 +68,8 @@ impl Backends {
         Ok(Self {
             registry: stores.clone(),
             installs: stores.clone(),
-            audit: stores,
+            audit: stores.clone(),
+            grants: stores,
             kv: Arc::new(crate::storage::dynamodb::DynamoKv::new(dynamo, settings.tables.storage.clone())),
             secrets: Arc::new(crate::secrets::aws::SecretsManagerSource::new(sm, settings.secret_prefix.clone())),
             blobs: Arc::new(crate::blobs::s3::S3BlobStore::new(s3, bucket, settings.bucket_prefix.clone())),
@@ -83,7 +86,8 @@ impl Backends {
         Ok(Self {
             registry: stores.clone(),
             installs: stores.clone(),
-            audit: stores,
+            audit: stores.clone(),
+            grants: stores,
             kv: Arc::new(SqliteKv::new(db)),
             secrets: Arc::new(FileSecrets::open(settings.secrets_file.clone())?),
             blobs: Arc::new(DirBlobStore::new(settings.data_dir.join("blobs"))),
@@ -103,6 +107,8 @@ pub struct Platform {
     pub installs: Arc<dyn Installs>,
     /// Audit log.
     pub audit: Arc<dyn AuditLog>,
+    /// Debug grants.
+    pub grants: Arc<dyn Grants>,
     /// Storage KV.
     pub kv: Arc<dyn KvStore>,
     /// Secrets resolver (with its cache).
@@ -126,8 +132,11 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// Build a platform over the given backends.
-    pub fn new(settings: Settings, backends: Backends) -> Result<Arc<Self>> {
+    /// Build a platform over the given backends (the host API is added when configured).
+    pub fn new(settings: Settings, mut backends: Backends) -> Result<Arc<Self>> {
+        if let (None, Some(host_api)) = (&backends.host_api, &settings.host_api) {
+            backends.host_api = Some(Arc::new(crate::business::http::HttpHostApi::new(host_api.clone())?));
+        }
         let engine = KelpEngine::new(settings.engine.clone())?;
         let linker = crate::host::linker(&engine.engine)?;
         let cache = Arc::new(ModuleCache::new(
@@ -149,6 +158,7 @@ impl Platform {
             registry: backends.registry,
             installs: backends.installs,
             audit: backends.audit,
+            grants: backends.grants,
             kv: backends.kv,
             blobs: backends.blobs,
             debug: backends.debug,

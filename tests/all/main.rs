@@ -1,6 +1,7 @@
 //! End-to-end tests: real components, real HTTP on loopback, the embedded default.
 
 mod cache;
+mod admin;
 mod aws_backends;
 mod conformance;
 mod config_secrets;
@@ -8,5 +9,6 @@ mod debug_events;
 mod egress;
 mod faults;
 mod gateway;
+mod host_api;
 mod runner_api;
 mod storage;

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kelp_runtime::admin::service::{create_install, NewInstall};
-use kelp_runtime::gateway::{router, Gateway};
 use kelp_runtime::publish::{publish_dir, Published};
 use kelp_runtime::stores::InstallRecord;
 use kelp_runtime::{devtools, Platform, Settings};
@@ -68,6 +67,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// Stage a test guest from `tests/fixtures/<name>` (index.js built for the plain Alga world
+/// plus its manifest).
+pub fn staged_fixture(name: &str) -> PathBuf {
+    let root = repo_root();
+    let src = root.join("tests/fixtures").join(name);
+    let dir = fixtures_dir().join("staged-fixtures").join(name);
+    std::fs::create_dir_all(dir.join("dist")).unwrap();
+    devtools::build_js(&root, &src.join("index.js"), "alga:extension/runner", &dir.join("dist/main.wasm"))
+        .unwrap_or_else(|e| panic!("building fixture {name}: {e:#}"));
+    write_atomic(&dir.join("manifest.json"), &std::fs::read(src.join("manifest.json")).unwrap());
+    dir
+}
+
 /// A Kelp gateway serving on a loopback port over a fresh embedded default.
 pub struct TestKelp {
     /// Base URL, e.g. `http://127.0.0.1:41234`.
@@ -120,7 +132,7 @@ impl TestKelp {
             Platform::bootstrap_aws(&settings).await.expect("bootstrapping tables and bucket");
         }
         let platform = Platform::from_settings(settings).await.expect("platform");
-        let app = router(Gateway::new(platform.clone()));
+        let app = kelp_runtime::local::app(platform.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {

@@ -3,6 +3,7 @@
 //! returns its `denied`/`not-allowed` case. Never a trap.
 
 pub mod host;
+pub mod http;
 
 use std::time::Duration;
 

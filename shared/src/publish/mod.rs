@@ -85,22 +85,16 @@ pub async fn publish(platform: &Arc<Platform>, bundle_bytes: Vec<u8>, limits: &B
         .clone();
 
     // Versions are immutable: same name@version with other content is a conflict.
-    let extension = platform
-        .registry
-        .ensure_extension(&ExtensionRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            name: manifest.name.clone(),
-            publisher: manifest.publisher.clone(),
-            created_at: now_rfc3339(),
-        })
-        .await?;
-    if let Some(existing) = platform.registry.find_version(&extension.id, &manifest.version).await? {
-        return same_or_conflict(extension, existing, &hash);
+    if let Some(existing) = platform.registry.find_extension_by_name(&manifest.name).await? {
+        if let Some(v) = platform.registry.find_version(&existing.id, &manifest.version).await? {
+            return same_or_conflict(existing, v, &hash);
+        }
     }
 
+    // Compile (and link-check) before anything is recorded: a bad component leaves no trace.
     let component_hash = hex::encode(Sha256::digest(&component));
-    let cache = platform.cache();
-    cache
+    platform
+        .cache()
         .validate_and_precompile(&component_hash, component.clone())
         .await
         .map_err(|e| PublishError::Component(e.to_string()))?;
@@ -110,6 +104,15 @@ pub async fn publish(platform: &Arc<Platform>, bundle_bytes: Vec<u8>, limits: &B
     let content_hex = hash.trim_start_matches("sha256:");
     blobs.put(&bundle_key(content_hex), &bundle_bytes).await.map_err(blob)?;
 
+    let extension = platform
+        .registry
+        .ensure_extension(&ExtensionRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: manifest.name.clone(),
+            publisher: manifest.publisher.clone(),
+            created_at: now_rfc3339(),
+        })
+        .await?;
     let version = VersionRecord {
         id: uuid::Uuid::new_v4().to_string(),
         extension_id: extension.id.clone(),

@@ -352,6 +352,113 @@ impl Installs for DynamoStores {
     }
 }
 
+fn grant_item(g: &DebugGrant) -> Item {
+    let mut it = item(format!("TENANT#{}", g.tenant_id), format!("GRANT#{}#{}", g.created_at, g.id), g);
+    // Shares the sparse all-installs index (gsi1pk distinguishes the kinds) for operators.
+    it.insert("gsi1pk".into(), s("GRANT"));
+    it.insert("gsi1sk".into(), s(format!("{}#{}", g.created_at, g.id)));
+    it
+}
+
+#[async_trait]
+impl Grants for DynamoStores {
+    async fn create_grant(&self, g: &DebugGrant) -> StoreResult<()> {
+        let mut lookup = item(format!("TENANT#{}", g.tenant_id), format!("GRANTID#{}", g.id), g);
+        lookup.insert("created_at".into(), s(g.created_at.clone()));
+        self.client
+            .transact_write_items()
+            .transact_items(put(&self.tables.installs, grant_item(g), Some("attribute_not_exists(pk)")))
+            .transact_items(put(&self.tables.installs, lookup, Some("attribute_not_exists(pk)")))
+            .send()
+            .await
+            .map_err(|e| sdk_err("TransactWriteItems", e))?;
+        Ok(())
+    }
+
+    async fn get_grant(&self, tenant: &str, id: &str) -> StoreResult<Option<DebugGrant>> {
+        self.get_doc(&self.tables.installs, format!("TENANT#{tenant}"), format!("GRANTID#{id}")).await
+    }
+
+    async fn list_grants(&self, tenant: Option<&str>, viewer: Option<&str>, page: &PageRequest) -> StoreResult<Page<DebugGrant>> {
+        let size = page.size();
+        let before = page.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| decode_cursor(Some(c)));
+        let mut rows = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut q = self.client.query().table_name(&self.tables.installs).scan_index_forward(false).limit(((size + 1) * 2) as i32);
+            q = match tenant {
+                Some(t) => q
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                    .expression_attribute_values(":pk", s(format!("TENANT#{t}")))
+                    .expression_attribute_values(":lo", s("GRANT#"))
+                    .expression_attribute_values(":hi", s(format!("GRANT#{}", before.clone().unwrap_or_else(|| "\u{10ffff}".into())))),
+                None => q
+                    .index_name("all-installs")
+                    .key_condition_expression("gsi1pk = :k AND gsi1sk < :hi")
+                    .expression_attribute_values(":k", s("GRANT"))
+                    .expression_attribute_values(":hi", s(before.clone().unwrap_or_else(|| "\u{10ffff}".into()))),
+            };
+            let out = q.set_exclusive_start_key(start.take()).send().await.map_err(|e| sdk_err("Query", e))?;
+            for it in out.items() {
+                let g: DebugGrant = doc(it)?;
+                let order = format!("{}#{}", g.created_at, g.id);
+                if before.as_deref().is_some_and(|b| order.as_str() >= b) || viewer.is_some_and(|v| v != g.viewer) {
+                    continue;
+                }
+                rows.push(g);
+            }
+            match out.last_evaluated_key {
+                Some(k) if rows.len() <= size => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(paged(rows, size, |g| format!("{}#{}", g.created_at, g.id)))
+    }
+
+    async fn revoke_grant(&self, tenant: &str, id: &str, at: &str) -> StoreResult<bool> {
+        let Some(mut g) = self.get_grant(tenant, id).await? else { return Ok(false) };
+        g.revoked_at = Some(at.to_string());
+        let lookup = item(format!("TENANT#{tenant}"), format!("GRANTID#{id}"), &g);
+        self.client
+            .transact_write_items()
+            .transact_items(put(&self.tables.installs, grant_item(&g), None))
+            .transact_items(put(&self.tables.installs, lookup, None))
+            .send()
+            .await
+            .map_err(|e| sdk_err("TransactWriteItems", e))?;
+        Ok(true)
+    }
+
+    async fn has_active_grant(&self, tenant: &str, install_id: &str, viewer: &str) -> StoreResult<bool> {
+        // A tenant holds few grants: one query of its GRANT# items, filtered here.
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.tables.installs)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", s(format!("TENANT#{tenant}")))
+                .expression_attribute_values(":p", s("GRANT#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| sdk_err("Query", e))?;
+            for it in out.items() {
+                let g: DebugGrant = doc(it)?;
+                if g.install_id == install_id && g.viewer == viewer && g.active() {
+                    return Ok(true);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok(false),
+            }
+        }
+    }
+}
+
 /// Audit rows without a tenant live under this partition.
 const PLATFORM_TENANT: &str = "_platform";
 /// How far back an audit query without `since` looks when it must walk monthly partitions.

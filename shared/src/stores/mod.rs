@@ -228,6 +228,51 @@ pub trait AuditLog: Send + Sync {
     async fn query(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditRecord>>;
 }
 
+/// An operator's grant letting one viewer watch one install's debug stream for a while (B2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugGrant {
+    /// Grant id (uuid).
+    pub id: String,
+    /// Tenant of the install.
+    pub tenant_id: String,
+    /// The install.
+    pub install_id: String,
+    /// The viewer's `sub`.
+    pub viewer: String,
+    /// Operator who granted it.
+    pub granted_by: String,
+    /// Why (shown in the audit log).
+    pub reason: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; the grant is void from then on.
+    pub expires_at: String,
+    /// Set when revoked (RFC 3339).
+    pub revoked_at: Option<String>,
+}
+
+impl DebugGrant {
+    /// Whether the grant is in force now.
+    pub fn active(&self) -> bool {
+        self.revoked_at.is_none() && self.expires_at.as_str() > now_rfc3339().as_str()
+    }
+}
+
+/// Debug grants.
+#[async_trait]
+pub trait Grants: Send + Sync {
+    /// Record a grant.
+    async fn create_grant(&self, grant: &DebugGrant) -> StoreResult<()>;
+    /// A grant by tenant and id.
+    async fn get_grant(&self, tenant: &str, id: &str) -> StoreResult<Option<DebugGrant>>;
+    /// A tenant's grants (every tenant with `None`), newest first, optionally for one viewer.
+    async fn list_grants(&self, tenant: Option<&str>, viewer: Option<&str>, page: &PageRequest) -> StoreResult<Page<DebugGrant>>;
+    /// Mark a grant revoked; returns whether it existed.
+    async fn revoke_grant(&self, tenant: &str, id: &str, at: &str) -> StoreResult<bool>;
+    /// Whether an active grant names `viewer` for (tenant, install).
+    async fn has_active_grant(&self, tenant: &str, install_id: &str, viewer: &str) -> StoreResult<bool>;
+}
+
 /// Current time as RFC 3339 with milliseconds (UTC), the timestamp format of every store.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS audit (
     target TEXT, outcome TEXT NOT NULL, details TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_by_ts ON audit (ts, id);
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant_id, ts, id);
+CREATE TABLE IF NOT EXISTS grants (
+    id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, install_id TEXT NOT NULL, viewer TEXT NOT NULL,
+    doc TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS grants_by_tenant ON grants (tenant_id, install_id, viewer);
 CREATE TABLE IF NOT EXISTS kv (
     tenant_id TEXT NOT NULL, install_id TEXT NOT NULL, namespace TEXT NOT NULL, key TEXT NOT NULL,
     value BLOB NOT NULL, revision INTEGER NOT NULL,
@@ -479,5 +483,66 @@ impl AuditLog for SqliteStores {
             })
             .await?;
         Ok(page_of(items, size, |r| format!("{}|{}", r.ts, r.id)))
+    }
+}
+
+#[async_trait]
+impl Grants for SqliteStores {
+    async fn create_grant(&self, g: &DebugGrant) -> StoreResult<()> {
+        let g = g.clone();
+        self.db
+            .run(move |c| {
+                c.execute(
+                    "INSERT INTO grants (id, tenant_id, install_id, viewer, doc, created_at) VALUES (?1,?2,?3,?4,?5,?6)",
+                    params![g.id, g.tenant_id, g.install_id, g.viewer, to_json(&g), g.created_at],
+                )
+                .map(|_| ())
+            })
+            .await
+    }
+
+    async fn get_grant(&self, tenant: &str, id: &str) -> StoreResult<Option<DebugGrant>> {
+        let (t, id) = (tenant.to_string(), id.to_string());
+        self.db
+            .run(move |c| c.query_row("SELECT doc FROM grants WHERE tenant_id = ?1 AND id = ?2", params![t, id], |r| json_col(r, 0)).optional())
+            .await
+    }
+
+    async fn list_grants(&self, tenant: Option<&str>, viewer: Option<&str>, page: &PageRequest) -> StoreResult<Page<DebugGrant>> {
+        let (t, v, before, size) =
+            (tenant.map(str::to_string), viewer.map(str::to_string), decode_cursor(page.cursor.as_deref()), page.size());
+        let items = self
+            .db
+            .run(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT doc FROM grants WHERE (?1 IS NULL OR tenant_id = ?1) AND (?2 IS NULL OR viewer = ?2) \
+                     AND (?3 = '' OR (created_at || '|' || id) < ?3) ORDER BY created_at DESC, id DESC LIMIT ?4",
+                )?;
+                let rows = st.query_map(params![t, v, before, size as i64 + 1], |r| json_col(r, 0))?;
+                rows.collect::<rusqlite::Result<Vec<DebugGrant>>>()
+            })
+            .await?;
+        Ok(page_of(items, size, |g| format!("{}|{}", g.created_at, g.id)))
+    }
+
+    async fn revoke_grant(&self, tenant: &str, id: &str, at: &str) -> StoreResult<bool> {
+        let Some(mut g) = self.get_grant(tenant, id).await? else { return Ok(false) };
+        g.revoked_at = Some(at.to_string());
+        self.db
+            .run(move |c| c.execute("UPDATE grants SET doc = ?2 WHERE id = ?1", params![g.id, to_json(&g)]).map(|n| n > 0))
+            .await
+    }
+
+    async fn has_active_grant(&self, tenant: &str, install_id: &str, viewer: &str) -> StoreResult<bool> {
+        let (t, i, v) = (tenant.to_string(), install_id.to_string(), viewer.to_string());
+        let grants = self
+            .db
+            .run(move |c| {
+                let mut st = c.prepare_cached("SELECT doc FROM grants WHERE tenant_id = ?1 AND install_id = ?2 AND viewer = ?3")?;
+                let rows = st.query_map(params![t, i, v], |r| json_col(r, 0))?;
+                rows.collect::<rusqlite::Result<Vec<DebugGrant>>>()
+            })
+            .await?;
+        Ok(grants.iter().any(DebugGrant::active))
     }
 }

@@ -1,0 +1,149 @@
+//! `kelp publish`, `kelp install`, `kelp config set`, `kelp secrets set`: the admin API over
+//! HTTP, against `kelp up` or a deployed Kelp.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use serde_json::{json, Value};
+
+/// Where the admin API is and who calls it.
+#[derive(Args, Clone)]
+pub struct Remote {
+    /// Base URL of Kelp (kelp up, or the deployed admin API).
+    #[arg(long, env = "KELP_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Bearer token (kelp up prints one as KELP_ADMIN_TOKEN).
+    #[arg(long, env = "KELP_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Act on another tenant (platform:ops only).
+    #[arg(long)]
+    pub tenant: Option<String>,
+}
+
+impl Remote {
+    async fn send(&self, method: reqwest::Method, path: &str, content_type: &str, body: Vec<u8>) -> Result<Value> {
+        let mut url = format!("{}{path}", self.url.trim_end_matches('/'));
+        if let Some(t) = &self.tenant {
+            url.push_str(if url.contains('?') { "&" } else { "?" });
+            url.push_str(&format!("tenant={t}"));
+        }
+        let response = reqwest::Client::new()
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("calling {url}"))?;
+        let status = response.status();
+        let text = response.text().await?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let message = value["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| value.to_string());
+            bail!("{status}: {message}");
+        }
+        Ok(value)
+    }
+
+    async fn json(&self, method: reqwest::Method, path: &str, body: Value) -> Result<Value> {
+        self.send(method, path, "application/json", serde_json::to_vec(&body)?).await
+    }
+}
+
+/// Bundle bytes from a `.tar.zst`/`.tar` file, a built directory (manifest.json + component)
+/// or an extension source directory (built first).
+pub fn bundle_bytes(source: &Path) -> Result<Vec<u8>> {
+    if source.is_file() {
+        return std::fs::read(source).with_context(|| format!("reading {}", source.display()));
+    }
+    let manifest: Value = serde_json::from_slice(&std::fs::read(source.join("manifest.json")).context("no manifest.json in the directory")?)?;
+    let entry = manifest["entry"].as_str().unwrap_or("dist/main.wasm");
+    let dir: PathBuf = if source.join(entry).is_file() {
+        source.to_path_buf()
+    } else {
+        let root = kelp_runtime::devtools::repo_root(&std::env::current_dir()?).unwrap_or_else(|| PathBuf::from("."));
+        kelp_runtime::devtools::stage_example(&root, source, Path::new(".kelp/build"))?
+    };
+    kelp_runtime::publish::pack_dir(&dir)
+}
+
+/// `kelp publish`.
+pub async fn publish(remote: &Remote, source: &Path) -> Result<()> {
+    let bytes = bundle_bytes(source)?;
+    let out = remote.send(reqwest::Method::POST, "/admin/extensions", "application/zstd", bytes).await?;
+    let verb = if out["created"].as_bool() == Some(true) { "published" } else { "already published" };
+    println!(
+        "{verb} {}@{} (version id {}, {}, precompiled: {})",
+        out["extension"]["name"].as_str().unwrap_or("?"),
+        out["version"]["version"].as_str().unwrap_or("?"),
+        out["version"]["id"].as_str().unwrap_or("?"),
+        out["version"]["content_hash"].as_str().unwrap_or("?"),
+        out["version"]["artifact_present"]
+    );
+    Ok(())
+}
+
+/// Options of `kelp install`.
+#[derive(Args)]
+pub struct InstallArgs {
+    /// Extension registry id or manifest name.
+    pub extension: String,
+    /// Version (semver or version id).
+    #[arg(long)]
+    pub version: String,
+    /// Capabilities to grant (default: everything the manifest declares).
+    #[arg(long = "capability", value_delimiter = ',')]
+    pub capabilities: Option<Vec<String>>,
+    /// Egress allow-list entries.
+    #[arg(long = "egress", value_delimiter = ',')]
+    pub egress: Vec<String>,
+    /// Config entries (key=value).
+    #[arg(long = "config", value_parser = parse_pair)]
+    pub config: Vec<(String, String)>,
+    /// Switch the debug stream on for this install.
+    #[arg(long)]
+    pub debug_logs: bool,
+}
+
+/// `kelp install`.
+pub async fn install(remote: &Remote, args: &InstallArgs) -> Result<()> {
+    let mut body = json!({
+        "extension": args.extension, "version": args.version, "egress": args.egress, "debug_logs": args.debug_logs,
+        "config": args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
+    });
+    if let Some(caps) = &args.capabilities {
+        body["capabilities"] = json!(caps);
+    }
+    let mut remote = remote.clone();
+    if let Some(t) = remote.tenant.take() {
+        body["tenant"] = json!(t);
+    }
+    let out = remote.json(reqwest::Method::POST, "/admin/installs", body).await?;
+    println!("installed: install id {} for tenant {}", out["install_id"].as_str().unwrap_or("?"), out["tenant_id"].as_str().unwrap_or("?"));
+    Ok(())
+}
+
+/// `kelp config set`.
+pub async fn set_config(remote: &Remote, install: &str, pairs: &[(String, String)]) -> Result<()> {
+    let config: BTreeMap<_, _> = pairs.iter().cloned().collect();
+    let out = remote.json(reqwest::Method::PUT, &format!("/admin/installs/{install}/config"), json!({"config": config})).await?;
+    println!("config_version is now {}", out["config_version"]);
+    Ok(())
+}
+
+/// `kelp secrets set` (values are sent once and never shown again).
+pub async fn set_secrets(remote: &Remote, install: &str, pairs: &[(String, String)], expires_at: Option<String>) -> Result<()> {
+    let secrets: BTreeMap<_, _> = pairs.iter().cloned().collect();
+    let out = remote
+        .json(reqwest::Method::PUT, &format!("/admin/installs/{install}/secrets"), json!({"secrets": secrets, "expires_at": expires_at}))
+        .await?;
+    println!("secrets_version is now {} (keys: {})", out["secrets_version"], out["keys"]);
+    Ok(())
+}
+
+/// `key=value`.
+pub fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| format!("{s:?} is not key=value"))
+}

@@ -1,0 +1,271 @@
+//! The admin API through real HTTP: permission boundaries, bad bundles, precompile at
+//! publish, config/secret bumps, upgrade and rollback, grants, audit, idempotency, OpenAPI.
+
+use std::sync::atomic::Ordering;
+
+use kelp_tests::*;
+use serde_json::{json, Value};
+
+const OPS: &[&str] = &["platform:publish", "platform:ops", "extension:manage"];
+const MANAGER: &[&str] = &["extension:manage", "extension:read", "extension:write"];
+
+async fn call(kelp: &TestKelp, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = kelp.client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", kelp.base)).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b.to_string());
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null))
+}
+
+async fn publish_bytes(kelp: &TestKelp, token: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let r = kelp.client.post(format!("{}/admin/extensions", kelp.base)).bearer_auth(token).header("content-type", "application/zstd").body(bytes).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null))
+}
+
+fn pack(dir: &std::path::Path) -> Vec<u8> {
+    kelp_runtime::publish::pack_dir(dir).unwrap()
+}
+
+/// A copy of the WAT example with another manifest version (same component).
+fn wat_version(version: &str) -> std::path::PathBuf {
+    let src = staged_example("wat-hello");
+    let dir = fixtures_dir().join("staged-versions").join(version);
+    std::fs::create_dir_all(dir.join("dist")).unwrap();
+    write_atomic(&dir.join("dist/main.wasm"), &std::fs::read(src.join("dist/main.wasm")).unwrap());
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
+    manifest["version"] = json!(version);
+    write_atomic(&dir.join("manifest.json"), manifest.to_string().as_bytes());
+    dir
+}
+
+#[tokio::test]
+async fn publish_install_configure_upgrade_roll_back_and_audit() {
+    let kelp = TestKelp::start().await;
+    let ops = token("acme", OPS);
+    let (status, v1) = publish_bytes(&kelp, &ops, pack(&wat_version("1.0.0"))).await;
+    assert_eq!(status, 201, "{v1}");
+    assert_eq!(v1["version"]["artifact_present"], true, "precompiled at publish");
+    let (status, again) = publish_bytes(&kelp, &ops, pack(&wat_version("1.0.0"))).await;
+    assert_eq!((status, again["created"].as_bool()), (200, Some(false)), "same content: idempotent");
+    let (status, v2) = publish_bytes(&kelp, &ops, pack(&wat_version("1.1.0"))).await;
+    assert_eq!(status, 201);
+
+    let manager = token("acme", MANAGER);
+    let (status, install) = call(&kelp, "POST", "/admin/installs", &manager, Some(json!({"extension": "com.kelp.examples.wat-hello", "version": "1.0.0", "config": {"a": "1"}}))).await;
+    assert_eq!(status, 201, "{install}");
+    let id = install["install_id"].as_str().unwrap().to_string();
+    assert_eq!(install["capabilities"], json!(["cap:log.emit"]), "defaults to what the manifest declares");
+
+    let compiles = kelp.platform.cache().stats.compiles.load(Ordering::Relaxed);
+    let r = kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &manager).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(kelp.platform.cache().stats.compiles.load(Ordering::Relaxed), compiles, "the first gateway request did not compile");
+
+    let (status, cfg) = call(&kelp, "PUT", &format!("/admin/installs/{id}/config"), &manager, Some(json!({"config": {"greeting": "hi"}}))).await;
+    assert_eq!((status, cfg["config_version"].as_u64()), (200, Some(2)));
+    let (status, sec) = call(&kelp, "PUT", &format!("/admin/installs/{id}/secrets"), &manager, Some(json!({"secrets": {"token": "t0p-s3cret"}}))).await;
+    assert_eq!((status, sec["secrets_version"].as_u64()), (200, Some(1)));
+    assert!(!sec.to_string().contains("t0p-s3cret"), "secret values are write-only");
+    let (_, got) = call(&kelp, "GET", &format!("/admin/installs/{id}"), &manager, None).await;
+    assert!(!got.to_string().contains("t0p-s3cret"));
+    assert_eq!(got["has_secrets"], true);
+
+    // Upgrade, then roll back.
+    let (status, up) = call(&kelp, "PATCH", &format!("/admin/installs/{id}"), &manager, Some(json!({"version": "1.1.0"}))).await;
+    assert_eq!((status, up["version_id"].as_str()), (200, v2["version"]["id"].as_str()));
+    let (_, back) = call(&kelp, "PATCH", &format!("/admin/installs/{id}"), &manager, Some(json!({"version": v1["version"]["id"]}))).await;
+    assert_eq!(back["version_id"], v1["version"]["id"]);
+    let (_, off) = call(&kelp, "PATCH", &format!("/admin/installs/{id}"), &manager, Some(json!({"enabled": false}))).await;
+    assert_eq!(off["enabled"], false);
+    assert_eq!(kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &manager).await.status(), 404, "disabled");
+    let (status, _) = call(&kelp, "DELETE", &format!("/admin/installs/{id}?purge=true"), &manager, None).await;
+    assert_eq!(status, 200);
+
+    let (_, audit) = call(&kelp, "GET", "/admin/audit?limit=100", &ops, None).await;
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    for expected in ["version.publish", "install.create", "install.config", "install.secrets", "install.version", "install.update", "install.delete"] {
+        assert!(actions.contains(&expected), "audit has {expected}: {actions:?}");
+    }
+    assert_eq!(actions.iter().filter(|a| **a == "version.publish").count(), 2, "the idempotent re-publish is not a mutation");
+    assert!(!audit.to_string().contains("t0p-s3cret"), "no secret in the audit log");
+    let (_, mine) = call(&kelp, "GET", "/admin/audit?action=install.version", &manager, None).await;
+    assert_eq!(mine["items"].as_array().unwrap().len(), 2, "tenants read their own audit rows");
+}
+
+#[tokio::test]
+async fn permission_boundaries_hold() {
+    let kelp = TestKelp::start().await;
+    let ops = token("acme", OPS);
+    publish_bytes(&kelp, &ops, pack(&staged_example("wat-hello"))).await;
+    let user = token("acme", &["extension:read", "extension:write"]);
+    let (status, body) = publish_bytes(&kelp, &user, pack(&staged_example("wat-hello"))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "a plain user cannot publish");
+    let (status, _) = publish_bytes(&kelp, &token("acme", MANAGER), pack(&staged_example("wat-hello"))).await;
+    assert_eq!(status, 403, "a manager cannot publish");
+    let (status, _) = call(&kelp, "POST", "/admin/installs", &user, Some(json!({"extension": "com.kelp.examples.wat-hello", "version": "1.0.0"}))).await;
+    assert_eq!(status, 403, "a plain user cannot install");
+
+    let globex = token("globex", MANAGER);
+    let (_, b) = call(&kelp, "POST", "/admin/installs", &globex, Some(json!({"extension": "com.kelp.examples.wat-hello", "version": "1.0.0"}))).await;
+    let b_id = b["install_id"].as_str().unwrap().to_string();
+    let acme = token("acme", MANAGER);
+    for (method, path, body) in [
+        ("GET", format!("/admin/installs/{b_id}"), None),
+        ("PATCH", format!("/admin/installs/{b_id}"), Some(json!({"enabled": false}))),
+        ("PUT", format!("/admin/installs/{b_id}/config"), Some(json!({"config": {}}))),
+        ("PUT", format!("/admin/installs/{b_id}/secrets"), Some(json!({"secrets": {"x": "y"}}))),
+        ("DELETE", format!("/admin/installs/{b_id}"), None),
+    ] {
+        let (status, _) = call(&kelp, method, &path, &acme, body.clone()).await;
+        assert_eq!(status, 404, "{method} {path}: acme cannot see globex's install");
+        let (status, _) = call(&kelp, method, &format!("{path}?tenant=globex"), &acme, body).await;
+        assert_eq!(status, 403, "{method} {path}?tenant=globex: only platform:ops may name another tenant");
+    }
+    let (_, listed) = call(&kelp, "GET", "/admin/installs", &acme, None).await;
+    assert!(listed["items"].as_array().unwrap().is_empty());
+    let (status, got) = call(&kelp, "GET", &format!("/admin/installs/{b_id}?tenant=globex"), &ops, None).await;
+    assert_eq!((status, got["tenant_id"].as_str()), (200, Some("globex")), "operators reach any tenant");
+    let (_, all) = call(&kelp, "GET", "/admin/installs", &ops, None).await;
+    assert!(all["items"].as_array().unwrap().iter().any(|i| i["install_id"] == b_id.as_str()));
+    let (status, _) = call(&kelp, "GET", "/admin/audit?tenant=globex", &acme, None).await;
+    assert_eq!(status, 403);
+    let (status, _) = call(&kelp, "POST", "/admin/grants", &acme, Some(json!({"tenant": "acme", "install_id": "x", "viewer": "v"}))).await;
+    assert_eq!(status, 403, "grants are platform:ops only");
+    let (_, denied) = call(&kelp, "GET", "/admin/audit?action=access.denied&limit=100", &ops, None).await;
+    assert!(denied["items"].as_array().unwrap().len() >= 10, "denied attempts are audited: {denied}");
+    let (status, _) = call(&kelp, "GET", "/admin/installs", "garbage", None).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn bad_bundles_are_refused_and_nothing_is_stored() {
+    let kelp = TestKelp::start().await;
+    let ops = token("acme", OPS);
+    let good = staged_example("wat-hello");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(good.join("manifest.json")).unwrap()).unwrap();
+    let wasm = std::fs::read(good.join("dist/main.wasm")).unwrap();
+    let tar = |entries: Vec<(&str, Vec<u8>, tar::EntryType)>| {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data, kind) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o644);
+            if kind == tar::EntryType::Symlink {
+                h.set_size(0);
+                b.append_link(&mut h, name, "../../etc/passwd").unwrap();
+            } else {
+                h.set_size(data.len() as u64);
+                h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+                h.set_cksum();
+                b.append(&h, data.as_slice()).unwrap();
+            }
+        }
+        zstd::encode_all(b.into_inner().unwrap().as_slice(), 3).unwrap()
+    };
+    let reg = tar::EntryType::Regular;
+    let with_manifest = |m: Value| vec![("manifest.json", m.to_string().into_bytes(), reg), ("dist/main.wasm", wasm.clone(), reg)];
+    let mut unknown_cap = manifest.clone();
+    unknown_cap["capabilities"] = json!(["cap:root.shell"]);
+    let mut bad_version = manifest.clone();
+    bad_version["version"] = json!("one");
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("traversal", tar(vec![("manifest.json", manifest.to_string().into_bytes(), reg), ("../../evil.wasm", wasm.clone(), reg)]), 400, "invalid_bundle"),
+        ("absolute path", tar(vec![("/etc/cron.d/x", b"x".to_vec(), reg)]), 400, "invalid_bundle"),
+        ("symlink", tar(vec![("manifest.json", manifest.to_string().into_bytes(), reg), ("dist/main.wasm", vec![], tar::EntryType::Symlink)]), 400, "invalid_bundle"),
+        ("bomb", tar(vec![("manifest.json", manifest.to_string().into_bytes(), reg), ("zeros", vec![0u8; 300 << 20], reg)]), 413, "payload_too_large"),
+        ("not a bundle", b"PK\x03\x04 this is a zip".to_vec(), 400, "invalid_bundle"),
+        ("no manifest", tar(vec![("dist/main.wasm", wasm.clone(), reg)]), 400, "invalid_bundle"),
+        ("unknown capability", tar(with_manifest(unknown_cap)), 400, "invalid_manifest"),
+        ("bad version", tar(with_manifest(bad_version)), 400, "invalid_manifest"),
+        ("no component", tar(vec![("manifest.json", manifest.to_string().into_bytes(), reg)]), 400, "invalid_component"),
+        ("garbage component", tar(vec![("manifest.json", manifest.to_string().into_bytes(), reg), ("dist/main.wasm", b"\0asm garbage".to_vec(), reg)]), 400, "invalid_component"),
+    ];
+    for (name, bytes, status, code) in cases {
+        let (s, body) = publish_bytes(&kelp, &ops, bytes).await;
+        assert_eq!((s, body["error"]["code"].as_str()), (status, Some(code)), "{name}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (_, extensions) = call(&kelp, "GET", "/admin/extensions", &ops, None).await;
+    assert_eq!(extensions["items"], json!([]), "nothing half-stored");
+    let (status, _) = publish_bytes(&kelp, &ops, pack(&good)).await;
+    assert_eq!(status, 201);
+    let mut other = manifest.clone();
+    other["publisher"] = json!("someone else");
+    let (status, body) = publish_bytes(&kelp, &ops, tar(with_manifest(other))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("version_conflict")), "versions are immutable");
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_and_refuse_reuse() {
+    let kelp = TestKelp::start().await;
+    publish_bytes(&kelp, &token("acme", OPS), pack(&staged_example("wat-hello"))).await;
+    let manager = token("acme", MANAGER);
+    let create = json!({"extension": "com.kelp.examples.wat-hello", "version": "1.0.0"});
+    let post = |body: Value, key: &'static str| {
+        kelp.client.post(format!("{}/admin/installs", kelp.base)).bearer_auth(&manager).header("idempotency-key", key).header("content-type", "application/json").body(body.to_string()).send()
+    };
+    let first = post(create.clone(), "create-1").await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let replay = post(create.clone(), "create-1").await.unwrap();
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let replay: Value = replay.json().await.unwrap();
+    assert_eq!(replay["install_id"], first["install_id"], "replayed, not created twice");
+    let reused = post(json!({"extension": "com.kelp.examples.wat-hello", "version": "1.0.0", "enabled": false}), "create-1").await.unwrap();
+    assert_eq!(reused.status(), 422);
+    let (_, listed) = call(&kelp, "GET", "/admin/installs", &manager, None).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn debug_grants_are_created_listed_and_revoked() {
+    let kelp = TestKelp::start().await;
+    let ops = token("acme", OPS);
+    publish_bytes(&kelp, &ops, pack(&staged_example("wat-hello"))).await;
+    let (_, install) = call(&kelp, "POST", "/admin/installs", &token("acme", MANAGER), Some(json!({"extension": "com.kelp.examples.wat-hello", "version": "1.0.0"}))).await;
+    let id = install["install_id"].as_str().unwrap();
+    let (status, grant) = call(&kelp, "POST", "/admin/grants", &ops, Some(json!({"tenant": "acme", "install_id": id, "viewer": "support-7", "ttl_secs": 600, "reason": "ticket 42"}))).await;
+    assert_eq!(status, 201, "{grant}");
+    assert!(kelp.platform.grants.has_active_grant("acme", id, "support-7").await.unwrap());
+    assert!(!kelp.platform.grants.has_active_grant("acme", id, "someone-else").await.unwrap());
+    let (_, listed) = call(&kelp, "GET", "/admin/grants?viewer=support-7", &ops, None).await;
+    assert_eq!(listed["items"][0]["active"], true);
+    let (status, _) = call(&kelp, "POST", "/admin/grants", &ops, Some(json!({"tenant": "acme", "install_id": "nope", "viewer": "v"}))).await;
+    assert_eq!(status, 404, "a grant names an existing install");
+    let (status, _) = call(&kelp, "DELETE", &format!("/admin/grants/{}?tenant=acme", grant["id"].as_str().unwrap()), &ops, None).await;
+    assert_eq!(status, 200);
+    assert!(!kelp.platform.grants.has_active_grant("acme", id, "support-7").await.unwrap(), "revoked");
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_real_routes() {
+    let kelp = TestKelp::start().await;
+    let ops = token("acme", OPS);
+    let (status, doc) = call(&kelp, "GET", "/admin/openapi.json", "", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let concrete = path.replace("{extension}", "com.nothing").replace("{version}", "1.0.0").replace("{install}", "none").replace("{grant}", "none");
+            let (status, body) = call(&kelp, &method.to_uppercase(), &concrete, &ops, Some(json!({}))).await;
+            // The route exists: whatever the answer, it is not the router's own 404/405.
+            assert_ne!(status, 405, "{method} {path} is documented but not routed");
+            if status == 404 {
+                assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("not found")), "{method} {path}: {body}");
+            }
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, 17);
+    // And nothing is routed that the document does not describe.
+    for (method, path) in [("GET", "/admin/secrets"), ("POST", "/admin/audit"), ("PUT", "/admin/extensions")] {
+        let (status, _) = call(&kelp, method, path, &ops, None).await;
+        assert!(status == 404 || status == 405, "{method} {path} is routed but undocumented");
+    }
+}
