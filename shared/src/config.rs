@@ -51,6 +51,9 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_HOST_API_URL",
     "KELP_HOST_API_SECRET",
     "KELP_HOST_API_TIMEOUT_MS",
+    "KELP_DEBUG_SESSION_MAX_SECS",
+    "KELP_DEBUG_HEARTBEAT_SECS",
+    "EXT_DEBUG_SSE_TAIL_COUNT",
     "KELP_BACKEND",
     "KELP_TABLE_REGISTRY",
     "KELP_TABLE_INSTALLS",
@@ -156,6 +159,8 @@ pub struct Settings {
     pub admin_max_body_bytes: usize,
     /// The PSA's host API for business interfaces, if configured.
     pub host_api: Option<crate::business::http::HostApiSettings>,
+    /// Debug relay settings.
+    pub relay: crate::relay::RelaySettings,
 }
 
 fn parse<T: std::str::FromStr>(env: &HashMap<String, String>, key: &str, default: T) -> Result<T>
@@ -287,6 +292,12 @@ impl Settings {
                 }),
                 (Some(_), None) => bail!("KELP_HOST_API_URL needs KELP_HOST_API_SECRET (the key that signs service tokens)"),
                 _ => None,
+            },
+            relay: crate::relay::RelaySettings {
+                tail_count: parse::<usize>(env, "EXT_DEBUG_SSE_TAIL_COUNT", 200)?.min(2000),
+                max_session: Duration::from_secs(parse(env, "KELP_DEBUG_SESSION_MAX_SECS", 900)?),
+                heartbeat: Duration::from_secs(parse(env, "KELP_DEBUG_HEARTBEAT_SECS", 15)?.max(1)),
+                block: Duration::from_millis(1000),
             },
         };
         if settings.backend == BackendKind::Aws && settings.bucket.is_none() {

@@ -15,14 +15,20 @@ pub fn repo_root(start: &Path) -> Option<PathBuf> {
     start.ancestors().find(|d| d.join("wit/kelp.wit").is_file() && d.join("tools/componentize/build.mjs").is_file()).map(Path::to_path_buf)
 }
 
-/// Make sure the componentize-js npm packages are installed (`npm ci`, once).
+/// Make sure the componentize-js npm packages are installed (`npm ci`, once). A marker
+/// written after `npm ci` succeeds — not the presence of some package file, which appears
+/// while npm is still extracting — tells concurrent builders the install is complete.
 pub fn ensure_node_tools(root: &Path) -> Result<()> {
     let tools = root.join("tools/componentize");
-    if tools.join("node_modules/@bytecodealliance/componentize-js/package.json").is_file() {
+    let lockfile = std::fs::read(tools.join("package-lock.json")).context("reading tools/componentize/package-lock.json")?;
+    let wanted = hex::encode(Sha256::digest(&lockfile));
+    let marker = tools.join("node_modules/.kelp-installed");
+    let ready = || std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str());
+    if ready() {
         return Ok(());
     }
     let _lock = lock(&tools.join(".npm.lock"))?;
-    if tools.join("node_modules/@bytecodealliance/componentize-js/package.json").is_file() {
+    if ready() {
         return Ok(());
     }
     tracing::info!("installing componentize-js (npm ci in tools/componentize)");
@@ -34,6 +40,7 @@ pub fn ensure_node_tools(root: &Path) -> Result<()> {
     if !status.success() {
         bail!("npm ci failed in {}", tools.display());
     }
+    std::fs::write(&marker, &wanted)?;
     Ok(())
 }
 

@@ -27,6 +27,7 @@ pub mod local;
 pub mod manifest;
 pub mod platform;
 pub mod publish;
+pub mod relay;
 pub mod secrets;
 pub mod storage;
 pub mod stores;

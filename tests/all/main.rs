@@ -10,5 +10,6 @@ mod egress;
 mod faults;
 mod gateway;
 mod host_api;
+mod relay;
 mod runner_api;
 mod storage;

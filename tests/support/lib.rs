@@ -4,6 +4,7 @@
 
 pub mod aws;
 pub mod services;
+pub mod sse;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

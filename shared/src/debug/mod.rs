@@ -80,6 +80,10 @@ pub trait DebugBus: Send + Sync {
     ) -> anyhow::Result<Vec<StoredEvent>>;
     /// Publish/drop counters.
     fn stats(&self) -> BusStats;
+    /// The per-instance bus events go to while the shared backend is down (Redis), if any.
+    fn fallback_bus(&self) -> Option<Arc<dyn DebugBus>> {
+        None
+    }
 }
 
 /// The stream key of a (tenant, extension): `{prefix}{tenant}:{extension}`, lower-cased, the

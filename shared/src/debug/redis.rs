@@ -115,9 +115,11 @@ impl RedisBus {
         &self.fallback
     }
 
-    /// A fresh connection for reads (blocking reads need their own connection).
-    pub async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
-        self.client.get_multiplexed_async_connection_with_config(&connection_config()).await
+    /// A fresh connection for reads whose replies may take up to `wait` (blocking reads
+    /// need their own connection and a response timeout past the block).
+    pub async fn connection(&self, wait: Duration) -> redis::RedisResult<MultiplexedConnection> {
+        let config = connection_config().set_response_timeout(Some(wait + Duration::from_millis(500)));
+        self.client.get_multiplexed_async_connection_with_config(&config).await
     }
 
     fn key(&self, tenant: &str, extension: &str) -> String {
@@ -268,7 +270,7 @@ impl DebugBus for RedisBus {
     }
 
     async fn backlog(&self, tenant: &str, extension: &str, count: usize) -> anyhow::Result<Vec<StoredEvent>> {
-        let mut conn = self.connection().await?;
+        let mut conn = self.connection(Duration::ZERO).await?;
         let reply: redis::streams::StreamRangeReply =
             redis::cmd("XREVRANGE").arg(self.key(tenant, extension)).arg("+").arg("-").arg("COUNT").arg(count).query_async(&mut conn).await?;
         let mut events: Vec<StoredEvent> =
@@ -285,20 +287,22 @@ impl DebugBus for RedisBus {
         max: usize,
         block: Duration,
     ) -> anyhow::Result<Vec<StoredEvent>> {
-        let mut conn = self.connection().await?;
-        let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(max)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(self.key(tenant, extension))
-            .arg(after_id)
-            .query_async(&mut conn)
-            .await?;
+        let mut conn = self.connection(block).await?;
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(max);
+        // BLOCK 0 would wait forever; a zero bound means "don't block".
+        if !block.is_zero() {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        let reply: Option<redis::streams::StreamReadReply> =
+            cmd.arg("STREAMS").arg(self.key(tenant, extension)).arg(after_id).query_async(&mut conn).await?;
         Ok(reply
             .map(|r| r.keys.into_iter().flat_map(|k| k.ids).map(|id| StoredEvent { event: event_from_fields(&id.map), id: id.id }).collect())
             .unwrap_or_default())
+    }
+
+    fn fallback_bus(&self) -> Option<Arc<dyn DebugBus>> {
+        Some(self.fallback.clone())
     }
 
     fn stats(&self) -> BusStats {

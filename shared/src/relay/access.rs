@@ -1,0 +1,73 @@
+//! Who may watch which stream (B2): the viewer's own tenant with `extension:debug` AND the
+//! install's `cap:debug.logs` switch on, OR an unexpired operator grant naming the viewer
+//! for that tenant and install. Refusals are audited and never reveal another tenant's data.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use super::StreamQuery;
+use crate::admin::audit;
+use crate::auth::{Identity, PERM_EXTENSION_DEBUG};
+use crate::error::ApiError;
+use crate::manifest::CAP_DEBUG_LOGS;
+use crate::platform::Platform;
+use crate::stores::InstallRecord;
+
+/// The stream a viewer may watch.
+pub(crate) struct Target {
+    pub tenant: String,
+    pub install: InstallRecord,
+    pub via_grant: bool,
+}
+
+/// An install of `tenant` addressed by install id, registry id or manifest name (disabled
+/// installs included: their last logs are what one wants to read).
+async fn find_install(platform: &Platform, tenant: &str, reference: &str) -> Result<Option<InstallRecord>, ApiError> {
+    if uuid::Uuid::parse_str(reference).is_ok() {
+        if let Some(i) = platform.installs.get_install(tenant, reference).await? {
+            return Ok(Some(i));
+        }
+        return Ok(platform.installs.find_install(tenant, reference).await?);
+    }
+    match platform.extension_id_by_name(reference).await? {
+        Some(id) => Ok(platform.installs.find_install(tenant, &id).await?),
+        None => Ok(None),
+    }
+}
+
+async fn deny(platform: &Platform, viewer: &Identity, tenant: &str, target: Option<&str>, reason: &str) -> ApiError {
+    audit(platform, &viewer.sub, Some(tenant), "access.denied", target, "denied", json!({"api": "relay", "reason": reason})).await;
+    ApiError::forbidden(reason.to_string())
+}
+
+/// Decide whether `viewer` may watch the stream `q` names.
+pub(crate) async fn authorize(platform: &Arc<Platform>, viewer: &Identity, q: &StreamQuery) -> Result<Target, ApiError> {
+    let tenant = q.tenant_id.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| viewer.tenant.clone());
+    let install = find_install(platform, &tenant, &q.extension_id).await?.filter(|i| q.install_id.as_ref().is_none_or(|id| id == &i.install_id));
+    let granted = match &install {
+        Some(i) => platform.grants.has_active_grant(&tenant, &i.install_id, &viewer.sub).await?,
+        None => false,
+    };
+    if tenant != viewer.tenant {
+        // Another tenant: only an operator grant opens it, and nothing is revealed otherwise.
+        return match install {
+            Some(install) if granted => Ok(Target { tenant, install, via_grant: true }),
+            _ => Err(deny(platform, viewer, &tenant, None, "no debug grant for this viewer on that tenant's install").await),
+        };
+    }
+    let Some(install) = install else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "extension_not_available", "extension not available"));
+    };
+    if granted {
+        return Ok(Target { tenant, install, via_grant: true });
+    }
+    if !viewer.has(PERM_EXTENSION_DEBUG) {
+        return Err(deny(platform, viewer, &tenant, Some(&install.install_id), "extension:debug is required to watch debug streams").await);
+    }
+    if !install.granted.iter().any(|g| g == CAP_DEBUG_LOGS) {
+        return Err(deny(platform, viewer, &tenant, Some(&install.install_id), "the install's debug stream is off (cap:debug.logs)").await);
+    }
+    Ok(Target { tenant, install, via_grant: false })
+}
