@@ -1,6 +1,7 @@
 //! `kelp`: run Kelp locally and work with extensions.
 
 mod admin;
+mod tail;
 mod up;
 
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ enum Command {
         #[command(subcommand)]
         command: SecretsCommand,
     },
+    /// Follow an extension's debug stream (reconnects and resumes after disconnects).
+    Tail(tail::TailArgs),
     /// Build an extension's component from source (`*.wat` or `src/index.js`) into a staging
     /// directory ready to publish.
     Build {
@@ -118,6 +121,7 @@ async fn main() -> Result<()> {
         Command::Secrets { command: SecretsCommand::Set { install, pairs, expires_at, remote } } => {
             admin::set_secrets(&remote, &install, &pairs, expires_at).await
         }
+        Command::Tail(args) => tail::run(args).await,
         Command::Build { dir, out } => {
             let root = kelp_runtime::devtools::repo_root(&std::env::current_dir()?).unwrap_or_else(|| PathBuf::from("."));
             let staged = kelp_runtime::devtools::stage_example(&root, &dir, &out)?;

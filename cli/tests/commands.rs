@@ -1,4 +1,7 @@
-//! The real `kelp` binary's admin commands against a running Kelp (embedded default).
+//! The real `kelp` binary's admin and tail commands against a running Kelp (embedded
+//! default).
+
+use tokio::io::AsyncBufReadExt;
 
 use kelp_tests::*;
 
@@ -41,4 +44,56 @@ async fn publish_install_config_and_secrets_from_the_command_line() {
     assert_eq!(secret["length"], 7);
     let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, "not-a-token", &["config", "set", &install_id, "a=b"]));
     assert!(!ok && out.contains("401"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_follows_the_stream_and_resumes_after_a_disconnect_without_duplicates() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("js-notes")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let proxy = kelp_tests::services::FaultProxy::start(kelp.addr.port()).await;
+    let hit = |rid: &'static str| {
+        kelp.client
+            .get(format!("{}/api/ext/com.kelp.examples.js-notes/hello", kelp.base))
+            .bearer_auth(token("acme", RW))
+            .header("x-request-id", rid)
+            .send()
+    };
+    hit("tail-1").await.unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args(["tail", "com.kelp.examples.js-notes", "--stream", "log", "--url", &proxy.url()])
+        .env("KELP_TOKEN", token("acme", &["extension:debug"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen: Vec<String> = Vec::new();
+    assert!(read_until(&mut lines, &mut seen, "[tail-1]").await, "backlog shown");
+    proxy.cut();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    hit("tail-2").await.unwrap(); // published while the tail is disconnected
+    proxy.restore();
+    hit("tail-3").await.unwrap();
+    assert!(read_until(&mut lines, &mut seen, "[tail-3]").await, "resumed after the disconnect: {seen:?}");
+    for rid in ["[tail-1]", "[tail-2]", "[tail-3]"] {
+        assert_eq!(seen.iter().filter(|l| l.contains(rid) && l.contains("GET /hello")).count(), 1, "{rid} exactly once: {seen:?}");
+    }
+    assert!(seen.iter().all(|l| l.contains(" log ")), "--stream log filters: {seen:?}");
+}
+
+async fn read_until(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    seen: &mut Vec<String>,
+    want: &str,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline, lines.next_line()).await {
+        seen.push(line.clone());
+        if line.contains(want) {
+            return true;
+        }
+    }
+    false
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use kelp_tests::aws::redis_settings;
 use kelp_tests::services::{shared_redis, OwnRedis};
-use kelp_tests::sse::Sse;
+use kelp_tests::sse::{FrameJson, Sse};
 use kelp_tests::*;
 use serde_json::{json, Value};
 

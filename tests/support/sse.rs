@@ -3,23 +3,17 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+pub use kelp_runtime::relay::client::Frame;
+use kelp_runtime::relay::client::SseParser;
 
-/// One SSE frame.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Frame {
-    /// `event:` (empty = message).
-    pub event: String,
-    /// `id:`.
-    pub id: Option<String>,
-    /// `data:` lines joined.
-    pub data: String,
-    /// A comment-only frame (heartbeat).
-    pub comment: bool,
+/// `data` of a frame as JSON.
+pub trait FrameJson {
+    /// `data` parsed as JSON (`null` if it is not).
+    fn json(&self) -> serde_json::Value;
 }
 
-impl Frame {
-    /// `data` parsed as JSON.
-    pub fn json(&self) -> serde_json::Value {
+impl FrameJson for Frame {
+    fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.data).unwrap_or(serde_json::Value::Null)
     }
 }
@@ -30,7 +24,8 @@ pub struct Sse {
     pub status: u16,
     /// The body, if the response was 200.
     stream: Option<std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>>,
-    buffer: String,
+    parser: SseParser,
+    ready: std::collections::VecDeque<Frame>,
     /// Body of a refused request.
     pub error: serde_json::Value,
 }
@@ -46,23 +41,22 @@ impl Sse {
         let status = r.status().as_u16();
         if status != 200 {
             let error = r.json().await.unwrap_or(serde_json::Value::Null);
-            return Self { status, stream: None, buffer: String::new(), error };
+            return Self { status, stream: None, parser: SseParser::default(), ready: Default::default(), error };
         }
         assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-        Self { status, stream: Some(Box::pin(r.bytes_stream())), buffer: String::new(), error: serde_json::Value::Null }
+        Self { status, stream: Some(Box::pin(r.bytes_stream())), parser: SseParser::default(), ready: Default::default(), error: serde_json::Value::Null }
     }
 
     /// The next frame within `within` (`None` on timeout or end of stream).
     pub async fn next(&mut self, within: Duration) -> Option<Frame> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if let Some(cut) = self.buffer.find("\n\n") {
-                let raw: String = self.buffer.drain(..cut + 2).collect();
-                return Some(parse(&raw));
+            if let Some(f) = self.ready.pop_front() {
+                return Some(f);
             }
             let stream = self.stream.as_mut()?;
             match tokio::time::timeout_at(deadline, stream.next()).await {
-                Ok(Some(Ok(chunk))) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(Some(Ok(chunk))) => self.ready.extend(self.parser.push(&chunk)),
                 _ => return None,
             }
         }
@@ -74,34 +68,9 @@ impl Sse {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let f = self.next(left).await?;
-            if !f.comment && !(f.data.is_empty() && f.event.is_empty()) {
+            if !f.comment && !f.data.is_empty() {
                 return Some(f);
             }
         }
     }
-}
-
-fn parse(raw: &str) -> Frame {
-    let mut f = Frame::default();
-    let mut only_comments = true;
-    for line in raw.lines() {
-        if line.starts_with(':') {
-            continue;
-        }
-        only_comments = false;
-        let (field, value) = line.split_once(':').map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((line, ""));
-        match field {
-            "event" => f.event = value.to_string(),
-            "id" => f.id = Some(value.to_string()),
-            "data" => {
-                if !f.data.is_empty() {
-                    f.data.push('\n');
-                }
-                f.data.push_str(value);
-            }
-            _ => {}
-        }
-    }
-    f.comment = only_comments;
-    f
 }

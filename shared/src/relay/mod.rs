@@ -4,6 +4,7 @@
 //! names the viewer for another tenant's install.
 
 mod access;
+pub mod client;
 mod session;
 
 use std::sync::Arc;
