@@ -19,8 +19,13 @@ pub fn repo_root(start: &Path) -> Option<PathBuf> {
 /// written after `npm ci` succeeds — not the presence of some package file, which appears
 /// while npm is still extracting — tells concurrent builders the install is complete.
 pub fn ensure_node_tools(root: &Path) -> Result<()> {
-    let tools = root.join("tools/componentize");
-    let lockfile = std::fs::read(tools.join("package-lock.json")).context("reading tools/componentize/package-lock.json")?;
+    ensure_npm_packages(&root.join("tools/componentize"))
+}
+
+/// `npm ci` in `tools` once per package-lock (see [`ensure_node_tools`]).
+pub fn ensure_npm_packages(tools: &Path) -> Result<()> {
+    let tools = tools.to_path_buf();
+    let lockfile = std::fs::read(tools.join("package-lock.json")).with_context(|| format!("reading {}/package-lock.json", tools.display()))?;
     let wanted = hex::encode(Sha256::digest(&lockfile));
     let marker = tools.join("node_modules/.kelp-installed");
     let ready = || std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str());
@@ -31,12 +36,12 @@ pub fn ensure_node_tools(root: &Path) -> Result<()> {
     if ready() {
         return Ok(());
     }
-    tracing::info!("installing componentize-js (npm ci in tools/componentize)");
+    tracing::info!(dir = %tools.display(), "installing npm packages (npm ci)");
     let status = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund"])
         .current_dir(&tools)
         .status()
-        .context("running npm (Node.js 20+ with npm is needed to build JavaScript extensions)")?;
+        .context("running npm (Node.js 20+ with npm is needed for JavaScript extensions and browser tests)")?;
     if !status.success() {
         bail!("npm ci failed in {}", tools.display());
     }

@@ -1,5 +1,6 @@
 //! End-to-end tests: real components, real HTTP on loopback, the embedded default.
 
+mod browser;
 mod cache;
 mod admin;
 mod aws_backends;
