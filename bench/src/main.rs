@@ -140,7 +140,96 @@ async fn main() -> Result<()> {
     println!("  JS component instantiation p50 {:>10}", us(js_inst));
 
     aws_section(work.path(), p50).await?;
+    relay_section(work.path()).await?;
     Ok(())
+}
+
+/// Debug events from the host's log call to an SSE client, through the relay over TCP:
+/// latency p50/p99, and sustained events/s for one viewer; in-process bus and Redis.
+async fn relay_section(work: &Path) -> Result<()> {
+    println!("\n== Debug relay: host log call → SSE client (loopback TCP)");
+    let redis = kelp_tests::services::shared_redis();
+    for (label, redis_url) in [("in-process bus", None), ("Redis Streams", Some(redis.clone()))] {
+        let mut env: HashMap<String, String> = HashMap::new();
+        env.insert("KELP_DATA_DIR".into(), work.join(format!("relay-{}", label.len())).to_string_lossy().into_owned());
+        env.insert("KELP_JWT_HS256_SECRET".into(), TEST_SECRET.into());
+        env.insert("RUNNER_DEBUG_REDIS_MAXLEN".into(), "200000".into());
+        if let Some(url) = &redis_url {
+            env.insert("RUNNER_DEBUG_REDIS_URL".into(), url.clone());
+            env.insert("RUNNER_DEBUG_REDIS_STREAM_PREFIX".into(), format!("bench-{}:", std::process::id()));
+        }
+        let platform = Platform::from_settings(Settings::from_map(&env)?).await?;
+        let wat = kelp_runtime::publish::publish_dir(&platform, &staged_example("wat-hello")).await?;
+        let mut granted = wat.version.manifest.capabilities.clone();
+        granted.push("cap:debug.logs".into());
+        let install = create_install(&platform, NewInstall { tenant_id: "bench".into(), extension_id: wat.extension.id.clone(), version_id: wat.version.id.clone(), granted, enabled: true, ..Default::default() }).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let app = kelp_runtime::local::app(platform.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let viewer = token("bench", &["extension:debug"]);
+        let response = reqwest_client()
+            .get(format!("{base}/api/ext-debug/stream?extensionId={}", wat.extension.id))
+            .bearer_auth(&viewer)
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 200, "stream refused: {}", response.status());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            let mut parser = kelp_runtime::relay::client::SseParser::default();
+            let mut body = response.bytes_stream();
+            while let Some(Ok(chunk)) = body.next().await {
+                let at = Instant::now();
+                for f in parser.push(&chunk) {
+                    if !f.data.is_empty() {
+                        let _ = tx.send((f.data, at));
+                    }
+                }
+            }
+        });
+        let ids = kelp_runtime::host::ExecIds { tenant_id: "bench".into(), extension_id: wat.extension.id.clone(), install_id: install.install_id.clone(), ..Default::default() };
+        let sink = kelp_runtime::gateway::run::sink(&platform, &ids);
+        let origin = Instant::now();
+        // Latency: one event at a time.
+        let mut latencies = Vec::new();
+        for i in 0..300 {
+            let sent = origin.elapsed().as_nanos();
+            sink.emit("info", "log", format!("lat:{sent}:{i}"), false);
+            loop {
+                let (data, at) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await?.context("stream closed")?;
+                if data.contains(&format!("lat:{sent}:{i}")) {
+                    latencies.push(at.duration_since(origin) - Duration::from_nanos(sent as u64));
+                    break;
+                }
+            }
+        }
+        let p50 = percentile(&mut latencies, 0.5);
+        let p99 = percentile(&mut latencies, 0.99);
+        // Throughput: a burst, then wait until the viewer has all of it.
+        let n = 50_000;
+        let started = Instant::now();
+        for i in 0..n {
+            sink.emit("info", "stdout", format!("burst {i}"), false);
+            if i % 1000 == 999 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let mut got = 0;
+        while got < n {
+            let (data, _) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await?.context("stream closed")?;
+            if data.contains("burst ") {
+                got += 1;
+            }
+        }
+        let rate = n as f64 / started.elapsed().as_secs_f64();
+        println!("  {label:<15} latency p50 {:>10}  p99 {:>10}   sustained {:>8.0} events/s per viewer ({} events)", us(p50), us(p99), rate, n);
+    }
+    Ok(())
+}
+
+fn reqwest_client() -> reqwest::Client {
+    reqwest::Client::new()
 }
 
 /// AWS backends (moto on loopback, the local redis-server) against the embedded default, and
