@@ -84,6 +84,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
     env.insert("KELP_DATA_DIR".into(), args.data_dir.to_string_lossy().into_owned());
     env.insert("KELP_JWT_HS256_SECRET".into(), secret.clone());
     env.entry("KELP_CORS_ORIGINS".into()).or_insert_with(|| format!("http://{}", args.listen));
+    // A browser loads an iframe UI without an Authorization header: locally the
+    // content-addressed asset URLs are public (see docs/ui-assets.md).
+    env.entry("KELP_UI_PUBLIC".into()).or_insert_with(|| "true".into());
     if args.aws {
         env.insert("KELP_BACKEND".into(), "aws".into());
         env.entry("KELP_BUCKET".into()).or_insert_with(|| "kelp-local".into());
@@ -119,6 +122,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
 struct Installed {
     name: String,
     sample_paths: Vec<String>,
+    /// `/ext-ui/{name}/{hash}/` when the version has a UI.
+    ui_path: Option<String>,
 }
 
 async fn seed_examples(platform: &Arc<Platform>, args: &UpArgs) -> Result<Vec<Installed>> {
@@ -187,7 +192,8 @@ async fn seed_examples(platform: &Arc<Platform>, args: &UpArgs) -> Result<Vec<In
             .map(|e| e.path.replace(":id", "first").replace(":name", "kelp"))
             .take(4)
             .collect();
-        out.push(Installed { name: manifest.name.clone(), sample_paths });
+        let ui_path = manifest.ui.as_ref().map(|_| format!("/ext-ui/{}/{}/", manifest.name, published.version.content_hash.trim_start_matches("sha256:")));
+        out.push(Installed { name: manifest.name.clone(), sample_paths, ui_path });
     }
     Ok(out)
 }
@@ -201,7 +207,12 @@ fn print_banner(base: &str, token: &str, admin_token: &str, installed: &[Install
         for path in &ext.sample_paths {
             println!("    curl -s -H \"Authorization: Bearer $KELP_TOKEN\" {base}/api/ext/{}{path}", ext.name);
         }
+        if let Some(ui) = &ext.ui_path {
+            println!("    UI: {base}{ui}#token={token}");
+        }
     }
+    println!("\n  debug console: {base}/api/ext-debug/console#token={token}&autoconnect=1&extension={}", installed.first().map(|e| e.name.as_str()).unwrap_or(""));
+    println!("  follow logs:   cargo run -p kelp-cli -- tail <extension>   (uses KELP_TOKEN)");
     println!("\n  admin API: curl -s -H \"Authorization: Bearer $KELP_ADMIN_TOKEN\" {base}/admin/installs");
     println!("  health: curl -s {base}/healthz\n  Ctrl-C stops.\n");
 }

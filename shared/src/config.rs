@@ -54,6 +54,10 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_DEBUG_SESSION_MAX_SECS",
     "KELP_DEBUG_HEARTBEAT_SECS",
     "EXT_DEBUG_SSE_TAIL_COUNT",
+    "KELP_UI_PUBLIC",
+    "KELP_UI_MAX_FILE_BYTES",
+    "KELP_UI_CSP",
+    "KELP_UI_FRAME_ANCESTORS",
     "KELP_BACKEND",
     "KELP_TABLE_REGISTRY",
     "KELP_TABLE_INSTALLS",
@@ -161,6 +165,8 @@ pub struct Settings {
     pub host_api: Option<crate::business::http::HostApiSettings>,
     /// Debug relay settings.
     pub relay: crate::relay::RelaySettings,
+    /// Extension UI asset settings.
+    pub ui: crate::ui::UiSettings,
 }
 
 fn parse<T: std::str::FromStr>(env: &HashMap<String, String>, key: &str, default: T) -> Result<T>
@@ -298,6 +304,12 @@ impl Settings {
                 max_session: Duration::from_secs(parse(env, "KELP_DEBUG_SESSION_MAX_SECS", 900)?),
                 heartbeat: Duration::from_secs(parse(env, "KELP_DEBUG_HEARTBEAT_SECS", 15)?.max(1)),
                 block: Duration::from_millis(1000),
+            },
+            ui: crate::ui::UiSettings {
+                public: parse(env, "KELP_UI_PUBLIC", false)?,
+                max_file_bytes: parse(env, "KELP_UI_MAX_FILE_BYTES", 10 << 20)?,
+                csp: text(env, "KELP_UI_CSP").unwrap_or_else(|| crate::ui::DEFAULT_CSP.into()),
+                frame_ancestors: text(env, "KELP_UI_FRAME_ANCESTORS").unwrap_or_else(|| "'self'".into()),
             },
         };
         if settings.backend == BackendKind::Aws && settings.bucket.is_none() {

@@ -99,8 +99,17 @@ pub fn build_js(root: &Path, source: &Path, world: &str, out: &Path) -> Result<(
 pub fn build_wat(source: &Path, world: &str, out: &Path) -> Result<()> {
     let text = std::fs::read_to_string(source).with_context(|| format!("reading {}", source.display()))?;
     let component = crate::components::component_from_wat(&text, world)?;
-    // Atomic: concurrent builders (parallel tests) never see a half-written component.
-    crate::fsutil::write_atomic(out, &component)?;
+    write_if_changed(out, &component)
+}
+
+/// Write atomically, and only when the content differs: a staged directory that is already
+/// up to date is never touched, so concurrent readers (parallel tests packing it) never see
+/// a temporary file appear in it.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).ok().as_deref() == Some(bytes) {
+        return Ok(());
+    }
+    crate::fsutil::write_atomic(path, bytes)?;
     Ok(())
 }
 
@@ -110,19 +119,23 @@ pub fn stage_example(root: &Path, example: &Path, staging: &Path) -> Result<Path
     let name = example.file_name().context("example directory name")?;
     let dir = staging.join(name);
     std::fs::create_dir_all(dir.join("dist"))?;
-    crate::fsutil::write_atomic(&dir.join("manifest.json"), &std::fs::read(example.join("manifest.json"))?)?;
+    let _lock = lock(&staging.join(format!("{}.lock", name.to_string_lossy())))?;
+    write_if_changed(&dir.join("manifest.json"), &std::fs::read(example.join("manifest.json"))?)?;
     if example.join("ui").is_dir() {
         copy_tree(&example.join("ui"), &dir.join("ui"))?;
     }
-    let out = dir.join("dist/main.wasm");
+    // Build outside the staged tree (build stamps and locks must not end up in the bundle),
+    // then copy the component in.
+    let built = staging.join(".build").join(format!("{}.wasm", name.to_string_lossy()));
     let wat = std::fs::read_dir(example)?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "wat"));
     if let Some(wat) = wat {
-        build_wat(&wat, "alga:extension/runner", &out)?;
+        build_wat(&wat, "alga:extension/runner", &built)?;
     } else if example.join("src/index.js").is_file() {
-        build_js(root, &example.join("src/index.js"), "kelp:extension/runner", &out)?;
+        build_js(root, &example.join("src/index.js"), "kelp:extension/runner", &built)?;
     } else {
         bail!("{}: no *.wat or src/index.js", example.display());
     }
+    write_if_changed(&dir.join("dist/main.wasm"), &std::fs::read(&built)?)?;
     Ok(dir)
 }
 
@@ -134,7 +147,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         if entry.file_type()?.is_dir() {
             copy_tree(&entry.path(), &target)?;
         } else if entry.file_type()?.is_file() {
-            crate::fsutil::write_atomic(&target, &std::fs::read(entry.path())?)?;
+            write_if_changed(&target, &std::fs::read(entry.path())?)?;
         }
     }
     Ok(())

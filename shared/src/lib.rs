@@ -32,6 +32,7 @@ pub mod secrets;
 pub mod storage;
 pub mod stores;
 pub mod telemetry;
+pub mod ui;
 
 pub use config::Settings;
 pub use platform::Platform;

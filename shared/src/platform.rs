@@ -125,6 +125,8 @@ pub struct Platform {
     pub egress: Arc<EgressClient>,
     /// Bearer token verifier.
     pub jwt: JwtVerifier,
+    /// Local copies of extension UIs.
+    pub ui: crate::ui::UiCache,
     // Versions are immutable, so they can be cached without invalidation.
     versions: Mutex<LruCache<String, Arc<VersionRecord>>>,
     // Extension names never change their id.
@@ -152,6 +154,7 @@ impl Platform {
         let cap = NonZeroUsize::new(1024).expect("non-zero");
         Ok(Arc::new(Self {
             jwt: settings.jwt_verifier()?,
+            ui: crate::ui::UiCache::new(settings.artifact_dir.join("ui"), backends.blobs.clone()),
             egress: EgressClient::new(settings.egress.clone())?,
             secrets: Arc::new(SecretsResolver::new(backends.secrets, settings.secrets_ttl)),
             executor: Executor::new(cache),

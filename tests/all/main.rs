@@ -14,3 +14,4 @@ mod host_api;
 mod relay;
 mod runner_api;
 mod storage;
+mod ui;

@@ -7,7 +7,7 @@ mod headers;
 pub mod ratelimit;
 pub mod run;
 mod runner_api;
-mod tenant;
+pub(crate) mod tenant;
 
 use std::sync::Arc;
 
@@ -87,6 +87,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/api/ext/{extension_id}/", any(tenant::handle))
         .route("/api/ext/{extension_id}/{*path}", any(tenant::handle))
         .route("/v1/execute", post(runner_api::handle))
+        .route("/ext-ui/{extension_id}/{content_hash}", get(crate::ui::handle))
+        .route("/ext-ui/{extension_id}/{content_hash}/", get(crate::ui::handle))
+        .route("/ext-ui/{extension_id}/{content_hash}/{*path}", get(crate::ui::handle))
         .route("/healthz", get(health))
         .with_state(gateway)
         .layer(axum::middleware::from_fn(request_id_layer))

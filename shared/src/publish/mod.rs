@@ -77,6 +77,7 @@ pub async fn publish(platform: &Arc<Platform>, bundle_bytes: Vec<u8>, limits: &B
     let bundle = unpack(&bundle_bytes, limits)?;
     let (prefix, manifest_bytes) = find_manifest(&bundle)?;
     let manifest = Manifest::parse(manifest_bytes)?;
+    crate::ui::check_entry(&manifest, &bundle, &prefix).map_err(|m| PublishError::Manifest(ManifestError(m)))?;
     let component_path = format!("{prefix}{}", manifest.component_path());
     let component = bundle
         .files
@@ -103,6 +104,10 @@ pub async fn publish(platform: &Arc<Platform>, bundle_bytes: Vec<u8>, limits: &B
     blobs.put(&component_key(&component_hash), &component).await.map_err(blob)?;
     let content_hex = hash.trim_start_matches("sha256:");
     blobs.put(&bundle_key(content_hex), &bundle_bytes).await.map_err(blob)?;
+    crate::ui::extract_at_publish(blobs, &manifest, &bundle, &prefix, content_hex).await.map_err(|e| match e {
+        crate::ui::ExtractError::MissingEntry(m) => PublishError::Manifest(ManifestError(m)),
+        crate::ui::ExtractError::Blob(b) => PublishError::Blob(b.to_string()),
+    })?;
 
     let extension = platform
         .registry

@@ -1,0 +1,95 @@
+//! Extension UI assets through real HTTP (and raw TCP for paths a client would normalise),
+//! and the example UI in headless Chromium.
+
+use std::time::Duration;
+
+use kelp_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::browser::browse;
+
+async fn kelp_with_ui(extra: &[(&str, &str)]) -> (TestKelp, String) {
+    let kelp = TestKelp::start_with(extra).await;
+    let published = kelp.publish(&staged_example("js-notes")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let hash = published.version.content_hash.trim_start_matches("sha256:").to_string();
+    (kelp, hash)
+}
+
+/// A raw GET: the path is sent exactly as given (no client-side dot-segment normalisation).
+async fn raw_get(kelp: &TestKelp, path: &str, token: &str) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(kelp.addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&out).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn serves_assets_with_types_etags_caching_and_csp_on_html_only() {
+    let (kelp, hash) = kelp_with_ui(&[]).await;
+    let t = token("acme", RW);
+    let base = format!("/ext-ui/com.kelp.examples.js-notes/{hash}");
+    let js = kelp.get(&format!("{base}/app.js"), &t).await;
+    assert_eq!(js.status(), 200);
+    assert_eq!(js.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(js.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(js.headers()["cache-control"], "public, max-age=31536000, immutable");
+    assert!(js.headers().get("content-security-policy").is_none(), "CSP on HTML only");
+    let etag = js.headers()["etag"].to_str().unwrap().to_string();
+    assert!(etag.starts_with('"') && etag.len() == 66, "strong sha256 ETag: {etag}");
+    assert!(js.text().await.unwrap().contains("api/ext/com.kelp.examples.js-notes"));
+    let cached = kelp.client.get(format!("{}{base}/app.js", kelp.base)).bearer_auth(&t).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(cached.status(), 304);
+    assert!(cached.bytes().await.unwrap().is_empty());
+
+    let html = kelp.get(&format!("{base}/"), &t).await;
+    assert_eq!(html.status(), 200);
+    assert_eq!(html.headers()["content-type"], "text/html; charset=utf-8");
+    let csp = html.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.starts_with("default-src 'self'; script-src 'self';") && csp.ends_with("frame-ancestors 'self'"), "{csp}");
+    let entry = html.text().await.unwrap();
+    assert!(entry.contains("<h1>Notes</h1>"));
+    // Client routes and directories fall back to the entry (single-page apps).
+    let spa = kelp.get(&format!("{base}/notes/42?path=/notes/42"), &t).await;
+    assert_eq!(spa.status(), 200);
+    assert_eq!(spa.text().await.unwrap(), entry);
+    assert_eq!(kelp.get(&format!("{base}/style.css"), &t).await.headers()["content-type"], "text/css; charset=utf-8");
+}
+
+#[tokio::test]
+async fn refuses_traversal_other_tenants_unknown_hashes_and_oversized_files() {
+    let (kelp, hash) = kelp_with_ui(&[("KELP_UI_MAX_FILE_BYTES", "1200")]).await;
+    let t = token("acme", RW);
+    let base = format!("/ext-ui/com.kelp.examples.js-notes/{hash}");
+    for bad in ["../../../etc/passwd", "%2e%2e/%2e%2e/secret", "..%2f..%2fsecret", "%2Fetc%2Fpasswd", "a%00.js", "a%5c..%5cb", "a\\b", "./index.html", "a//b"] {
+        assert_eq!(raw_get(&kelp, &format!("{base}/{bad}"), &t).await, 400, "{bad} must be refused");
+    }
+    let globex = token("globex", RW);
+    assert_eq!(kelp.get(&format!("{base}/index.html"), &globex).await.status(), 404, "another tenant's hash");
+    assert_eq!(kelp.get(&format!("/ext-ui/com.kelp.examples.js-notes/{}/index.html", "0".repeat(64)), &t).await.status(), 404);
+    assert_eq!(kelp.get(&format!("/ext-ui/com.kelp.examples.wat-hello/{hash}/index.html"), &t).await.status(), 404, "hash of another extension");
+    assert_eq!(kelp.client.get(format!("{}{base}/index.html", kelp.base)).send().await.unwrap().status(), 401, "private by default");
+    assert_eq!(kelp.get(&format!("{base}/style.css"), &t).await.status(), 200, "small file");
+    let big = kelp.get(&format!("{base}/app.js"), &t).await;
+    assert_eq!(big.status(), 413, "app.js is over the 1200-byte cap");
+    assert_eq!(json_body(big).await["error"]["code"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn public_mode_serves_published_hashes_without_identity() {
+    let (kelp, hash) = kelp_with_ui(&[("KELP_UI_PUBLIC", "true")]).await;
+    let url = format!("{}/ext-ui/com.kelp.examples.js-notes/{hash}/app.js", kelp.base);
+    assert_eq!(kelp.client.get(&url).send().await.unwrap().status(), 200);
+    let other = format!("{}/ext-ui/com.kelp.examples.js-notes/{}/app.js", kelp.base, "1".repeat(64));
+    assert_eq!(kelp.client.get(&other).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_ui_renders_its_handlers_answer_in_chromium() {
+    let (kelp, hash) = kelp_with_ui(&[("KELP_UI_PUBLIC", "true")]).await;
+    let url = format!("{}/ext-ui/com.kelp.examples.js-notes/{hash}/#token={}", kelp.base, token("acme", RW));
+    let result = browse(&url, "h1", "#message", "Hello, acme!", "example-ui.png", || async {}).await;
+    assert_eq!(result["ok"], true, "{result}");
+}
