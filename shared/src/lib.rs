@@ -23,6 +23,7 @@ pub mod executor;
 mod fsutil;
 pub mod gateway;
 pub mod host;
+pub mod lambda;
 pub mod local;
 pub mod manifest;
 pub mod platform;

@@ -3,6 +3,7 @@
 //! services (moto, redis-server) the AWS backends are tested against.
 
 pub mod aws;
+pub mod lambda;
 pub mod services;
 pub mod sse;
 
@@ -16,6 +17,9 @@ use kelp_runtime::publish::{publish_dir, Published};
 use kelp_runtime::stores::InstallRecord;
 use kelp_runtime::{devtools, Platform, Settings};
 use serde_json::{json, Value};
+
+/// The development secret the bearer tokens in events/ are signed with.
+pub const EVENTS_SECRET: &str = "kelp-events-dev-secret";
 
 /// HS256 secret of every test gateway.
 pub const TEST_SECRET: &str = "kelp-test-secret";
@@ -140,6 +144,24 @@ impl TestKelp {
             axum::serve(listener, app).await.expect("serve");
         });
         Self { base: format!("http://{addr}"), addr, platform, client: reqwest::Client::new(), _data: data, server }
+    }
+
+    /// The data directory (SQLite, blobs, secrets): a function binary pointed at it sees the
+    /// same extensions and installs.
+    pub fn data_dir(&self) -> &Path {
+        self._data.path()
+    }
+
+    /// Environment for a function binary sharing this instance's state.
+    pub fn function_env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("KELP_DATA_DIR".to_string(), self.data_dir().to_string_lossy().into_owned()),
+            ("KELP_ARTIFACT_DIR".to_string(), fixtures_dir().join("artifacts").to_string_lossy().into_owned()),
+            ("KELP_JWT_HS256_SECRET".to_string(), EVENTS_SECRET.to_string()),
+            ("KELP_POOL_INSTANCES".to_string(), "4".to_string()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
     }
 
     /// Publish a staged directory.

@@ -9,5 +9,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     kelp_runtime::telemetry::init();
     let settings = Settings::from_env()?;
     let platform = Platform::from_settings(settings).await?;
-    lambda_http::run_with_streaming_response(router(Relay::new(platform))).await
+    kelp_runtime::lambda::run_streaming("debug-relay", router(Relay::new(platform))).await
 }

@@ -9,5 +9,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     kelp_runtime::telemetry::init();
     let settings = Settings::from_env()?;
     let platform = Platform::from_settings(settings).await?;
-    lambda_http::run(lambda_router(Gateway::new(platform))).await
+    kelp_runtime::lambda::run("gateway", lambda_router(Gateway::new(platform))).await
 }
