@@ -54,7 +54,11 @@ impl Backends {
             BackendKind::Aws => Self::aws(settings).await?,
         };
         if let Some(redis) = &settings.redis {
-            backends.debug = crate::debug::redis::RedisBus::start(redis.clone()).context("configuring the Redis debug bus")?;
+            let mut redis = redis.clone();
+            if let (None, Some(arn)) = (&redis.password, &redis.password_secret_arn) {
+                redis.password = Some(redis_auth_token(settings, arn).await?);
+            }
+            backends.debug = crate::debug::redis::RedisBus::start(redis).context("configuring the Redis debug bus")?;
         }
         Ok(backends)
     }
@@ -95,6 +99,23 @@ impl Backends {
             host_api: None,
         })
     }
+}
+
+/// Read the Redis AUTH token from Secrets Manager (`{"password": ...}` or the plain string).
+async fn redis_auth_token(settings: &Settings, arn: &str) -> Result<String> {
+    let clients = crate::aws::AwsClients::new(&settings.aws).await;
+    let out = clients
+        .secrets
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the Redis AUTH secret: {}", crate::aws::describe(&e)))?;
+    let text = out.secret_string().context("the Redis AUTH secret has no string value")?;
+    Ok(serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("password").and_then(|p| p.as_str()).map(str::to_string))
+        .unwrap_or_else(|| text.to_string()))
 }
 
 /// Everything a router needs.

@@ -8,6 +8,7 @@ mod conformance;
 mod config_secrets;
 mod debug_events;
 mod egress;
+mod deploy;
 mod faults;
 mod gateway;
 mod host_api;

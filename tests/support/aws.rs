@@ -62,6 +62,7 @@ pub fn redis_settings(url: &str) -> RedisSettings {
         url: url.into(),
         username: None,
         password: None,
+        password_secret_arn: None,
         prefix: format!("test-{}:", uuid::Uuid::new_v4().simple()),
         maxlen: 2000,
         queue: 10_000,

@@ -28,6 +28,9 @@ pub struct RedisSettings {
     pub username: Option<String>,
     /// Password, if not in the URL.
     pub password: Option<String>,
+    /// Secrets Manager secret holding the AUTH token (`{"password": ...}` or the plain
+    /// token), read once at start-up so the token never sits in the function's environment.
+    pub password_secret_arn: Option<String>,
     /// Stream key prefix (default `ext-debug:`).
     pub prefix: String,
     /// Approximate stream length cap (default 2000).

@@ -1,0 +1,90 @@
+//! The SAM template: cfn-lint and `sam validate --lint` pass (both from PyPI, in a venv),
+//! and every setting the runtime reads is configurable in it.
+
+use std::process::Command;
+
+use kelp_tests::*;
+
+/// Settings that deliberately stay out of the deployed functions' environment, and why.
+const NOT_DEPLOYED: &[(&str, &str)] = &[
+    ("KELP_JWT_HS256_SECRET", "shared-secret tokens are for local use; AWS verifies with the IdP's JWKS"),
+    ("KELP_JWT_RS256_PUBLIC_KEY", "an alternative to KELP_JWT_JWKS for a single key"),
+    ("KELP_EGRESS_ALLOW_LOOPBACK", "tests and local development only"),
+    ("KELP_SECRETS_FILE", "embedded backend only"),
+    ("AWS_ENDPOINT_URL", "moto and local endpoints only"),
+    ("RUNNER_DEBUG_REDIS_PASSWORD", "the AUTH token comes from KELP_REDIS_AUTH_SECRET_ARN instead"),
+    ("DEBUG_STREAM_REDIS_URL", "Alga's alias of RUNNER_DEBUG_REDIS_URL"),
+    ("DEBUG_STREAM_REDIS_USERNAME", "ElastiCache AUTH tokens have no user name"),
+    ("DEBUG_STREAM_REDIS_PASSWORD", "Alga's alias of RUNNER_DEBUG_REDIS_PASSWORD"),
+    ("KELP_LOG_FORMAT", "set in Globals"),
+];
+
+fn sam_venv() -> std::path::PathBuf {
+    let venv = fixtures_dir().join("venv-sam");
+    if venv.join("bin/cfn-lint").is_file() && venv.join("bin/sam").is_file() {
+        return venv;
+    }
+    let lock = std::fs::File::options().create(true).truncate(false).write(true).open(fixtures_dir().join("venv-sam.lock")).unwrap();
+    lock.lock().unwrap();
+    if !(venv.join("bin/cfn-lint").is_file() && venv.join("bin/sam").is_file()) {
+        assert!(Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap().success());
+        let ok = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "aws-sam-cli==1.170.0", "cfn-lint==1.58.0"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pip install aws-sam-cli cfn-lint failed");
+    }
+    venv
+}
+
+#[test]
+fn the_template_passes_cfn_lint_and_sam_validate() {
+    let venv = sam_venv();
+    let root = repo_root();
+    let lint = Command::new(venv.join("bin/cfn-lint")).arg("template.yaml").current_dir(&root).output().unwrap();
+    assert!(lint.status.success(), "cfn-lint:\n{}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
+    let validate = Command::new(venv.join("bin/sam"))
+        .args(["validate", "--lint", "--template", "template.yaml", "--region", "us-east-1"])
+        .env("SAM_CLI_TELEMETRY", "0")
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&validate.stdout), String::from_utf8_lossy(&validate.stderr));
+    assert!(validate.status.success() && out.contains("is a valid SAM Template"), "sam validate --lint:\n{out}");
+}
+
+#[test]
+fn every_runtime_setting_is_configurable_in_the_template() {
+    let template = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
+    for var in kelp_runtime::config::KNOWN_VARS {
+        if NOT_DEPLOYED.iter().any(|(n, _)| n == var) {
+            continue;
+        }
+        assert!(template.contains(&format!("{var}:")), "{var} is read by the runtime but not set in template.yaml");
+    }
+    for needle in ["BuildMethod: rust-cargolambda", "provided.al2023", "arm64", "InvokeMode: RESPONSE_STREAM", "PointInTimeRecoveryEnabled: true", "TransitEncryptionEnabled: true", "AuthToken:", "VpcEndpointType: Gateway", "secretsmanager"] {
+        assert!(template.contains(needle), "template.yaml lacks {needle}");
+    }
+    // Least privilege, statement by statement.
+    let block = |from: &str, to: &str| template[template.find(from).unwrap()..template.find(to).unwrap()].to_string();
+    let statements = |b: &str| b.split("- Sid:").skip(1).map(str::to_string).collect::<Vec<_>>();
+    const WRITES: &[&str] = &["PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"];
+    let gateway = statements(&block("  GatewayFunction:", "  DebugRelayFunction:"));
+    assert!(gateway.len() >= 5);
+    for st in gateway.iter().filter(|s| s.contains("RegistryTable") || s.contains("InstallsTable")) {
+        assert!(!WRITES.iter().any(|w| st.contains(w)), "the gateway must not write the registry or installs:{st}");
+    }
+    let relay = statements(&block("  DebugRelayFunction:", "  AdminApiFunction:"));
+    for st in &relay {
+        assert!(!st.contains("s3:"), "the relay has no S3 access:{st}");
+        if st.contains("RegistryTable") || st.contains("InstallsTable") {
+            assert!(!WRITES.iter().any(|w| st.contains(w)), "the relay only reads installs for its access checks:{st}");
+        }
+        if st.contains("secretsmanager:") {
+            assert!(st.contains("RedisAuthSecret") && !st.contains("secret:${AWS::StackName}"), "the relay reads only the Redis AUTH secret:{st}");
+        }
+    }
+    let secrets = statements(&block("  GatewayFunction:", "  DebugRelayFunction:")).into_iter().find(|s| s.contains("SecretEnvelopes")).unwrap();
+    assert!(secrets.contains("secret:${AWS::StackName}/*") && !secrets.contains("secret:*"), "secret access is limited to the Kelp prefix");
+}
