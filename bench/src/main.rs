@@ -154,6 +154,9 @@ async fn relay_section(work: &Path) -> Result<()> {
         env.insert("KELP_DATA_DIR".into(), work.join(format!("relay-{}", label.len())).to_string_lossy().into_owned());
         env.insert("KELP_JWT_HS256_SECRET".into(), TEST_SECRET.into());
         env.insert("RUNNER_DEBUG_REDIS_MAXLEN".into(), "200000".into());
+        // The burst below is larger than the default publish queue (10,000): size it so the
+        // measurement is the viewer's rate, not queue overflow.
+        env.insert("KELP_DEBUG_QUEUE".into(), "100000".into());
         if let Some(url) = &redis_url {
             env.insert("RUNNER_DEBUG_REDIS_URL".into(), url.clone());
             env.insert("RUNNER_DEBUG_REDIS_STREAM_PREFIX".into(), format!("bench-{}:", std::process::id()));
