@@ -218,3 +218,19 @@ async fn rate_limits_per_tenant_and_extension() {
     assert_eq!(error_of(r).await.1, "rate_limited");
     assert_eq!(kelp.get(&format!("/api/ext/{WAT}/hello"), &token("globex", RW)).await.status(), 200, "another tenant has its own bucket");
 }
+
+#[tokio::test]
+async fn execution_records_and_refusals_reach_the_audit_log() {
+    let kelp = TestKelp::start_with(&[("KELP_AUDIT_EXECUTIONS", "true")]).await;
+    let published = kelp.publish(&staged_example("wat-hello")).await;
+    let install = kelp.install(&published, "acme", &[]).await;
+    assert_eq!(kelp.get(&format!("/api/ext/{WAT}/hello"), &token("acme", RW)).await.status(), 200);
+    let denied = kelp.client.post(format!("{}/api/ext/{WAT}/hello", kelp.base)).bearer_auth(token("acme", &["extension:read"])).send().await.unwrap();
+    assert_eq!(denied.status(), 403);
+    let rows = kelp.platform.audit.query(&kelp_runtime::stores::AuditFilter { tenant_id: Some("acme".into()), ..Default::default() }, &Default::default()).await.unwrap();
+    let exec = rows.items.iter().find(|r| r.action == "extension.execute" && r.outcome == "ok").expect("an execution record");
+    assert_eq!(exec.target.as_deref(), Some(install.install_id.as_str()));
+    assert_eq!(exec.details["endpoint"], "/hello");
+    assert_eq!(exec.details["http_status"], 200);
+    assert!(rows.items.iter().any(|r| r.action == "access.denied" && r.actor == "user-1"), "the 403 is audited");
+}

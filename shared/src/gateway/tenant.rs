@@ -31,6 +31,7 @@ const METHODS: &[Method] =
 /// The execution record of a request (architecture.md step 10), logged as one JSON line.
 #[derive(Default)]
 struct Record {
+    actor: String,
     tenant: String,
     extension: String,
     install: String,
@@ -40,6 +41,17 @@ struct Record {
 }
 
 impl Record {
+    /// Store the record in the audit log (`KELP_AUDIT_EXECUTIONS`).
+    async fn audit(&self, platform: &Platform, request_id: &str, http_status: u16, started: Instant) {
+        let details = serde_json::json!({
+            "request_id": request_id, "extension": self.extension, "install": self.install, "version": self.version,
+            "endpoint": self.endpoint, "status": self.status, "http_status": http_status,
+            "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
+        });
+        let outcome = if self.status == "ok" { "ok" } else { self.status };
+        crate::admin::audit(platform, &self.actor, Some(&self.tenant), "extension.execute", Some(&self.install), outcome, details).await;
+    }
+
     fn emit(&self, request_id: &str, http_status: u16, started: Instant) {
         tracing::info!(
             target: "kelp::execution",
@@ -68,7 +80,16 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Err(e) => e.with_request_id(&request_id).into_response(),
     };
     if !record.tenant.is_empty() {
-        record.emit(&request_id, response.status().as_u16(), started);
+        let status = response.status().as_u16();
+        record.emit(&request_id, status, started);
+        if gw.platform.settings.audit_executions {
+            record.audit(&gw.platform, &request_id, status, started).await;
+        }
+        // Refusals of an identified caller are audited (a 401 has no caller to name).
+        if status == 403 {
+            let details = serde_json::json!({"api": "gateway", "extension": record.extension, "request_id": request_id});
+            crate::admin::audit(&gw.platform, &record.actor, Some(&record.tenant), "access.denied", None, "denied", details).await;
+        }
     }
     cors::decorate(&mut response, origin);
     response
@@ -99,6 +120,7 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
         }
     }
     record.tenant = identity.tenant.clone();
+    record.actor = identity.sub.clone();
     record.extension = extension_ref.clone();
 
     // 3. Install of the caller's tenant; missing, another tenant's or disabled look the same.
