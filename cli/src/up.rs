@@ -188,8 +188,8 @@ async fn seed_examples(platform: &Arc<Platform>, args: &UpArgs) -> Result<Vec<In
         let sample_paths = manifest
             .endpoints()
             .iter()
-            .filter(|e| e.method == "GET")
-            .map(|e| e.path.replace(":id", "first").replace(":name", "kelp"))
+            .filter(|e| e.method == "GET" && !e.path.contains(':'))
+            .map(|e| e.path.clone())
             .take(4)
             .collect();
         let ui_path = manifest.ui.as_ref().map(|_| format!("/ext-ui/{}/{}/", manifest.name, published.version.content_hash.trim_start_matches("sha256:")));

@@ -1,0 +1,128 @@
+//! `kelp up` as users run it (the real binary, with `--redis`), the commands it prints, and
+//! every `sh` block of docs/*.md executed against it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kelp_tests::*;
+use tokio::io::AsyncBufReadExt;
+
+struct Up {
+    base: String,
+    token: String,
+    admin_token: String,
+    printed: Vec<String>,
+    _child: tokio::process::Child,
+    _data: tempfile::TempDir,
+}
+
+async fn kelp_up() -> Up {
+    let data = tempfile::tempdir().unwrap();
+    let port = kelp_tests::services::free_port();
+    let redis = kelp_tests::services::shared_redis();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", data.path().to_str().unwrap(), "--redis", &redis])
+        .env("KELP_ARTIFACT_DIR", fixtures_dir().join("artifacts"))
+        .env("RUNNER_DEBUG_REDIS_STREAM_PREFIX", format!("docs-{}:", uuid::Uuid::new_v4().simple()))
+        .current_dir(repo_root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut base, mut token, mut admin_token, mut printed) = (String::new(), String::new(), String::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline, lines.next_line()).await {
+        if let Some(rest) = line.trim().strip_prefix("Kelp is up on ") {
+            base = rest.split_whitespace().next().unwrap().to_string();
+        } else if let Some(t) = line.trim().strip_prefix("export KELP_TOKEN=") {
+            token = t.to_string();
+        } else if let Some(t) = line.trim().strip_prefix("export KELP_ADMIN_TOKEN=") {
+            admin_token = t.to_string();
+        } else if line.trim().starts_with("curl ") || line.trim().starts_with("UI: ") || line.trim().starts_with("debug console: ") {
+            printed.push(line.trim().to_string());
+        } else if line.contains("Ctrl-C stops") {
+            break;
+        }
+    }
+    assert!(!base.is_empty() && !token.is_empty() && !admin_token.is_empty(), "kelp up printed its banner");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Up { base, token, admin_token, printed, _child: child, _data: data }
+}
+
+fn bash(script: &str, up: &Up) -> std::process::Output {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_kelp")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    std::process::Command::new("bash")
+        .args(["-eu", "-c", script])
+        .env("KELP_URL", &up.base)
+        .env("KELP_TOKEN", &up.token)
+        .env("KELP_ADMIN_TOKEN", &up.admin_token)
+        .env("PATH", path)
+        .current_dir(repo_root())
+        .output()
+        .unwrap()
+}
+
+/// The fenced blocks of `lang` in a markdown file.
+fn blocks(path: &Path, lang: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        let fence = line.trim_start();
+        match &mut current {
+            None if fence.starts_with("```") && fence.trim_start_matches('`').trim() == lang => current = Some(String::new()),
+            Some(body) if fence.starts_with("```") => {
+                out.push(std::mem::take(body));
+                current = None;
+            }
+            Some(body) => {
+                body.push_str(line.strip_prefix("   ").filter(|_| line.starts_with("   ")).unwrap_or(line));
+                body.push('\n');
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kelp_up_serves_the_examples_and_every_documented_command_works() {
+    let up = kelp_up().await;
+    // The commands kelp up prints work as printed.
+    let curls: Vec<&String> = up.printed.iter().filter(|l| l.starts_with("curl ")).collect();
+    assert!(curls.len() >= 5, "{:?}", up.printed);
+    for line in curls {
+        let out = bash(&format!("{line} -f -o /dev/null -w '%{{http_code}}'"), &up);
+        let code = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success() && code.starts_with('2'), "{line} → {code} {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let ui = up.printed.iter().find_map(|l| l.strip_prefix("UI: ")).expect("a UI URL is printed");
+    let page = reqwest::get(ui.split('#').next().unwrap()).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<h1>Notes</h1>"));
+
+    // Every `sh` block of the docs.
+    let docs: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(repo_root().join("docs")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "md")).collect();
+        v.sort();
+        v
+    };
+    let mut ran = 0;
+    for doc in &docs {
+        for block in blocks(doc, "sh") {
+            let out = bash(&block, &up);
+            assert!(
+                out.status.success(),
+                "{}: this block failed:\n{block}\nstdout:\n{}\nstderr:\n{}",
+                doc.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            ran += 1;
+        }
+    }
+    assert!(ran >= 15, "only {ran} documented blocks ran: were the fences renamed?");
+}
