@@ -290,8 +290,8 @@ impl ModuleCache {
             Ok(Err(reason)) => {
                 self.stats.corrupt_artifacts.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(path = %path.display(), %reason, "discarding unusable artifact");
-                let _ = std::fs::remove_file(&path);
-                let _ = std::fs::remove_file(checksum_path(&path));
+                let _ = std::fs::remove_file(path);
+                let _ = std::fs::remove_file(checksum_path(path));
                 None
             }
             Err(e) => {

@@ -104,6 +104,21 @@ impl Caller {
     }
 }
 
+/// What idempotency needs of a request: its key header, method and path.
+struct Meta {
+    headers: HeaderMap,
+    method: Method,
+    uri: Uri,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Meta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self { headers: parts.headers.clone(), method: parts.method.clone(), uri: parts.uri.clone() })
+    }
+}
+
 /// Finish a handler: attach the request id to errors.
 fn finish(request_id: &str, answer: Answer) -> Response {
     answer.unwrap_or_else(|e| e.with_request_id(request_id).into_response())
@@ -115,12 +130,12 @@ fn json_response(status: StatusCode, body: Value) -> Response {
 
 /// Run a mutation under `Idempotency-Key` (when given): replay a completed answer, refuse a
 /// reused key with another request, remember successful answers.
-async fn idempotent<F, Fut>(admin: &Admin, caller: &Caller, tenant: &str, headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8], run: F) -> Answer
+async fn idempotent<F, Fut>(admin: &Admin, caller: &Caller, tenant: &str, meta: &Meta, body: &[u8], run: F) -> Answer
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(StatusCode, Value), ApiError>>,
 {
-    let key = match headers.get("idempotency-key") {
+    let key = match meta.headers.get("idempotency-key") {
         None => None,
         Some(v) => {
             let k = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1-255 visible ASCII characters"))?;
@@ -132,7 +147,7 @@ where
         return Ok(json_response(status, body));
     };
     let platform = &admin.platform;
-    let fingerprint = idempotency::fingerprint(method.as_str(), uri.path(), body);
+    let fingerprint = idempotency::fingerprint(meta.method.as_str(), meta.uri.path(), body);
     match idempotency::lookup(platform, tenant, &caller.identity.sub, &key, &fingerprint).await {
         Lookup::Replay(status, body) => {
             let mut r = json_response(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body);
@@ -201,7 +216,7 @@ struct PublishByReference {
     bundle_key: String,
 }
 
-async fn publish_version(State(admin): State<Arc<Admin>>, caller: Caller, headers: HeaderMap, method: Method, uri: Uri, body: Bytes) -> Response {
+async fn publish_version(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, body: Bytes) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_PLATFORM_PUBLISH], "publish").await?;
@@ -209,10 +224,10 @@ async fn publish_version(State(admin): State<Arc<Admin>>, caller: Caller, header
             return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("bundle over {} bytes", admin.max_body_bytes)));
         }
         let tenant = caller.identity.tenant.clone();
-        idempotent(&admin, &caller, &tenant, &headers, &method, &uri, &body, || async {
+        idempotent(&admin, &caller, &tenant, &meta, &body, || async {
             // Large bundles (past Lambda's 6 MB payload) are uploaded to the bucket's
             // uploads/ prefix first and published by reference.
-            let is_json = headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/json"));
+            let is_json = meta.headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/json"));
             let bytes = if is_json {
                 let r: PublishByReference = parse_json(&body)?;
                 if !r.bundle_key.starts_with("uploads/") {
@@ -355,13 +370,13 @@ fn yes() -> bool {
     true
 }
 
-async fn create_install(State(admin): State<Arc<Admin>>, caller: Caller, headers: HeaderMap, method: Method, uri: Uri, body: Bytes) -> Response {
+async fn create_install(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, body: Bytes) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "manage installs").await?;
         let req: CreateInstall = parse_json(&body)?;
         let tenant = caller.tenant(platform, req.tenant.as_deref()).await?;
-        idempotent(&admin, &caller, &tenant, &headers, &method, &uri, &body, || async {
+        idempotent(&admin, &caller, &tenant, &meta, &body, || async {
             let ext = find_extension(platform, &req.extension).await?;
             let version = resolve_version(platform, &ext, &req.version).await?;
             let mut granted = req.capabilities.clone().unwrap_or_else(|| version.manifest.capabilities.clone());
@@ -438,13 +453,13 @@ struct UpdateInstall {
     debug_logs: Option<bool>,
 }
 
-async fn update_install(State(admin): State<Arc<Admin>>, caller: Caller, headers: HeaderMap, method: Method, uri: Uri, Path(id): Path<String>, Query(q): Query<TenantQuery>, body: Bytes) -> Response {
+async fn update_install(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, Path(id): Path<String>, Query(q): Query<TenantQuery>, body: Bytes) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "manage installs").await?;
         let req: UpdateInstall = parse_json(&body)?;
         let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
-        idempotent(&admin, &caller, &tenant, &headers, &method, &uri, &body, || async {
+        idempotent(&admin, &caller, &tenant, &meta, &body, || async {
             let current = load_install(platform, &tenant, &id).await?;
             let from_version = current.version_id.clone();
             if let Some(v) = &req.version {
@@ -498,13 +513,13 @@ async fn update_install(State(admin): State<Arc<Admin>>, caller: Caller, headers
     finish(&caller.request_id, answer)
 }
 
-async fn delete_install(State(admin): State<Arc<Admin>>, caller: Caller, headers: HeaderMap, method: Method, uri: Uri, Path(id): Path<String>, Query(q): Query<TenantQuery>) -> Response {
+async fn delete_install(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, Path(id): Path<String>, Query(q): Query<TenantQuery>) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "uninstall").await?;
         let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
         let purge = q.purge.unwrap_or(false);
-        idempotent(&admin, &caller, &tenant, &headers, &method, &uri, &[], || async {
+        idempotent(&admin, &caller, &tenant, &meta, &[], || async {
             let purged = service::uninstall(platform, &tenant, &id, purge).await?;
             caller.audit(platform, Some(&tenant), "install.delete", Some(&id), json!({"purge": purge, "purged_entries": purged})).await;
             Ok((StatusCode::OK, json!({"deleted": id, "purged_entries": purged, "storage": if purge { "purged" } else { "kept" }})))
@@ -521,13 +536,13 @@ struct ConfigBody {
     config: BTreeMap<String, String>,
 }
 
-async fn put_config(State(admin): State<Arc<Admin>>, caller: Caller, headers: HeaderMap, method: Method, uri: Uri, Path(id): Path<String>, Query(q): Query<TenantQuery>, body: Bytes) -> Response {
+async fn put_config(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, Path(id): Path<String>, Query(q): Query<TenantQuery>, body: Bytes) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "set config").await?;
         let req: ConfigBody = parse_json(&body)?;
         let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
-        idempotent(&admin, &caller, &tenant, &headers, &method, &uri, &body, || async {
+        idempotent(&admin, &caller, &tenant, &meta, &body, || async {
             let keys: Vec<&String> = req.config.keys().collect();
             let updated = service::set_config(platform, &tenant, &id, req.config.clone()).await?;
             caller.audit(platform, Some(&tenant), "install.config", Some(&id), json!({"keys": keys, "config_version": updated.config_version})).await;
@@ -547,7 +562,7 @@ struct SecretsBody {
     expires_at: Option<String>,
 }
 
-async fn put_secrets(State(admin): State<Arc<Admin>>, caller: Caller, headers: HeaderMap, method: Method, uri: Uri, Path(id): Path<String>, Query(q): Query<TenantQuery>, body: Bytes) -> Response {
+async fn put_secrets(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, Path(id): Path<String>, Query(q): Query<TenantQuery>, body: Bytes) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "set secrets").await?;
@@ -557,7 +572,7 @@ async fn put_secrets(State(admin): State<Arc<Admin>>, caller: Caller, headers: H
         }
         let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
         // The fingerprint (not the body) is what idempotency stores: values never persist there.
-        idempotent(&admin, &caller, &tenant, &headers, &method, &uri, &body, || async {
+        idempotent(&admin, &caller, &tenant, &meta, &body, || async {
             let updated = service::set_secrets(platform, &tenant, &id, &req.secrets, req.expires_at.clone()).await?;
             let keys: Vec<&String> = req.secrets.keys().collect();
             caller.audit(platform, Some(&tenant), "install.secrets", Some(&id), json!({"keys": keys, "secrets_version": updated.secrets_version})).await;
@@ -586,7 +601,7 @@ struct GrantBody {
 /// Longest a debug grant may run.
 const MAX_GRANT_SECS: u64 = 7 * 24 * 3600;
 
-async fn create_grant(State(admin): State<Arc<Admin>>, caller: Caller, headers: HeaderMap, method: Method, uri: Uri, body: Bytes) -> Response {
+async fn create_grant(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, body: Bytes) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_PLATFORM_OPS], "grant debug access").await?;
@@ -598,7 +613,7 @@ async fn create_grant(State(admin): State<Arc<Admin>>, caller: Caller, headers: 
         if req.viewer.trim().is_empty() {
             return Err(ApiError::bad_request("viewer (the user's sub) is required"));
         }
-        idempotent(&admin, &caller, &req.tenant, &headers, &method, &uri, &body, || async {
+        idempotent(&admin, &caller, &req.tenant, &meta, &body, || async {
             load_install(platform, &req.tenant, &req.install_id).await?;
             let now = chrono::Utc::now();
             let grant = DebugGrant {

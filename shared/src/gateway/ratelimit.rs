@@ -81,26 +81,6 @@ impl RateLimiter for LocalRateLimiter {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allows_the_burst_then_limits_per_key() {
-        let l = LocalRateLimiter::new(3, 1.0);
-        for _ in 0..3 {
-            assert_eq!(l.take("t", "e"), RateDecision::Allowed);
-        }
-        assert_eq!(l.take("t", "e"), RateDecision::Limited { retry_after_secs: 1 });
-        assert_eq!(l.take("t", "other"), RateDecision::Allowed, "buckets are per (tenant, extension)");
-        assert_eq!(l.take("t2", "e"), RateDecision::Allowed);
-        let off = LocalRateLimiter::new(0, 0.0);
-        for _ in 0..1000 {
-            assert_eq!(off.take("t", "e"), RateDecision::Allowed);
-        }
-    }
-}
-
 /// Token buckets shared by every instance through Redis (one atomic script per check). When
 /// Redis is unreachable the per-instance buckets take over — logged and counted, never a
 /// silent fail-open — and Redis is retried after a short pause, so an outage costs requests
@@ -205,5 +185,25 @@ impl RateLimiter for RedisRateLimiter {
         }
         self.fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.local.take(tenant, extension)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_the_burst_then_limits_per_key() {
+        let l = LocalRateLimiter::new(3, 1.0);
+        for _ in 0..3 {
+            assert_eq!(l.take("t", "e"), RateDecision::Allowed);
+        }
+        assert_eq!(l.take("t", "e"), RateDecision::Limited { retry_after_secs: 1 });
+        assert_eq!(l.take("t", "other"), RateDecision::Allowed, "buckets are per (tenant, extension)");
+        assert_eq!(l.take("t2", "e"), RateDecision::Allowed);
+        let off = LocalRateLimiter::new(0, 0.0);
+        for _ in 0..1000 {
+            assert_eq!(off.take("t", "e"), RateDecision::Allowed);
+        }
     }
 }

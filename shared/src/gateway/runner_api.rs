@@ -117,15 +117,18 @@ impl ExecuteAnswer {
     }
 }
 
+/// (tenant, extension, idempotency key).
+type ReplayKey = (String, String, String);
+
 /// Completed answers by (tenant, extension, idempotency key), bounded and time-limited.
-pub(crate) struct ReplayCache(Mutex<LruCache<(String, String, String), (Instant, ExecuteAnswer)>>);
+pub(crate) struct ReplayCache(Mutex<LruCache<ReplayKey, (Instant, ExecuteAnswer)>>);
 
 impl ReplayCache {
     pub(crate) fn new() -> Self {
         Self(Mutex::new(LruCache::new(NonZeroUsize::new(10_000).expect("non-zero"))))
     }
 
-    fn get(&self, key: &(String, String, String)) -> Option<ExecuteAnswer> {
+    fn get(&self, key: &ReplayKey) -> Option<ExecuteAnswer> {
         let mut cache = self.0.lock();
         match cache.get(key) {
             Some((at, answer)) if at.elapsed() < REPLAY_WINDOW => Some(answer.clone()),
@@ -137,7 +140,7 @@ impl ReplayCache {
         }
     }
 
-    fn put(&self, key: (String, String, String), answer: ExecuteAnswer) {
+    fn put(&self, key: ReplayKey, answer: ExecuteAnswer) {
         self.0.lock().put(key, (Instant::now(), answer));
     }
 }

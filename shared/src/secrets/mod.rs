@@ -156,13 +156,14 @@ impl ResolvedSecrets {
 }
 
 type DecodeKey = (String, String, String);
+type EnvelopeCache = LruCache<(String, String), (Instant, Arc<SecretEnvelope>)>;
 
 /// Fetches and decodes envelopes with two bounded caches: envelopes by (install,
 /// secrets_version) for `ttl`, decoded maps by (install, secrets_version, ciphertext hash).
 pub struct SecretsResolver {
     source: Arc<dyn SecretSource>,
     ttl: Duration,
-    envelopes: Mutex<LruCache<(String, String), (Instant, Arc<SecretEnvelope>)>>,
+    envelopes: Mutex<EnvelopeCache>,
     decoded: Mutex<LruCache<DecodeKey, (Instant, Arc<SecretMap>)>>,
 }
 

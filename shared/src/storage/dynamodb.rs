@@ -87,6 +87,36 @@ fn entry_of(namespace: &str, key: &str, item: &HashMap<String, AttributeValue>) 
     Ok(KvEntry { namespace: namespace.into(), key: key.into(), value, revision })
 }
 
+/// A transaction `Put` with a condition.
+fn tx_put(table: &str, item: HashMap<String, AttributeValue>, condition: &str) -> TransactWriteItem {
+    let put = Put::builder().table_name(table).set_item(Some(item)).condition_expression(condition).build().expect("complete put");
+    TransactWriteItem::builder().put(put).build()
+}
+
+/// A transaction `Update` (an optional condition, named values).
+fn tx_update(
+    table: &str,
+    key: HashMap<String, AttributeValue>,
+    expression: &str,
+    condition: Option<&str>,
+    values: &[(&str, AttributeValue)],
+) -> TransactWriteItem {
+    let mut u = Update::builder().table_name(table).set_key(Some(key)).update_expression(expression).set_condition_expression(condition.map(str::to_string));
+    for (name, value) in values {
+        u = u.expression_attribute_values(*name, value.clone());
+    }
+    TransactWriteItem::builder().update(u.build().expect("complete update")).build()
+}
+
+/// A transaction `Delete` with a condition (and named values).
+fn tx_delete(table: &str, key: HashMap<String, AttributeValue>, condition: &str, values: &[(&str, AttributeValue)]) -> TransactWriteItem {
+    let mut d = Delete::builder().table_name(table).set_key(Some(key)).condition_expression(condition);
+    for (name, value) in values {
+        d = d.expression_attribute_values(*name, value.clone());
+    }
+    TransactWriteItem::builder().delete(d.build().expect("complete delete")).build()
+}
+
 /// Attempts before a contended put gives up (each round is a conditional write that lost).
 const MAX_ROUNDS: usize = 8;
 
@@ -120,41 +150,18 @@ impl DynamoKv {
     /// Register a namespace for the install (counted against `max_namespaces`).
     async fn register_namespace(&self, s: &Scope, ns: &str, limits: &KvLimits) -> Result<(), KvError> {
         let pk = scope_pk(s);
+        let counter = HashMap::from([("pk".into(), sv(pk.clone())), ("sk".into(), sv(format!("NS#{ns}"))), ("key_count".into(), nv(0))]);
         let result = self
             .client
             .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .put(
-                        Put::builder()
-                            .table_name(&self.table)
-                            .set_item(Some(HashMap::from([
-                                ("pk".into(), sv(pk.clone())),
-                                ("sk".into(), sv(format!("NS#{ns}"))),
-                                ("key_count".into(), nv(0)),
-                            ])))
-                            .condition_expression("attribute_not_exists(pk)")
-                            .build()
-                            .expect("complete put"),
-                    )
-                    .build(),
-            )
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(
-                        Update::builder()
-                            .table_name(&self.table)
-                            .set_key(Some(key(pk, "META".into())))
-                            .update_expression("SET ns_count = if_not_exists(ns_count, :zero) + :one")
-                            .condition_expression("attribute_not_exists(ns_count) OR ns_count < :max")
-                            .expression_attribute_values(":zero", nv(0))
-                            .expression_attribute_values(":one", nv(1))
-                            .expression_attribute_values(":max", nv(limits.max_namespaces as u64))
-                            .build()
-                            .expect("complete update"),
-                    )
-                    .build(),
-            )
+            .transact_items(tx_put(&self.table, counter, "attribute_not_exists(pk)"))
+            .transact_items(tx_update(
+                &self.table,
+                key(pk, "META".into()),
+                "SET ns_count = if_not_exists(ns_count, :zero) + :one",
+                Some("attribute_not_exists(ns_count) OR ns_count < :max"),
+                &[(":zero", nv(0)), (":one", nv(1)), (":max", nv(limits.max_namespaces as u64))],
+            ))
             .send()
             .await;
         match result {
@@ -171,41 +178,23 @@ impl DynamoKv {
     /// Create a new key, counting it against the namespace's limit. `Ok(None)` = the key was
     /// created concurrently (retry as an update); `Err(Missing)` = namespace not registered.
     async fn create(&self, s: &Scope, ns: &str, k: &str, value: &[u8], limits: &KvLimits) -> Result<Option<KvEntry>, KvError> {
+        let entry = HashMap::from([
+            ("pk".into(), sv(entry_pk(s, ns))),
+            ("sk".into(), sv(k)),
+            ("v".into(), AttributeValue::B(value.to_vec().into())),
+            ("revision".into(), nv(1)),
+        ]);
         let result = self
             .client
             .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .put(
-                        Put::builder()
-                            .table_name(&self.table)
-                            .set_item(Some(HashMap::from([
-                                ("pk".into(), sv(entry_pk(s, ns))),
-                                ("sk".into(), sv(k)),
-                                ("v".into(), AttributeValue::B(value.to_vec().into())),
-                                ("revision".into(), nv(1)),
-                            ])))
-                            .condition_expression("attribute_not_exists(pk)")
-                            .build()
-                            .expect("complete put"),
-                    )
-                    .build(),
-            )
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(
-                        Update::builder()
-                            .table_name(&self.table)
-                            .set_key(Some(key(scope_pk(s), format!("NS#{ns}"))))
-                            .update_expression("SET key_count = key_count + :one")
-                            .condition_expression("attribute_exists(key_count) AND key_count < :max")
-                            .expression_attribute_values(":one", nv(1))
-                            .expression_attribute_values(":max", nv(limits.max_keys_per_namespace as u64))
-                            .build()
-                            .expect("complete update"),
-                    )
-                    .build(),
-            )
+            .transact_items(tx_put(&self.table, entry, "attribute_not_exists(pk)"))
+            .transact_items(tx_update(
+                &self.table,
+                key(scope_pk(s), format!("NS#{ns}")),
+                "SET key_count = key_count + :one",
+                Some("attribute_exists(key_count) AND key_count < :max"),
+                &[(":one", nv(1)), (":max", nv(limits.max_keys_per_namespace as u64))],
+            ))
             .send()
             .await;
         match result {
@@ -240,33 +229,8 @@ impl DynamoKv {
         let _ = self
             .client
             .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .delete(
-                        Delete::builder()
-                            .table_name(&self.table)
-                            .set_key(Some(key(pk.clone(), format!("NS#{ns}"))))
-                            .condition_expression("key_count = :zero")
-                            .expression_attribute_values(":zero", nv(0))
-                            .build()
-                            .expect("complete delete"),
-                    )
-                    .build(),
-            )
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(
-                        Update::builder()
-                            .table_name(&self.table)
-                            .set_key(Some(key(pk, "META".into())))
-                            .update_expression("SET ns_count = ns_count - :one")
-                            .condition_expression("attribute_exists(ns_count)")
-                            .expression_attribute_values(":one", nv(1))
-                            .build()
-                            .expect("complete update"),
-                    )
-                    .build(),
-            )
+            .transact_items(tx_delete(&self.table, key(pk.clone(), format!("NS#{ns}")), "key_count = :zero", &[(":zero", nv(0))]))
+            .transact_items(tx_update(&self.table, key(pk, "META".into()), "SET ns_count = ns_count - :one", Some("attribute_exists(ns_count)"), &[(":one", nv(1))]))
             .send()
             .await;
     }
@@ -317,32 +281,14 @@ impl KvStore for DynamoKv {
         let result = self
             .client
             .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .delete(
-                        Delete::builder()
-                            .table_name(&self.table)
-                            .set_key(Some(key(entry_pk(s, namespace), key_.into())))
-                            .condition_expression("attribute_exists(pk)")
-                            .build()
-                            .expect("complete delete"),
-                    )
-                    .build(),
-            )
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(
-                        Update::builder()
-                            .table_name(&self.table)
-                            .set_key(Some(key(scope_pk(s), format!("NS#{namespace}"))))
-                            .update_expression("SET key_count = key_count - :one")
-                            .condition_expression("attribute_exists(key_count)")
-                            .expression_attribute_values(":one", nv(1))
-                            .build()
-                            .expect("complete update"),
-                    )
-                    .build(),
-            )
+            .transact_items(tx_delete(&self.table, key(entry_pk(s, namespace), key_.into()), "attribute_exists(pk)", &[]))
+            .transact_items(tx_update(
+                &self.table,
+                key(scope_pk(s), format!("NS#{namespace}")),
+                "SET key_count = key_count - :one",
+                Some("attribute_exists(key_count)"),
+                &[(":one", nv(1))],
+            ))
             .send()
             .await;
         match result {
