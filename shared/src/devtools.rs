@@ -27,8 +27,12 @@ pub fn ensure_npm_packages(tools: &Path) -> Result<()> {
     let tools = tools.to_path_buf();
     let lockfile = std::fs::read(tools.join("package-lock.json")).with_context(|| format!("reading {}/package-lock.json", tools.display()))?;
     let wanted = hex::encode(Sha256::digest(&lockfile));
-    let marker = tools.join("node_modules/.kelp-installed");
-    let ready = || std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str());
+    // Beside node_modules, not inside: a user's own `npm ci` (which recreates node_modules
+    // from the same lock file) leaves it valid.
+    let marker = tools.join(".kelp-installed");
+    let ready = || {
+        std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) && tools.join("node_modules").is_dir()
+    };
     if ready() {
         return Ok(());
     }

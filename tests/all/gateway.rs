@@ -234,3 +234,57 @@ async fn execution_records_and_refusals_reach_the_audit_log() {
     assert_eq!(exec.details["http_status"], 200);
     assert!(rows.items.iter().any(|r| r.action == "access.denied" && r.actor == "user-1"), "the 403 is audited");
 }
+
+#[tokio::test]
+async fn header_allow_lists_hold_both_ways() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_fixture("echo")).await;
+    let install = kelp.install(&published, "acme", &[]).await;
+    let r = kelp
+        .client
+        .post(format!("{}/api/ext/test.echo/echo?x=1", kelp.base))
+        .bearer_auth(token("acme", RW))
+        .header("cookie", "secret=1")
+        .header("x-custom", "nope")
+        .header("user-agent", "kelp-test")
+        .header("x-idempotency-key", "idem-1")
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["x-ext-trace"], "abc");
+    assert_eq!(h["cache-control"], "no-store");
+    assert!(h.get("set-cookie").is_none(), "never set-cookie");
+    assert!(h.get("x-powered-by").is_none(), "not on the allow-list");
+    assert!(h.get("x-ext-bad").is_none(), "invalid value dropped, no panic");
+    let echo = json_body(r).await;
+    let seen = echo["headers"].as_object().unwrap();
+    assert!(seen.get("authorization").is_none() && seen.get("cookie").is_none() && seen.get("x-custom").is_none(), "{seen:?}");
+    assert_eq!(seen["user-agent"], "kelp-test");
+    assert_eq!(seen["x-idempotency-key"], "idem-1");
+    assert_eq!(seen["x-alga-tenant"], "acme");
+    assert_eq!(seen["x-alga-extension"], published.extension.id.as_str());
+    assert_eq!(echo["url"], "/echo?x=1");
+    assert_eq!(echo["body"], "payload");
+    assert_eq!(echo["context"]["installId"], install.install_id.as_str());
+    let events = kelp.platform.debug.backlog("acme", &published.extension.id, 50).await.unwrap();
+    assert!(events.iter().any(|e| e.event.message.contains("x-powered-by") && e.event.level == "warn"), "dropped headers are reported");
+    // The guest's status is the HTTP status; an impossible one is a 502.
+    assert_eq!(kelp.get("/api/ext/test.echo/echo?status=418", &token("acme", RW)).await.status(), 418);
+    let bad = kelp.get("/api/ext/test.echo/echo?status=1000", &token("acme", RW)).await;
+    assert_eq!(bad.status(), 502);
+    assert_eq!(json_body(bad).await["error"]["code"], "extension_error");
+}
+
+#[tokio::test]
+async fn client_portal_users_are_admitted_with_the_hook_and_a_client_id() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_fixture("echo")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let with_id = token_with(json!({"sub": "c1", "tenant": "acme", "perms": RW, "user_type": "client", "client_id": "cl-1"}));
+    assert_eq!(kelp.get("/api/ext/test.echo/echo", &with_id).await.status(), 200);
+    let without = token_with(json!({"sub": "c1", "tenant": "acme", "perms": RW, "user_type": "client"}));
+    assert_eq!(kelp.get("/api/ext/test.echo/echo", &without).await.status(), 403, "a client-portal user needs a client_id");
+}
