@@ -16,12 +16,13 @@ struct Up {
     _data: tempfile::TempDir,
 }
 
-async fn kelp_up() -> Up {
+async fn kelp_up(extra_args: &[&str], env: &[(String, String)]) -> Up {
     let data = tempfile::tempdir().unwrap();
     let port = kelp_tests::services::free_port();
-    let redis = kelp_tests::services::shared_redis();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kelp"))
-        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", data.path().to_str().unwrap(), "--redis", &redis])
+        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", data.path().to_str().unwrap()])
+        .args(extra_args)
+        .envs(env.iter().cloned())
         .env("KELP_ARTIFACT_DIR", fixtures_dir().join("artifacts"))
         .env("RUNNER_DEBUG_REDIS_STREAM_PREFIX", format!("docs-{}:", uuid::Uuid::new_v4().simple()))
         .current_dir(repo_root())
@@ -90,7 +91,8 @@ fn blocks(path: &Path, lang: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kelp_up_serves_the_examples_and_every_documented_command_works() {
-    let up = kelp_up().await;
+    let redis = kelp_tests::services::shared_redis();
+    let up = kelp_up(&["--redis", &redis], &[]).await;
     // The commands kelp up prints work as printed.
     let curls: Vec<&String> = up.printed.iter().filter(|l| l.starts_with("curl ")).collect();
     assert!(curls.len() >= 5, "{:?}", up.printed);
@@ -125,4 +127,20 @@ async fn kelp_up_serves_the_examples_and_every_documented_command_works() {
         }
     }
     assert!(ran >= 15, "only {ran} documented blocks ran: were the fences renamed?");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kelp_up_runs_on_the_aws_backends_against_moto() {
+    let env: Vec<(String, String)> = kelp_tests::aws::aws_env(&kelp_tests::aws::moto_url()).into_iter().filter(|(k, _)| k != "KELP_BACKEND").collect();
+    let up = kelp_up(&["--aws"], &env).await;
+    let out = bash(&format!("curl -s -H \"Authorization: Bearer $KELP_TOKEN\" {}/api/ext/com.kelp.examples.js-notes/hello", up.base), &up);
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("Hello from kelp up, demo!"), "{body}");
+    // The install, its config and its secret envelope live in DynamoDB and Secrets Manager.
+    let settings = kelp_runtime::Settings::from_map(&env.iter().cloned().collect()).unwrap();
+    let backends = kelp_runtime::platform::Backends::aws(&settings).await.unwrap();
+    let installs = backends.installs.list_installs(Some("demo"), &Default::default()).await.unwrap();
+    assert_eq!(installs.items.len(), 2, "both examples installed in DynamoDB");
+    let js = installs.items.iter().find(|i| i.secrets_ref.is_some()).expect("the JS example has secrets");
+    assert!(backends.secrets.fetch(js.secrets_ref.as_ref().unwrap()).await.is_ok(), "its envelope is in Secrets Manager");
 }

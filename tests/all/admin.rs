@@ -126,6 +126,15 @@ async fn permission_boundaries_hold() {
     }
     let (_, listed) = call(&kelp, "GET", "/admin/installs", &acme, None).await;
     assert!(listed["items"].as_array().unwrap().is_empty());
+    // Grants are a subset of what the manifest declares (cap:debug.logs excepted).
+    let (status, body) = call(&kelp, "POST", "/admin/installs", &acme, Some(json!({"extension": "com.kelp.examples.wat-hello", "version": "1.0.0", "capabilities": ["http.fetch"]}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("not declared"));
+    let (status, _) = call(&kelp, "POST", "/admin/installs", &acme, Some(json!({"extension": "com.kelp.examples.wat-hello", "version": "1.0.0", "egress": ["*"]}))).await;
+    assert_eq!(status, 400, "a bare * egress entry is refused at install time");
+    let (status, ok) = call(&kelp, "POST", "/admin/installs", &acme, Some(json!({"extension": "com.kelp.examples.wat-hello", "version": "1.0.0", "capabilities": ["log.emit", "debug.logs"]}))).await;
+    assert_eq!(status, 201, "{ok}");
+    assert_eq!(ok["debug_logs"], true, "cap:debug.logs needs no declaration");
     let (status, got) = call(&kelp, "GET", &format!("/admin/installs/{b_id}?tenant=globex"), &ops, None).await;
     assert_eq!((status, got["tenant_id"].as_str()), (200, Some("globex")), "operators reach any tenant");
     let (_, all) = call(&kelp, "GET", "/admin/installs", &ops, None).await;

@@ -65,3 +65,26 @@ async fn a_stdout_flood_is_capped_and_marked_truncated() {
     assert_eq!(marker.event.install_id, install.install_id);
     assert!(events.iter().any(|e| e.event.stream == "log" && e.event.message == "wrote 20000 lines to stdout"));
 }
+
+#[tokio::test]
+async fn fuel_metering_stops_a_spinning_guest_when_configured() {
+    let kelp = TestKelp::start_with(&[("KELP_FUEL", "5000000"), ("KELP_EXEC_TIMEOUT_MS", "20000")]).await;
+    let spin = kelp.publish(&staged_wat("test.spin-fuel", "(loop $forever (br $forever))")).await;
+    kelp.install(&spin, "acme", &[]).await;
+    let started = std::time::Instant::now();
+    let (status, code) = error_code(kelp.get("/api/ext/test.spin-fuel/run", &token("acme", RW)).await).await;
+    assert_eq!((status, code.as_str()), (504, "extension_timeout"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "fuel ran out long before the 20 s wall clock: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn one_epoch_ticker_thread_serves_every_engine_of_the_process() {
+    let _a = TestKelp::start().await;
+    let _b = TestKelp::start_with(&[("KELP_POOLING", "false")]).await;
+    let tickers = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .filter(|name| name.trim() == "kelp-epoch")
+        .count();
+    assert_eq!(tickers, 1);
+}
