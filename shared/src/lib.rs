@@ -10,6 +10,7 @@ pub mod auth;
 pub mod aws;
 pub mod bindings;
 pub mod blobs;
+pub mod body;
 pub mod business;
 pub mod cache;
 pub mod components;

@@ -129,3 +129,24 @@ async fn replays_an_idempotent_answer() {
     let fresh = decoded(&json_body(call(&kelp, &put("three"), &[("x-idempotency-key", "k2")]).await).await);
     assert_eq!(fresh["revision"], 2);
 }
+
+#[tokio::test]
+async fn bodies_are_capped_at_the_configured_limit_not_a_framework_default() {
+    let kelp = TestKelp::start_with(&[("KELP_RUNNER_SERVICE_TOKEN", SERVICE_TOKEN), ("KELP_MAX_BODY_BYTES", "4194304")]).await;
+    let post = |size: usize| {
+        kelp.client
+            .post(format!("{}/v1/execute", kelp.base))
+            .header("x-runner-service-token", SERVICE_TOKEN)
+            .header("x-alga-tenant", "acme")
+            .header("x-alga-extension", "e")
+            .body(vec![b' '; size])
+            .send()
+    };
+    let r = post(3 << 20).await.unwrap();
+    assert_eq!(r.status(), 400, "3 MiB is under the 4 MiB cap: parsed (and refused as malformed), not a 413");
+    let r = post((4 << 20) + 1).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let body = json_body(r).await;
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    assert!(body["error"]["request_id"].is_string());
+}

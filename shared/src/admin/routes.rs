@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -17,6 +16,7 @@ use serde_json::{json, Value};
 use super::idempotency::{self, Lookup};
 use super::service::{self, NewInstall};
 use super::{audit, target_tenant, Admin};
+use crate::body::{BodyLimit, LimitedBytes};
 use crate::auth::{identify, Identity, PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS, PERM_PLATFORM_PUBLISH};
 use crate::error::ApiError;
 use crate::gateway::{request_id_layer, RequestId};
@@ -45,6 +45,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/admin/grants", get(list_grants).post(create_grant))
         .route("/admin/grants/{grant}", delete(revoke_grant))
         .route("/admin/audit", get(query_audit))
+        .layer(Extension(BodyLimit(admin.max_body_bytes)))
         .with_state(admin)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(request_id_layer))
@@ -216,13 +217,10 @@ struct PublishByReference {
     bundle_key: String,
 }
 
-async fn publish_version(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, body: Bytes) -> Response {
+async fn publish_version(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, LimitedBytes(body): LimitedBytes) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_PLATFORM_PUBLISH], "publish").await?;
-        if body.len() > admin.max_body_bytes {
-            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("bundle over {} bytes", admin.max_body_bytes)));
-        }
         let tenant = caller.identity.tenant.clone();
         idempotent(&admin, &caller, &tenant, &meta, &body, || async {
             // Large bundles (past Lambda's 6 MB payload) are uploaded to the bucket's
@@ -370,7 +368,7 @@ fn yes() -> bool {
     true
 }
 
-async fn create_install(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, body: Bytes) -> Response {
+async fn create_install(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, LimitedBytes(body): LimitedBytes) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "manage installs").await?;
@@ -453,7 +451,7 @@ struct UpdateInstall {
     debug_logs: Option<bool>,
 }
 
-async fn update_install(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, Path(id): Path<String>, Query(q): Query<TenantQuery>, body: Bytes) -> Response {
+async fn update_install(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, Path(id): Path<String>, Query(q): Query<TenantQuery>, LimitedBytes(body): LimitedBytes) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "manage installs").await?;
@@ -536,7 +534,7 @@ struct ConfigBody {
     config: BTreeMap<String, String>,
 }
 
-async fn put_config(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, Path(id): Path<String>, Query(q): Query<TenantQuery>, body: Bytes) -> Response {
+async fn put_config(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, Path(id): Path<String>, Query(q): Query<TenantQuery>, LimitedBytes(body): LimitedBytes) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "set config").await?;
@@ -562,7 +560,7 @@ struct SecretsBody {
     expires_at: Option<String>,
 }
 
-async fn put_secrets(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, Path(id): Path<String>, Query(q): Query<TenantQuery>, body: Bytes) -> Response {
+async fn put_secrets(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, Path(id): Path<String>, Query(q): Query<TenantQuery>, LimitedBytes(body): LimitedBytes) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "set secrets").await?;
@@ -601,7 +599,7 @@ struct GrantBody {
 /// Longest a debug grant may run.
 const MAX_GRANT_SECS: u64 = 7 * 24 * 3600;
 
-async fn create_grant(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, body: Bytes) -> Response {
+async fn create_grant(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, LimitedBytes(body): LimitedBytes) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_PLATFORM_OPS], "grant debug access").await?;

@@ -91,7 +91,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/ext-ui/{extension_id}/{content_hash}/", get(crate::ui::handle))
         .route("/ext-ui/{extension_id}/{content_hash}/{*path}", get(crate::ui::handle))
         .route("/healthz", get(health))
+        .layer(axum::Extension(crate::body::BodyLimit(gateway.platform.settings.max_body_bytes)))
         .with_state(gateway)
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(request_id_layer))
 }
 

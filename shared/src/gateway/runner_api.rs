@@ -9,7 +9,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use crate::body::LimitedBytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -154,7 +154,7 @@ pub async fn handle(
     State(gw): State<Arc<Gateway>>,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
-    body: Bytes,
+    LimitedBytes(body): LimitedBytes,
 ) -> Response {
     match serve(&gw, &request_id.0, &headers, &body).await {
         Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
@@ -174,9 +174,6 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
     let tenant_h = header(headers, "x-alga-tenant").ok_or_else(|| ApiError::bad_request("x-alga-tenant header is required"))?;
     let extension_h =
         header(headers, "x-alga-extension").ok_or_else(|| ApiError::bad_request("x-alga-extension header is required"))?;
-    if body.len() > settings.max_body_bytes {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body over {} bytes", settings.max_body_bytes)));
-    }
     let req: ExecuteBody =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed execute request: {e}")))?;
     if req.context.tenant_id != tenant_h {

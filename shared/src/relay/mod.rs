@@ -72,6 +72,8 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .route("/api/ext-debug/console", get(console))
         .route("/api/ext-debug/healthz", get(health))
         .with_state(relay)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::Extension(crate::body::BodyLimit(64 * 1024)))
         .layer(axum::middleware::from_fn(request_id_layer))
 }
 

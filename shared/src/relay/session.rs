@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use super::access::{authorize, Target};
 use super::{poll_body, Relay, StreamQuery, Viewer};
 use crate::admin::audit;
+use crate::body::LimitedBytes;
 use crate::debug::{DebugBus, StoredEvent};
 use crate::error::ApiError;
 use crate::stores::now_rfc3339;
@@ -225,7 +226,7 @@ async fn switch_to_fallback(source: &mut Source, tx: &mpsc::Sender<Bytes>, error
 }
 
 /// `POST /api/ext-debug/stream` with `{lastId?}` → `{events, lastId}` for polling clients.
-pub async fn poll(State(relay): State<Arc<Relay>>, viewer: Viewer, Query(q): Query<StreamQuery>, body: Bytes) -> Response {
+pub async fn poll(State(relay): State<Arc<Relay>>, viewer: Viewer, Query(q): Query<StreamQuery>, LimitedBytes(body): LimitedBytes) -> Response {
     let answer = async {
         let platform = &relay.platform;
         let last = poll_body(&body)?;
