@@ -147,6 +147,20 @@ impl DynamoKv {
         }
     }
 
+    /// The namespace's counter item, if the namespace is registered.
+    async fn namespace_counter(&self, s: &Scope, ns: &str) -> Result<Option<HashMap<String, AttributeValue>>, KvError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(scope_pk(s), format!("NS#{ns}"))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| err("GetItem", e))?;
+        Ok(out.item)
+    }
+
     /// Register a namespace for the install (counted against `max_namespaces`).
     async fn register_namespace(&self, s: &Scope, ns: &str, limits: &KvLimits) -> Result<(), KvError> {
         let pk = scope_pk(s);
@@ -203,16 +217,7 @@ impl DynamoKv {
                 Some(r) if r.first() == Some(&true) => Ok(None),
                 Some(_) => {
                     // Namespace full, or not registered yet.
-                    let counter = self
-                        .client
-                        .get_item()
-                        .table_name(&self.table)
-                        .set_key(Some(key(scope_pk(s), format!("NS#{ns}"))))
-                        .consistent_read(true)
-                        .send()
-                        .await
-                        .map_err(|e| err("GetItem", e))?;
-                    if counter.item.is_some() {
+                    if self.namespace_counter(s, ns).await?.is_some() {
                         Err(KvError::Limit(format!("namespace {ns:?} already holds {} keys (the limit)", limits.max_keys_per_namespace)))
                     } else {
                         Err(KvError::Missing)
@@ -293,16 +298,8 @@ impl KvStore for DynamoKv {
             .await;
         match result {
             Ok(_) => {
-                let counter = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key(scope_pk(s), format!("NS#{namespace}"))))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(|e| err("GetItem", e))?;
-                let empty = counter.item.and_then(|i| i.get("key_count").and_then(|v| v.as_n().ok()).map(|n| n == "0")).unwrap_or(false);
+                let counter = self.namespace_counter(s, namespace).await?;
+                let empty = counter.and_then(|i| i.get("key_count").and_then(|v| v.as_n().ok()).map(|n| n == "0")).unwrap_or(false);
                 if empty {
                     self.release_namespace_if_empty(s, namespace).await;
                 }

@@ -181,41 +181,43 @@ impl SqliteStores {
     pub fn new(db: SqliteDb) -> Self {
         Self { db }
     }
+
+    /// The extension whose `column` (`id` or `name`, both unique) equals `value`.
+    async fn extension_where(&self, column: &'static str, value: String) -> StoreResult<Option<ExtensionRecord>> {
+        self.db
+            .run(move |c| {
+                c.query_row(&format!("SELECT id, name, publisher, created_at FROM extensions WHERE {column} = ?1"), [value], extension_row)
+                    .optional()
+            })
+            .await
+    }
 }
 
 #[async_trait]
 impl Registry for SqliteStores {
     async fn ensure_extension(&self, ext: &ExtensionRecord) -> StoreResult<ExtensionRecord> {
         let ext = ext.clone();
+        let insert = ext.clone();
         self.db
             .run(move |c| {
                 c.execute(
                     "INSERT INTO extensions (id, name, publisher, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
-                    params![ext.id, ext.name, ext.publisher, ext.created_at],
+                    params![insert.id, insert.name, insert.publisher, insert.created_at],
                 )?;
-                c.query_row("SELECT id, name, publisher, created_at FROM extensions WHERE name = ?1", [&ext.name], extension_row)
+                Ok(())
             })
-            .await
+            .await?;
+        self.extension_where("name", ext.name.clone())
+            .await?
+            .ok_or_else(|| StoreError::Internal("extension vanished after insert".into()))
     }
 
     async fn get_extension(&self, id: &str) -> StoreResult<Option<ExtensionRecord>> {
-        let id = id.to_string();
-        self.db
-            .run(move |c| {
-                c.query_row("SELECT id, name, publisher, created_at FROM extensions WHERE id = ?1", [id], extension_row)
-                    .optional()
-            })
-            .await
+        self.extension_where("id", id.to_string()).await
     }
 
     async fn find_extension_by_name(&self, name: &str) -> StoreResult<Option<ExtensionRecord>> {
-        let name = name.to_lowercase();
-        self.db
-            .run(move |c| {
-                c.query_row("SELECT id, name, publisher, created_at FROM extensions WHERE name = ?1", [name], extension_row)
-                    .optional()
-            })
-            .await
+        self.extension_where("name", name.to_lowercase()).await
     }
 
     async fn list_extensions(&self, page: &PageRequest) -> StoreResult<Page<ExtensionRecord>> {
