@@ -314,6 +314,11 @@ impl Settings {
                 frame_ancestors: text(env, "KELP_UI_FRAME_ANCESTORS").unwrap_or_else(|| "'self'".into()),
             },
         };
+        for (name, value) in [("KELP_UI_CSP", &settings.ui.csp), ("KELP_UI_FRAME_ANCESTORS", &settings.ui.frame_ancestors)] {
+            if axum::http::HeaderValue::from_str(value).is_err() {
+                bail!("{name} must be a valid header value (visible ASCII)");
+            }
+        }
         if settings.backend == BackendKind::Aws && settings.bucket.is_none() {
             bail!("KELP_BACKEND=aws needs KELP_BUCKET (bundles and precompiled artifacts live in S3)");
         }

@@ -73,6 +73,11 @@ async fn publish_install_configure_upgrade_roll_back_and_audit() {
     assert!(!got.to_string().contains("t0p-s3cret"));
     assert_eq!(got["has_secrets"], true);
 
+    // A refused part refuses the whole change: the version does not move either.
+    let (status, _) = call(&kelp, "PATCH", &format!("/admin/installs/{id}"), &manager, Some(json!({"version": "1.1.0", "capabilities": ["http.fetch"]}))).await;
+    assert_eq!(status, 400);
+    let (_, still) = call(&kelp, "GET", &format!("/admin/installs/{id}"), &manager, None).await;
+    assert_eq!(still["version_id"], v1["version"]["id"], "nothing half-applied");
     // Upgrade, then roll back.
     let (status, up) = call(&kelp, "PATCH", &format!("/admin/installs/{id}"), &manager, Some(json!({"version": "1.1.0"}))).await;
     assert_eq!((status, up["version_id"].as_str()), (200, v2["version"]["id"].as_str()));

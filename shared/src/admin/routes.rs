@@ -458,14 +458,18 @@ async fn update_install(State(admin): State<Arc<Admin>>, caller: Caller, meta: M
         let req: UpdateInstall = parse_json(&body)?;
         let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
         idempotent(&admin, &caller, &tenant, &meta, &body, || async {
+            // Everything is checked first and applied in one conditional write: a refused
+            // part leaves the install untouched.
             let current = load_install(platform, &tenant, &id).await?;
             let from_version = current.version_id.clone();
-            if let Some(v) = &req.version {
-                let ext = find_extension(platform, &current.extension_id).await?;
-                let version = resolve_version(platform, &ext, v).await?;
-                service::set_version(platform, &tenant, &id, &version.id).await?;
-            }
-            let version = platform.version(&load_install(platform, &tenant, &id).await?.version_id).await?.ok_or_else(|| ApiError::internal("install without version"))?;
+            let version = match &req.version {
+                Some(v) => {
+                    let ext = find_extension(platform, &current.extension_id).await?;
+                    resolve_version(platform, &ext, v).await?
+                }
+                None => (*platform.version(&current.version_id).await?.ok_or_else(|| ApiError::internal("install without version"))?).clone(),
+            };
+            let to_version = version.id.clone();
             let checked_caps = match &req.capabilities {
                 Some(caps) => Some(service::check_grants(caps, &version.manifest.capabilities)?),
                 None => None,
@@ -475,6 +479,7 @@ async fn update_install(State(admin): State<Arc<Admin>>, caller: Caller, meta: M
                 None => None,
             };
             let updated = service::update_install(platform, &tenant, &id, |i| {
+                i.version_id = to_version;
                 if let Some(enabled) = req.enabled {
                     i.enabled = enabled;
                 }

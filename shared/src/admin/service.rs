@@ -167,26 +167,6 @@ pub async fn set_secrets(
     .await
 }
 
-/// Move an install to another version of its extension (upgrade or rollback).
-pub async fn set_version(platform: &Platform, tenant: &str, install_id: &str, version_id: &str) -> Result<InstallRecord, AdminError> {
-    let install = platform
-        .installs
-        .get_install(tenant, install_id)
-        .await?
-        .ok_or_else(|| AdminError::NotFound(format!("install {install_id} not found")))?;
-    let version = platform
-        .version(version_id)
-        .await?
-        .filter(|v| v.extension_id == install.extension_id)
-        .ok_or_else(|| AdminError::NotFound(format!("version {version_id} of this extension not found")))?;
-    let version_id = version.id.clone();
-    update_install(platform, tenant, install_id, |i| {
-        i.version_id = version_id;
-        Ok(())
-    })
-    .await
-}
-
 /// Uninstall; storage data is purged only when asked. Returns the purged entry count.
 pub async fn uninstall(platform: &Platform, tenant: &str, install_id: &str, purge: bool) -> Result<u64, AdminError> {
     let install = platform
