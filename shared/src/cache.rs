@@ -215,19 +215,22 @@ impl ModuleCache {
         let path = self.local_path(component_hash);
         // Republishing (or `kelp up` restarting) reuses a good local artifact of the same
         // component bytes instead of compiling again; it still gets linked and uploaded.
-        let artifact = match self.load_local(&path).await {
-            Some(_) => tokio::fs::read(&path).await.map_err(|e| CacheError::Invalid(e.to_string()))?,
+        let (component, artifact, compiled) = match self.load_local(&path).await {
+            Some(component) => (component, tokio::fs::read(&path).await.map_err(|e| CacheError::Invalid(e.to_string()))?, false),
             None => {
                 let artifact = self.compile(bytes).await?;
                 self.stats.compiles.fetch_add(1, Ordering::Relaxed);
-                artifact
+                // SAFETY: the artifact was produced a moment ago by this very engine.
+                let component = unsafe { Component::deserialize(&self.engine.engine, &artifact) }.map_err(|e| CacheError::Invalid(werr(e)))?;
+                (component, artifact, true)
             }
         };
-        // SAFETY: the artifact was produced a moment ago by this very engine.
-        let component = unsafe { Component::deserialize(&self.engine.engine, &artifact) }.map_err(|e| CacheError::Invalid(werr(e)))?;
         self.prepare(component, artifact.len())?;
         self.store_blob_artifact(component_hash, &artifact).await.map_err(|e| CacheError::Unavailable(e.to_string()))?;
-        write_local(&path, artifact).await
+        if compiled {
+            write_local(&path, artifact).await?;
+        }
+        Ok(())
     }
 
     /// Whether the blob store holds an artifact for this engine.

@@ -143,7 +143,8 @@ pub fn stage_example(root: &Path, example: &Path, staging: &Path) -> Result<Path
     Ok(dir)
 }
 
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+/// Copy a directory tree, writing only files whose content differs (see `write_if_changed`).
+pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;

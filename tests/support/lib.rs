@@ -83,11 +83,7 @@ pub fn staged_fixture(name: &str) -> PathBuf {
         .unwrap_or_else(|e| panic!("building fixture {name}: {e:#}"));
     write_atomic(&dir.join("manifest.json"), &std::fs::read(src.join("manifest.json")).unwrap());
     if src.join("ui").is_dir() {
-        std::fs::create_dir_all(dir.join("ui")).unwrap();
-        for entry in std::fs::read_dir(src.join("ui")).unwrap() {
-            let path = entry.unwrap().path();
-            write_atomic(&dir.join("ui").join(path.file_name().unwrap()), &std::fs::read(&path).unwrap());
-        }
+        devtools::copy_tree(&src.join("ui"), &dir.join("ui")).unwrap();
     }
     dir
 }
