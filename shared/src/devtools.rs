@@ -117,27 +117,52 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The sources a staged guest is made from.
+pub struct GuestSources<'a> {
+    /// manifest.json to publish with.
+    pub manifest: &'a Path,
+    /// The guest's code: a `.wat` core module or a JavaScript entry file.
+    pub code: &'a Path,
+    /// The WIT world the component is built against.
+    pub world: &'a str,
+    /// Optional UI directory, copied to `ui/`.
+    pub ui: Option<&'a Path>,
+}
+
 /// Stage an example for publishing: its manifest and the freshly built component under
 /// `staging/<name>/` (sources stay where they are). Returns the staged directory.
 pub fn stage_example(root: &Path, example: &Path, staging: &Path) -> Result<PathBuf> {
-    let name = example.file_name().context("example directory name")?;
+    let name = example.file_name().context("example directory name")?.to_string_lossy().into_owned();
+    let wat = std::fs::read_dir(example)?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "wat"));
+    let (code, world) = match wat {
+        Some(wat) => (wat, "alga:extension/runner"),
+        None if example.join("src/index.js").is_file() => (example.join("src/index.js"), "kelp:extension/runner"),
+        None => bail!("{}: no *.wat or src/index.js", example.display()),
+    };
+    let ui = example.join("ui");
+    let manifest = example.join("manifest.json");
+    let sources = GuestSources { manifest: &manifest, code: &code, world, ui: ui.is_dir().then_some(ui.as_path()) };
+    stage_guest(root, &name, &sources, staging)
+}
+
+/// Stage a guest under `staging/<name>/`: manifest.json, dist/main.wasm and ui/. Concurrent
+/// stagers (parallel tests) take turns on a lock, the component is built outside the staged
+/// tree, and files are only rewritten when their content changes, so a reader packing the
+/// directory never sees a temporary, lock or stamp file in it.
+pub fn stage_guest(root: &Path, name: &str, sources: &GuestSources<'_>, staging: &Path) -> Result<PathBuf> {
     let dir = staging.join(name);
     std::fs::create_dir_all(dir.join("dist"))?;
-    let _lock = lock(&staging.join(format!("{}.lock", name.to_string_lossy())))?;
-    write_if_changed(&dir.join("manifest.json"), &std::fs::read(example.join("manifest.json"))?)?;
-    if example.join("ui").is_dir() {
-        copy_tree(&example.join("ui"), &dir.join("ui"))?;
+    std::fs::create_dir_all(staging.join(".build"))?;
+    let _lock = lock(&staging.join(".build").join(format!("{name}.lock")))?;
+    write_if_changed(&dir.join("manifest.json"), &std::fs::read(sources.manifest).with_context(|| format!("reading {}", sources.manifest.display()))?)?;
+    if let Some(ui) = sources.ui {
+        copy_tree(ui, &dir.join("ui"))?;
     }
-    // Build outside the staged tree (build stamps and locks must not end up in the bundle),
-    // then copy the component in.
-    let built = staging.join(".build").join(format!("{}.wasm", name.to_string_lossy()));
-    let wat = std::fs::read_dir(example)?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "wat"));
-    if let Some(wat) = wat {
-        build_wat(&wat, "alga:extension/runner", &built)?;
-    } else if example.join("src/index.js").is_file() {
-        build_js(root, &example.join("src/index.js"), "kelp:extension/runner", &built)?;
+    let built = staging.join(".build").join(format!("{name}.wasm"));
+    if sources.code.extension().is_some_and(|x| x == "wat") {
+        build_wat(sources.code, sources.world, &built)?;
     } else {
-        bail!("{}: no *.wat or src/index.js", example.display());
+        build_js(root, sources.code, sources.world, &built)?;
     }
     write_if_changed(&dir.join("dist/main.wasm"), &std::fs::read(&built)?)?;
     Ok(dir)

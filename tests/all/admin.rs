@@ -29,16 +29,21 @@ fn pack(dir: &std::path::Path) -> Vec<u8> {
     kelp_runtime::publish::pack_dir(dir).unwrap()
 }
 
-/// A copy of the WAT example with another manifest version (same component).
+/// The WAT example staged under another manifest version (same component).
 fn wat_version(version: &str) -> std::path::PathBuf {
-    let src = staged_example("wat-hello");
-    let dir = fixtures_dir().join("staged-versions").join(version);
-    std::fs::create_dir_all(dir.join("dist")).unwrap();
-    write_atomic(&dir.join("dist/main.wasm"), &std::fs::read(src.join("dist/main.wasm")).unwrap());
-    let mut manifest: Value = serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
+    let example = repo_root().join("examples/wat-hello");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(example.join("manifest.json")).unwrap()).unwrap();
     manifest["version"] = json!(version);
-    write_atomic(&dir.join("manifest.json"), manifest.to_string().as_bytes());
-    dir
+    let sources = fixtures_dir().join("version-sources").join(version);
+    std::fs::create_dir_all(&sources).unwrap();
+    write_atomic(&sources.join("manifest.json"), manifest.to_string().as_bytes());
+    let guest = kelp_runtime::devtools::GuestSources {
+        manifest: &sources.join("manifest.json"),
+        code: &example.join("hello.wat"),
+        world: "alga:extension/runner",
+        ui: None,
+    };
+    kelp_runtime::devtools::stage_guest(&repo_root(), version, &guest, &fixtures_dir().join("staged-versions")).unwrap()
 }
 
 #[tokio::test]

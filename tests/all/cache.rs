@@ -78,9 +78,9 @@ async fn components_of_the_plain_alga_world_run_unchanged() {
     // A componentize-js component built for alga:extension/runner (not Kelp's world): it
     // imports all twelve alga interfaces and WASI 0.2, and must link and run as is.
     let root = repo_root();
-    let dir = fixtures_dir().join("staged-alga-world/alga-js");
-    std::fs::create_dir_all(dir.join("dist")).unwrap();
-    let source = dir.join("index.js");
+    let sources = fixtures_dir().join("alga-world-sources");
+    std::fs::create_dir_all(&sources).unwrap();
+    let source = sources.join("index.js");
     write_atomic(
         &source,
         r#"import { getContext } from 'alga:extension/context';
@@ -94,14 +94,20 @@ export function handler(request) {
 "#
         .as_bytes(),
     );
-    kelp_runtime::devtools::build_js(&root, &source, "alga:extension/runner", &dir.join("dist/main.wasm")).unwrap();
     write_atomic(
-        &dir.join("manifest.json"),
+        &sources.join("manifest.json"),
         serde_json::json!({"name": "test.alga-js", "version": "1.0.0", "runtime": "wasm-js@1",
             "api": {"endpoints": [{"method": "POST", "path": "/items/:id", "handler": "handler"}]}})
         .to_string()
         .as_bytes(),
     );
+    let guest = kelp_runtime::devtools::GuestSources {
+        manifest: &sources.join("manifest.json"),
+        code: &source,
+        world: "alga:extension/runner",
+        ui: None,
+    };
+    let dir = kelp_runtime::devtools::stage_guest(&root, "alga-js", &guest, &fixtures_dir().join("staged-alga-world")).unwrap();
     let kelp = TestKelp::start().await;
     let published = kelp.publish(&dir).await;
     kelp.install(&published, "acme", &[]).await;

@@ -52,17 +52,24 @@ pub fn staged_wat(name: &str, prelude: &str) -> PathBuf {
     let anchor = "(call $log_info (i32.const 4240) (i32.const 27))";
     assert!(hello.contains(anchor), "hello.wat changed; update the test template");
     let wat = hello.replace(anchor, &format!("{anchor}\n{prelude}"));
-    let dir = fixtures_dir().join("staged-wat").join(name);
-    std::fs::create_dir_all(dir.join("dist")).unwrap();
-    let component = kelp_runtime::components::component_from_wat(&wat, "alga:extension/runner").expect("WAT component");
-    write_atomic(&dir.join("dist/main.wasm"), &component);
     let manifest = json!({
         "name": name, "publisher": "tests", "version": "1.0.0", "runtime": "wasm-wat@1",
         "capabilities": ["log.emit"],
         "api": {"endpoints": [{"method": "GET", "path": "/run", "handler": "handler"}]}
     });
-    write_atomic(&dir.join("manifest.json"), &serde_json::to_vec_pretty(&manifest).unwrap());
-    dir
+    // Generated sources live outside the staged tree; staging copies them in.
+    let sources = fixtures_dir().join("wat-sources").join(name);
+    std::fs::create_dir_all(&sources).unwrap();
+    write_atomic(&sources.join("guest.wat"), wat.as_bytes());
+    write_atomic(&sources.join("manifest.json"), &serde_json::to_vec_pretty(&manifest).unwrap());
+    let guest = devtools::GuestSources {
+        manifest: &sources.join("manifest.json"),
+        code: &sources.join("guest.wat"),
+        world: "alga:extension/runner",
+        ui: None,
+    };
+    devtools::stage_guest(&repo_root(), name, &guest, &fixtures_dir().join("staged-wat"))
+        .unwrap_or_else(|e| panic!("staging WAT guest {name}: {e:#}"))
 }
 
 /// Write a file atomically (parallel tests stage the same fixtures).
@@ -73,19 +80,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) {
 }
 
 /// Stage a test guest from `tests/fixtures/<name>` (index.js built for the plain Alga world
-/// plus its manifest).
+/// plus its manifest and optional ui/).
 pub fn staged_fixture(name: &str) -> PathBuf {
-    let root = repo_root();
-    let src = root.join("tests/fixtures").join(name);
-    let dir = fixtures_dir().join("staged-fixtures").join(name);
-    std::fs::create_dir_all(dir.join("dist")).unwrap();
-    devtools::build_js(&root, &src.join("index.js"), "alga:extension/runner", &dir.join("dist/main.wasm"))
-        .unwrap_or_else(|e| panic!("building fixture {name}: {e:#}"));
-    write_atomic(&dir.join("manifest.json"), &std::fs::read(src.join("manifest.json")).unwrap());
-    if src.join("ui").is_dir() {
-        devtools::copy_tree(&src.join("ui"), &dir.join("ui")).unwrap();
-    }
-    dir
+    let src = repo_root().join("tests/fixtures").join(name);
+    let ui = src.join("ui");
+    let guest = devtools::GuestSources {
+        manifest: &src.join("manifest.json"),
+        code: &src.join("index.js"),
+        world: "alga:extension/runner",
+        ui: ui.is_dir().then_some(ui.as_path()),
+    };
+    devtools::stage_guest(&repo_root(), name, &guest, &fixtures_dir().join("staged-fixtures"))
+        .unwrap_or_else(|e| panic!("building fixture {name}: {e:#}"))
 }
 
 /// A Kelp gateway serving on a loopback port over a fresh embedded default.
