@@ -157,6 +157,7 @@ async fn relay_section(work: &Path) -> Result<()> {
         // The burst below is larger than the default publish queue (10,000): size it so the
         // measurement is the viewer's rate, not queue overflow.
         env.insert("KELP_DEBUG_QUEUE".into(), "100000".into());
+        env.insert("KELP_RATE_BURST".into(), "0".into());
         if let Some(url) = &redis_url {
             env.insert("RUNNER_DEBUG_REDIS_URL".into(), url.clone());
             env.insert("RUNNER_DEBUG_REDIS_STREAM_PREFIX".into(), format!("bench-{}:", std::process::id()));
@@ -169,6 +170,7 @@ async fn relay_section(work: &Path) -> Result<()> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let app = kelp_runtime::local::app(platform.clone());
+        let gateway = app.clone();
         tokio::spawn(async move { axum::serve(listener, app).await });
         let viewer = token("bench", &["extension:debug"]);
         let response = reqwest_client()
@@ -227,8 +229,59 @@ async fn relay_section(work: &Path) -> Result<()> {
         }
         let rate = n as f64 / started.elapsed().as_secs_f64();
         println!("  {label:<15} latency p50 {:>10}  p99 {:>10}   sustained {:>8.0} events/s per viewer ({} events)", us(p50), us(p99), rate, n);
+        let (without, with) = stalled_viewer_effect(&gateway, &base, &wat.extension.id, &viewer, &sink, &mut rx).await?;
+        println!(
+            "  {label:<15} tenant request p50 without a stalled viewer {:>10}, with one {:>10}   ratio {:.2}x",
+            us(without),
+            us(with),
+            with.as_secs_f64() / without.as_secs_f64()
+        );
     }
     Ok(())
+}
+
+/// Tenant request p50 (the WAT example, which logs, through the router) before and after a
+/// viewer connects and stops reading: its socket buffers are filled first, so the relay's
+/// writes to it block. Publishing is off the request path, so the two should match.
+async fn stalled_viewer_effect(
+    gateway: &axum::Router,
+    base: &str,
+    extension_id: &str,
+    viewer: &str,
+    sink: &kelp_runtime::debug::DebugSink,
+    live: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
+) -> Result<(Duration, Duration)> {
+    use tokio::io::AsyncWriteExt;
+    let path = format!("/api/ext/{extension_id}/hello");
+    let t = token("bench", RW);
+    let without = request_p50(gateway, &path, &t, live).await?;
+    let addr = base.trim_start_matches("http://");
+    let mut stalled = tokio::net::TcpStream::connect(addr).await?;
+    stalled
+        .write_all(format!("GET /api/ext-debug/stream?extensionId={extension_id} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {viewer}\r\n\r\n").as_bytes())
+        .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..50_000 {
+        sink.emit("info", "stdout", format!("filling the stalled viewer's buffers {i}"), false);
+        if i % 1000 == 999 {
+            tokio::task::yield_now().await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while live.try_recv().is_ok() {}
+    let with = request_p50(gateway, &path, &t, live).await?;
+    drop(stalled);
+    Ok((without, with))
+}
+
+/// p50 of 2000 requests, draining the live viewer's events as they arrive.
+async fn request_p50(gateway: &axum::Router, path: &str, t: &str, live: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>) -> Result<Duration> {
+    let mut samples = Vec::new();
+    for _ in 0..2000 {
+        samples.push(request(gateway, path, t).await?);
+        while live.try_recv().is_ok() {}
+    }
+    Ok(percentile(&mut samples, 0.5))
 }
 
 fn reqwest_client() -> reqwest::Client {

@@ -101,7 +101,10 @@ pub fn moto_venv() -> PathBuf {
 pub fn start_moto() -> Service {
     let venv = moto_venv();
     let port = free_port();
-    let child = spawn_watched(&venv.join("bin/moto_server"), &["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()]);
+    // Serialised requests: moto's conditional writes are not atomic under its threaded
+    // server (see moto_serial.py); DynamoDB's are.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/moto_serial.py");
+    let child = spawn_watched(&venv.join("bin/python"), &[script.to_string_lossy().into_owned(), "127.0.0.1".into(), port.to_string()]);
     assert!(wait_for_port(port, Duration::from_secs(60)), "moto_server did not start on {port}");
     Service { child, port }
 }
