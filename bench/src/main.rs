@@ -240,9 +240,9 @@ async fn relay_section(work: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Tenant request p50 (the WAT example, which logs, through the router) before and after a
-/// viewer connects and stops reading: its socket buffers are filled first, so the relay's
-/// writes to it block. Publishing is off the request path, so the two should match.
+/// Tenant request p50 (the WAT example, which logs, through the router) while a viewer is
+/// connected but never reads (its socket buffers are filled first, so the relay's writes to it
+/// block), and after it has gone. Publishing is off the request path, so the two should match.
 async fn stalled_viewer_effect(
     gateway: &axum::Router,
     base: &str,
@@ -254,7 +254,7 @@ async fn stalled_viewer_effect(
     use tokio::io::AsyncWriteExt;
     let path = format!("/api/ext/{extension_id}/hello");
     let t = token("bench", RW);
-    let without = request_p50(gateway, &path, &t, live).await?;
+    // With the stalled viewer first, then without it: both runs see the same ring/stream.
     let addr = base.trim_start_matches("http://");
     let mut stalled = tokio::net::TcpStream::connect(addr).await?;
     stalled
@@ -271,6 +271,8 @@ async fn stalled_viewer_effect(
     while live.try_recv().is_ok() {}
     let with = request_p50(gateway, &path, &t, live).await?;
     drop(stalled);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let without = request_p50(gateway, &path, &t, live).await?;
     Ok((without, with))
 }
 

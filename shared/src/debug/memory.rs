@@ -68,10 +68,13 @@ impl MemoryBus {
     fn collect_after(&self, key: &str, after: StreamId, max: usize) -> (Vec<StoredEvent>, Arc<Notify>) {
         let mut streams = self.streams.lock();
         let ring = streams.entry(key.to_string()).or_default();
+        // Ids only grow along the ring, so the first newer event is found by binary search:
+        // a reader holds the lock publishers need for O(log n + max), not for a scan of the
+        // whole ring (up to RUNNER_DEBUG_REDIS_MAXLEN events).
+        let first_newer = ring.entries.partition_point(|(id, _)| *id <= after);
         let events = ring
             .entries
-            .iter()
-            .filter(|(id, _)| *id > after)
+            .range(first_newer..)
             .take(max)
             .map(|(id, event)| StoredEvent { id: id.to_string(), event: event.clone() })
             .collect();
@@ -187,6 +190,21 @@ mod tests {
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(bus.stats(), BusStats { published: 5, dropped: 2, fallback: 0 });
         assert!(bus.backlog("other", "ext", 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn read_after_returns_exactly_the_newer_events_in_order() {
+        let bus = MemoryBus::new(100);
+        for i in 0..50 {
+            bus.publish(event("t", &i.to_string()));
+        }
+        let all = bus.backlog("t", "ext", 100).await.unwrap();
+        let after = &all[19].id;
+        let newer = bus.read_after("t", "ext", after, 5, Duration::ZERO).await.unwrap();
+        let msgs: Vec<_> = newer.iter().map(|e| e.event.message.as_str()).collect();
+        assert_eq!(msgs, ["20", "21", "22", "23", "24"]);
+        assert!(bus.read_after("t", "ext", &all[49].id, 5, Duration::ZERO).await.unwrap().is_empty());
+        assert_eq!(bus.read_after("t", "ext", "0-0", 100, Duration::ZERO).await.unwrap().len(), 50);
     }
 
     #[tokio::test]
