@@ -27,27 +27,29 @@ fn parse(function: &'static str, payload: Value) -> Result<LambdaRequest, Unsupp
 
 /// Serve `app` as a buffered Lambda function (gateway, admin API).
 pub async fn run(function: &'static str, app: Router) -> Result<(), lambda_http::Error> {
-    let adapter = Adapter::from(app);
-    lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let mut adapter = adapter.clone();
-        async move {
-            let request = parse(function, event.payload).map_err(lambda_http::Error::from)?;
-            adapter.call(LambdaEvent::new(request, event.context)).await.map_err(|e| -> lambda_http::Error { match e {} })
-        }
-    }))
-    .await
+    lambda_http::lambda_runtime::run(checked(function, Adapter::from(app))).await
 }
 
 /// Serve `app` with Lambda response streaming (the debug relay behind a Function URL with
 /// `InvokeMode: RESPONSE_STREAM`).
 pub async fn run_streaming(function: &'static str, app: Router) -> Result<(), lambda_http::Error> {
-    let adapter = StreamAdapter::from(app);
-    lambda_http::lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    lambda_http::lambda_runtime::run(checked(function, StreamAdapter::from(app))).await
+}
+
+/// `adapter` (buffered or streaming) behind the event-shape check: an event of another
+/// source is refused with [`UnsupportedEvent`] before it reaches the router.
+fn checked<A>(
+    function: &'static str,
+    adapter: A,
+) -> impl Service<LambdaEvent<Value>, Response = A::Response, Error = lambda_http::Error, Future = impl std::future::Future<Output = Result<A::Response, lambda_http::Error>>>
+where
+    A: Service<LambdaEvent<LambdaRequest>, Error = std::convert::Infallible> + Clone,
+{
+    service_fn(move |event: LambdaEvent<Value>| {
         let mut adapter = adapter.clone();
         async move {
-            let request = parse(function, event.payload).map_err(lambda_http::Error::from)?;
-            adapter.call(LambdaEvent::new(request, event.context)).await.map_err(|e| -> lambda_http::Error { match e {} })
+            let request = parse(function, event.payload)?;
+            adapter.call(LambdaEvent::new(request, event.context)).await.map_err(|e| match e {})
         }
-    }))
-    .await
+    })
 }
