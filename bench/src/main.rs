@@ -166,7 +166,7 @@ async fn relay_section(work: &Path) -> Result<()> {
         let wat = kelp_runtime::publish::publish_dir(&platform, &staged_example("wat-hello")).await?;
         let mut granted = wat.version.manifest.capabilities.clone();
         granted.push("cap:debug.logs".into());
-        let install = create_install(&platform, NewInstall { tenant_id: "bench".into(), extension_id: wat.extension.id.clone(), version_id: wat.version.id.clone(), granted, enabled: true, ..Default::default() }).await?;
+        let install = install_granting(&platform, &wat, granted).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let app = kelp_runtime::local::app(platform.clone());
@@ -396,7 +396,13 @@ async fn first_request_compiling(work: &Path, from: &Platform, p: &Published) ->
 async fn install(platform: &Platform, p: &Published) -> Result<()> {
     let mut granted = p.version.manifest.capabilities.clone();
     granted.retain(|c| c != "cap:secrets.get");
-    create_install(
+    install_granting(platform, p, granted).await?;
+    Ok(())
+}
+
+/// Install `p` for the bench tenant with exactly the `granted` capabilities.
+async fn install_granting(platform: &Platform, p: &Published, granted: Vec<String>) -> Result<kelp_runtime::stores::InstallRecord> {
+    Ok(create_install(
         platform,
         NewInstall {
             tenant_id: "bench".into(),
@@ -407,8 +413,7 @@ async fn install(platform: &Platform, p: &Published) -> Result<()> {
             ..Default::default()
         },
     )
-    .await?;
-    Ok(())
+    .await?)
 }
 
 /// Median time of `InstancePre::instantiate_async` alone.

@@ -47,19 +47,7 @@ async fn user_data_needs_the_user_read_capability() {
     let published = kelp.publish(&staged_example("js-notes")).await;
     let mut granted = published.version.manifest.capabilities.clone();
     granted.retain(|c| c != "cap:user.read");
-    kelp_runtime::admin::service::create_install(
-        &kelp.platform,
-        kelp_runtime::admin::service::NewInstall {
-            tenant_id: "acme".into(),
-            extension_id: published.extension.id.clone(),
-            version_id: published.version.id.clone(),
-            granted,
-            enabled: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    kelp.install_granting(&published, "acme", granted, &[]).await;
     let r = kelp.get(&format!("/api/ext/{JS}/user"), &token("acme", RW)).await;
     assert_eq!(r.status(), 403);
     assert_eq!(json_body(r).await["error"], "not-allowed");

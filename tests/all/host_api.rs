@@ -110,19 +110,7 @@ async fn without_a_host_api_or_the_capability_they_return_their_denied_case() {
     let (url, seen) = fake_psa().await;
     let kelp = TestKelp::start_with(&[("KELP_HOST_API_URL", &url), ("KELP_HOST_API_SECRET", SECRET)]).await;
     let published = kelp.publish(&staged_fixture("business")).await;
-    kelp_runtime::admin::service::create_install(
-        &kelp.platform,
-        kelp_runtime::admin::service::NewInstall {
-            tenant_id: "acme".into(),
-            extension_id: published.extension.id.clone(),
-            version_id: published.version.id.clone(),
-            granted: vec!["cap:service.read".into()],
-            enabled: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    kelp.install_granting(&published, "acme", vec!["cap:service.read".into()], &[]).await;
     assert_eq!(route(&kelp, reqwest::Method::GET, "/clients").await, json!({"err": "not-allowed"}), "not granted");
     assert_eq!(route(&kelp, reqwest::Method::GET, "/endpoints").await, json!({"err": "denied"}));
     assert!(seen.lock().unwrap().calls.iter().all(|(op, _, _)| op != "clients.list"), "an ungranted call never reaches the PSA");

@@ -183,6 +183,11 @@ impl TestKelp {
     pub async fn install(&self, published: &Published, tenant: &str, egress: &[&str]) -> InstallRecord {
         let mut granted = published.version.manifest.capabilities.clone();
         granted.push("cap:debug.logs".into());
+        self.install_granting(published, tenant, granted, egress).await
+    }
+
+    /// Install a published version for a tenant with exactly the `granted` capabilities.
+    pub async fn install_granting(&self, published: &Published, tenant: &str, granted: Vec<String>, egress: &[&str]) -> InstallRecord {
         create_install(
             &self.platform,
             NewInstall {
