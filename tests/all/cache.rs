@@ -22,13 +22,20 @@ async fn the_first_request_after_publish_uses_the_precompiled_artifact() {
     assert_eq!(stats.memory_hits.load(Ordering::Relaxed), 1, "then served from memory");
 }
 
-#[tokio::test]
-async fn a_corrupt_local_artifact_is_a_miss_that_recovers() {
+/// The WAT example published and installed on a gateway whose local artifact dir is its own
+/// (these tests corrupt artifacts; the shared fixture dir must stay intact).
+async fn wat_hello_with_own_artifacts() -> (TestKelp, kelp_runtime::publish::Published, tempfile::TempDir) {
     let artifacts = tempfile::tempdir().unwrap();
     let dir = artifacts.path().to_string_lossy().into_owned();
     let kelp = TestKelp::start_with(&[("KELP_ARTIFACT_DIR", &dir)]).await;
     let published = kelp.publish(&staged_example("wat-hello")).await;
     kelp.install(&published, "acme", &[]).await;
+    (kelp, published, artifacts)
+}
+
+#[tokio::test]
+async fn a_corrupt_local_artifact_is_a_miss_that_recovers() {
+    let (kelp, published, _artifacts) = wat_hello_with_own_artifacts().await;
     let cache = kelp.platform.cache();
     let path = cache.local_artifact_path(&published.version.component_hash);
     let original = std::fs::read(&path).unwrap();
@@ -56,11 +63,7 @@ async fn a_corrupt_local_artifact_is_a_miss_that_recovers() {
 
 #[tokio::test]
 async fn a_corrupt_blob_artifact_is_recompiled() {
-    let artifacts = tempfile::tempdir().unwrap();
-    let dir = artifacts.path().to_string_lossy().into_owned();
-    let kelp = TestKelp::start_with(&[("KELP_ARTIFACT_DIR", &dir)]).await;
-    let published = kelp.publish(&staged_example("wat-hello")).await;
-    kelp.install(&published, "acme", &[]).await;
+    let (kelp, published, _artifacts) = wat_hello_with_own_artifacts().await;
     let cache = kelp.platform.cache();
     let compat = cache.engine().compat_hash.clone();
     let key = kelp_runtime::blobs::artifact_key(&compat, &published.version.component_hash);
