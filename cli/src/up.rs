@@ -87,6 +87,8 @@ pub async fn run(args: UpArgs) -> Result<()> {
     // A browser loads an iframe UI without an Authorization header: locally the
     // content-addressed asset URLs are public (see docs/ui-assets.md).
     env.entry("KELP_UI_PUBLIC".into()).or_insert_with(|| "true".into());
+    // The UI links in the banner carry UI tokens: valid for a working day here, not 15 minutes.
+    env.entry("KELP_UI_TOKEN_TTL_SECS".into()).or_insert_with(|| "43200".into());
     if args.aws {
         env.insert("KELP_BACKEND".into(), "aws".into());
         env.entry("KELP_BUCKET".into()).or_insert_with(|| "kelp-local".into());
@@ -111,6 +113,19 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let base = format!("http://{}", listener.local_addr()?);
     let token = mint(&secret, &args.tenant, "demo-user", &DEMO_PERMS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     let admin_token = mint(&secret, &args.tenant, "demo-operator", &OPERATOR_PERMS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let demo_user = kelp_runtime::auth::Identity {
+        sub: "demo-user".into(),
+        tenant: args.tenant.clone(),
+        perms: DEMO_PERMS.iter().map(|s| s.to_string()).collect(),
+        user_type: "internal".into(),
+        ..Default::default()
+    };
+    for ext in &mut installed {
+        if let Some(ui) = &ext.ui_path {
+            // What a host page does: the iframe gets a token of its own extension only.
+            ext.ui_path = Some(format!("{ui}#token={}", platform.ui_tokens.mint(&demo_user, &ext.extension_id)));
+        }
+    }
     print_banner(&base, &token, &admin_token, &installed, &format!("{backend}, {bus}"));
     axum::serve(listener, app).with_graceful_shutdown(async {
         let _ = tokio::signal::ctrl_c().await;
@@ -121,8 +136,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
 
 struct Installed {
     name: String,
+    extension_id: String,
     sample_paths: Vec<String>,
-    /// `/ext-ui/{name}/{hash}/` when the version has a UI.
+    /// `/ext-ui/{name}/{hash}/` when the version has a UI (then with `#token=` a UI token).
     ui_path: Option<String>,
 }
 
@@ -193,7 +209,7 @@ async fn seed_examples(platform: &Arc<Platform>, args: &UpArgs) -> Result<Vec<In
             .take(4)
             .collect();
         let ui_path = manifest.ui.as_ref().map(|_| format!("/ext-ui/{}/{}/", manifest.name, published.version.content_hash.trim_start_matches("sha256:")));
-        out.push(Installed { name: manifest.name.clone(), sample_paths, ui_path });
+        out.push(Installed { name: manifest.name.clone(), extension_id: published.extension.id.clone(), sample_paths, ui_path });
     }
     Ok(out)
 }
@@ -208,7 +224,7 @@ fn print_banner(base: &str, token: &str, admin_token: &str, installed: &[Install
             println!("    curl -s -H \"Authorization: Bearer $KELP_TOKEN\" {base}/api/ext/{}{path}", ext.name);
         }
         if let Some(ui) = &ext.ui_path {
-            println!("    UI: {base}{ui}#token={token}");
+            println!("    UI: {base}{ui}");
         }
     }
     println!("\n  debug console: {base}/api/ext-debug/console#token={token}&autoconnect=1&extension={}", installed.first().map(|e| e.name.as_str()).unwrap_or(""));

@@ -5,8 +5,10 @@
 //! 1. memory: LRU of ready [`RunnerPre`]s, bounded by count and bytes;
 //! 2. local artifact dir (Lambda `/tmp`): `.cwasm` files, checksummed, memory-mapped with
 //!    `Component::deserialize_file`;
-//! 3. blob store (S3): `.cwasm` written at publish, checked against its recorded sha256;
-//! 4. compile with Cranelift, then write back to 2 and 3.
+//! 3. blob store (S3): `.cwasm` written at publish, trusted only when it matches the sha256
+//!    the registry recorded at publish (never a digest stored beside it in the bucket);
+//! 4. compile with Cranelift from the component bytes (checked against their sha256, the
+//!    cache key), then write back to 2 only: the request path never writes shared artifacts.
 //!
 //! A corrupt, truncated or incompatible artifact at any tier is a miss: logged, removed and
 //! rebuilt, never a crash. Concurrent misses for one key compile once.
@@ -24,7 +26,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings::RunnerPre;
-use crate::blobs::{artifact_digest_key, artifact_key, BlobStore};
+use crate::blobs::{artifact_key, BlobStore};
+use crate::stores::Registry;
 use crate::engine::KelpEngine;
 use crate::host::HostState;
 
@@ -103,6 +106,7 @@ pub struct ModuleCache {
     engine: KelpEngine,
     linker: Linker<HostState>,
     blobs: Arc<dyn BlobStore>,
+    registry: Arc<dyn Registry>,
     settings: CacheSettings,
     memory: Mutex<Memory>,
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -115,12 +119,20 @@ fn werr(e: wasmtime::Error) -> String {
 }
 
 impl ModuleCache {
-    /// A cache over an engine, its linker and a blob store.
-    pub fn new(engine: KelpEngine, linker: Linker<HostState>, blobs: Arc<dyn BlobStore>, settings: CacheSettings) -> Self {
+    /// A cache over an engine, its linker, a blob store and the registry that records the
+    /// digests of precompiled artifacts.
+    pub fn new(
+        engine: KelpEngine,
+        linker: Linker<HostState>,
+        blobs: Arc<dyn BlobStore>,
+        registry: Arc<dyn Registry>,
+        settings: CacheSettings,
+    ) -> Self {
         Self {
             engine,
             linker,
             blobs,
+            registry,
             memory: Mutex::new(Memory {
                 lru: LruCache::new(NonZeroUsize::new(settings.max_entries.max(1)).expect("non-zero")),
                 bytes: 0,
@@ -185,13 +197,12 @@ impl ModuleCache {
         if hex::encode(Sha256::digest(&bytes)) != hash {
             return Err(CacheError::HashMismatch(hash.to_string()));
         }
-        tracing::info!(component = hash, "compiling component (no precompiled artifact)");
+        tracing::info!(component = hash, "compiling component (no trusted precompiled artifact)");
         let artifact = self.compile(bytes).await?;
         self.stats.compiles.fetch_add(1, Ordering::Relaxed);
         let len = artifact.len();
-        if let Err(e) = self.store_blob_artifact(hash, &artifact).await {
-            tracing::warn!(component = hash, error = %e, "could not write the artifact to the blob store");
-        }
+        // Not written back to the blob store: only publish (the control plane) writes shared
+        // artifacts and records their digests, so a request path never vouches for native code.
         write_local(&path, artifact).await?;
         let component = self
             .load_local(&path)
@@ -209,8 +220,8 @@ impl ModuleCache {
     }
 
     /// Precompile at publish: compile once, prove the component links against this host,
-    /// then write the artifact (and its sha256) to the blob store and the local dir, so no
-    /// gateway request ever compiles this component.
+    /// then write the artifact to the blob store and the local dir and record its sha256 in
+    /// the registry, so no gateway request ever compiles this component.
     pub async fn validate_and_precompile(&self, component_hash: &str, bytes: Vec<u8>) -> Result<(), CacheError> {
         let path = self.local_path(component_hash);
         // Republishing (or `kelp up` restarting) reuses a good local artifact of the same
@@ -226,7 +237,7 @@ impl ModuleCache {
             }
         };
         self.prepare(component, artifact.len())?;
-        self.store_blob_artifact(component_hash, &artifact).await.map_err(|e| CacheError::Unavailable(e.to_string()))?;
+        self.store_blob_artifact(component_hash, &artifact).await?;
         if compiled {
             write_local(&path, artifact).await?;
         }
@@ -238,28 +249,34 @@ impl ModuleCache {
         self.blobs.exists(&artifact_key(&self.engine.compat_hash, component_hash)).await.unwrap_or(false)
     }
 
-    async fn store_blob_artifact(&self, hash: &str, artifact: &[u8]) -> Result<(), crate::blobs::BlobError> {
+    async fn store_blob_artifact(&self, hash: &str, artifact: &[u8]) -> Result<(), CacheError> {
         let compat = &self.engine.compat_hash;
         let digest = hex::encode(Sha256::digest(artifact));
-        // Digest first: an artifact without its digest is ignored, never trusted.
-        self.blobs.put(&artifact_digest_key(compat, hash), digest.as_bytes()).await?;
-        self.blobs.put(&artifact_key(compat, hash), artifact).await
+        self.blobs.put(&artifact_key(compat, hash), artifact).await.map_err(|e| CacheError::Unavailable(e.to_string()))?;
+        // Recorded last: an artifact whose digest is not in the registry is never trusted.
+        self.registry.put_artifact_digest(hash, compat, &digest).await.map_err(|e| CacheError::Unavailable(e.to_string()))
     }
 
+    /// The blob-store artifact, if the registry records its digest for this engine and the
+    /// bytes match it. A digest stored beside the artifact proves nothing (whoever can write
+    /// one can write both), so none is read.
     async fn fetch_blob_artifact(&self, hash: &str) -> Result<Option<Vec<u8>>, CacheError> {
         let compat = &self.engine.compat_hash;
-        let fetched = async {
-            let Some(digest) = self.blobs.get(&artifact_digest_key(compat, hash)).await? else { return Ok(None) };
-            Ok::<_, crate::blobs::BlobError>(self.blobs.get(&artifact_key(compat, hash)).await?.map(|a| (digest, a)))
-        }
-        .await;
-        match fetched {
-            Ok(Some((digest, artifact))) => {
-                if hex::encode(Sha256::digest(&artifact)).as_bytes() == digest.trim_ascii() {
+        let expected = match self.registry.artifact_digest(hash, compat).await {
+            Ok(Some(digest)) => digest,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::warn!(component = hash, error = %e, "registry unavailable for artifact digests");
+                return Ok(None);
+            }
+        };
+        match self.blobs.get(&artifact_key(compat, hash)).await {
+            Ok(Some(artifact)) => {
+                if hex::encode(Sha256::digest(&artifact)) == expected.trim() {
                     Ok(Some(artifact))
                 } else {
                     self.stats.corrupt_artifacts.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(component = hash, "blob artifact does not match its recorded sha256; recompiling");
+                    tracing::warn!(component = hash, "blob artifact does not match the sha256 recorded at publish; recompiling");
                     Ok(None)
                 }
             }
@@ -283,7 +300,7 @@ impl ModuleCache {
             verify_checksum(&file)?;
             // SAFETY: the artifact dir is written only by Kelp (temp file + rename), every file
             // has just passed its checksum, and blob artifacts were checked against the sha256
-            // recorded at publish before being written here. wasmtime itself rejects artifacts
+            // the registry recorded at publish before being written here. wasmtime itself rejects artifacts
             // of another engine configuration.
             unsafe { Component::deserialize_file(&engine, &file) }.map(Some).map_err(werr)
         })

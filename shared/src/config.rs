@@ -20,11 +20,13 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_DATA_DIR",
     "KELP_ARTIFACT_DIR",
     "KELP_JWT_HS256_SECRET",
+    "KELP_ALLOW_HS256",
     "KELP_JWT_RS256_PUBLIC_KEY",
     "KELP_JWT_JWKS",
     "KELP_JWT_ISSUER",
     "KELP_JWT_AUDIENCE",
     "KELP_CORS_ORIGINS",
+    "KELP_API_ID",
     "KELP_RUNNER_SERVICE_TOKEN",
     "KELP_RUNNER_EGRESS_ALLOW",
     "KELP_EXEC_TIMEOUT_MS",
@@ -32,6 +34,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_MAX_MEMORY_MB",
     "KELP_FUEL",
     "KELP_MAX_OUTPUT_BYTES",
+    "KELP_MAX_DEBUG_EVENTS",
     "KELP_MAX_BODY_BYTES",
     "KELP_RATE_BURST",
     "KELP_RATE_PER_SEC",
@@ -58,6 +61,10 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_UI_MAX_FILE_BYTES",
     "KELP_UI_CSP",
     "KELP_UI_FRAME_ANCESTORS",
+    "KELP_UI_SANDBOX",
+    "KELP_UI_TOKEN_SECRET",
+    "KELP_UI_TOKEN_SECRET_ARN",
+    "KELP_UI_TOKEN_TTL_SECS",
     "KELP_BACKEND",
     "KELP_TABLE_REGISTRY",
     "KELP_TABLE_INSTALLS",
@@ -108,6 +115,8 @@ pub struct Settings {
     pub jwt_audience: Option<String>,
     /// CORS origins allowed on the gateway.
     pub cors_origins: Vec<String>,
+    /// API Gateway HTTP API ids whose JWT authorizer claims are trusted.
+    pub trusted_api_ids: Vec<String>,
     /// Token required on `/v1/execute`.
     pub runner_service_token: Option<String>,
     /// Egress allow-list for `/v1/execute` calls of installs Kelp does not know.
@@ -138,6 +147,8 @@ pub struct Settings {
     pub audit_executions: bool,
     /// Debug event message cap.
     pub debug_max_event_bytes: usize,
+    /// Debug events one execution may publish (logs, output lines, host warnings).
+    pub debug_max_events_per_call: usize,
     /// Events kept per debug stream.
     pub debug_maxlen: usize,
     /// Debug stream key prefix.
@@ -168,6 +179,27 @@ pub struct Settings {
     pub relay: crate::relay::RelaySettings,
     /// Extension UI asset settings.
     pub ui: crate::ui::UiSettings,
+}
+
+/// Settings that are safe on a developer's machine but not inside Lambda, refused at start:
+/// loopback egress would let a guest reach the Lambda Runtime API on 127.0.0.1 (and so other
+/// invocations' events), and an HS256 secret in a function's environment is readable by anyone
+/// who may read the function's configuration. HS256 stays available for `sam local invoke`
+/// and emulators with an explicit `KELP_ALLOW_HS256=true`.
+fn check_lambda_safety(env: &HashMap<String, String>) -> Result<()> {
+    if !env.contains_key("AWS_LAMBDA_RUNTIME_API") {
+        return Ok(());
+    }
+    if parse(env, "KELP_EGRESS_ALLOW_LOOPBACK", false)? {
+        bail!("KELP_EGRESS_ALLOW_LOOPBACK is refused inside Lambda: loopback reaches the Lambda Runtime API");
+    }
+    if text(env, "KELP_JWT_HS256_SECRET").is_some() {
+        if !parse(env, "KELP_ALLOW_HS256", false)? {
+            bail!("KELP_JWT_HS256_SECRET is refused inside Lambda (use RS256/JWKS or the API Gateway authorizer); set KELP_ALLOW_HS256=true only for local invokes");
+        }
+        tracing::warn!("HS256 bearer tokens are accepted inside Lambda because KELP_ALLOW_HS256=true: for local invokes only");
+    }
+    Ok(())
 }
 
 fn parse<T: std::str::FromStr>(env: &HashMap<String, String>, key: &str, default: T) -> Result<T>
@@ -204,6 +236,7 @@ impl Settings {
             }
         }
         let in_lambda = env.contains_key("AWS_LAMBDA_FUNCTION_NAME");
+        check_lambda_safety(env)?;
         let data_dir = PathBuf::from(text(env, "KELP_DATA_DIR").unwrap_or_else(|| {
             if in_lambda { "/tmp/kelp".into() } else { ".kelp".into() }
         }));
@@ -234,6 +267,7 @@ impl Settings {
             jwt_issuer: text(env, "KELP_JWT_ISSUER"),
             jwt_audience: text(env, "KELP_JWT_AUDIENCE"),
             cors_origins: list(env, "KELP_CORS_ORIGINS"),
+            trusted_api_ids: list(env, "KELP_API_ID"),
             runner_service_token: text(env, "KELP_RUNNER_SERVICE_TOKEN"),
             runner_egress_allow: list(env, "KELP_RUNNER_EGRESS_ALLOW"),
             exec: ExecLimits {
@@ -258,6 +292,7 @@ impl Settings {
             secrets_ttl: Duration::from_secs(parse(env, "KELP_SECRETS_TTL_SECS", 300u64)?.min(300)),
             audit_executions: parse(env, "KELP_AUDIT_EXECUTIONS", false)?,
             debug_max_event_bytes: parse(env, "RUNNER_DEBUG_MAX_EVENT_BYTES", 8192)?,
+            debug_max_events_per_call: parse(env, "KELP_MAX_DEBUG_EVENTS", crate::debug::DEFAULT_MAX_EVENTS_PER_CALL)?,
             debug_maxlen: parse(env, "RUNNER_DEBUG_REDIS_MAXLEN", 2000)?,
             debug_stream_prefix: text(env, "RUNNER_DEBUG_REDIS_STREAM_PREFIX").unwrap_or_else(|| "ext-debug:".into()),
             kv_limits: KvLimits::default(),
@@ -312,6 +347,10 @@ impl Settings {
                 max_file_bytes: parse(env, "KELP_UI_MAX_FILE_BYTES", 10 << 20)?,
                 csp: text(env, "KELP_UI_CSP").unwrap_or_else(|| crate::ui::DEFAULT_CSP.into()),
                 frame_ancestors: text(env, "KELP_UI_FRAME_ANCESTORS").unwrap_or_else(|| "'self'".into()),
+                sandbox: parse(env, "KELP_UI_SANDBOX", true)?,
+                token_secret: text(env, "KELP_UI_TOKEN_SECRET"),
+                token_secret_arn: text(env, "KELP_UI_TOKEN_SECRET_ARN"),
+                token_ttl: Duration::from_secs(parse(env, "KELP_UI_TOKEN_TTL_SECS", 900)?),
             },
         };
         for (name, value) in [("KELP_UI_CSP", &settings.ui.csp), ("KELP_UI_FRAME_ANCESTORS", &settings.ui.frame_ancestors)] {
@@ -327,7 +366,8 @@ impl Settings {
 
     /// The token verifier these settings describe.
     pub fn jwt_verifier(&self) -> Result<crate::auth::JwtVerifier> {
-        let mut v = crate::auth::JwtVerifier::new(self.jwt_issuer.clone(), self.jwt_audience.clone());
+        let mut v = crate::auth::JwtVerifier::new(self.jwt_issuer.clone(), self.jwt_audience.clone())
+            .with_trusted_api_ids(self.trusted_api_ids.clone());
         if let Some(secret) = &self.jwt_hs256_secret {
             v = v.with_hs256(secret.as_bytes());
         }
@@ -344,6 +384,23 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lambda_refuses_loopback_egress_and_unannounced_hs256() {
+        let lambda = |extra: &[(&str, &str)]| {
+            let mut env: HashMap<String, String> =
+                [("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"), ("AWS_LAMBDA_FUNCTION_NAME", "gateway")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            Settings::from_map(&env).map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert!(lambda(&[]).is_ok());
+        assert!(lambda(&[("KELP_EGRESS_ALLOW_LOOPBACK", "true")]).unwrap_err().contains("Runtime API"));
+        assert!(lambda(&[("KELP_JWT_HS256_SECRET", "s")]).unwrap_err().contains("KELP_ALLOW_HS256"));
+        assert!(lambda(&[("KELP_JWT_HS256_SECRET", "s"), ("KELP_ALLOW_HS256", "true")]).is_ok());
+        // Outside Lambda both are a developer's choice.
+        let local: HashMap<String, String> = [("KELP_EGRESS_ALLOW_LOOPBACK", "true"), ("KELP_JWT_HS256_SECRET", "s")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert!(Settings::from_map(&local).is_ok());
+    }
 
     #[test]
     fn defaults_and_overrides() {

@@ -102,21 +102,33 @@ fn base_config(settings: &EngineSettings, pool: Option<PoolingAllocationConfig>)
     config
 }
 
+/// Core instances one call may create. A componentize-js component is several core
+/// instances (StarlingMonkey, adapters, glue); the same numbers size the pool's slots and the
+/// per-call [`crate::host::CallLimiter`], so both allocators enforce the same limits.
+pub const MAX_CORE_INSTANCES_PER_CALL: u32 = 32;
+/// Linear memories one call may create (their total size is capped separately).
+pub const MAX_MEMORIES_PER_CALL: u32 = 4;
+/// Tables one call may create.
+pub const MAX_TABLES_PER_CALL: u32 = 8;
+/// Table elements one call may hold, across all its tables.
+pub const MAX_TABLE_ELEMENTS_PER_CALL: usize = 1_000_000;
+/// Elements one pooled table slot holds.
+const POOL_TABLE_ELEMENTS: usize = 200_000;
+
 fn pooling_config(settings: &EngineSettings) -> PoolingAllocationConfig {
-    // A componentize-js component is several core instances (StarlingMonkey, adapters,
-    // glue) with a few memories and tables; these per-component maxima leave headroom.
     let n = settings.pool_instances.max(1);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(n)
-        .total_core_instances(n * 32)
-        .total_memories(n * 4)
-        .total_tables(n * 8)
+        .total_core_instances(n * MAX_CORE_INSTANCES_PER_CALL)
+        .total_memories(n * MAX_MEMORIES_PER_CALL)
+        .total_tables(n * MAX_TABLES_PER_CALL)
         .total_stacks(n)
-        .max_core_instances_per_component(32)
-        .max_memories_per_component(4)
-        .max_tables_per_component(8)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_CALL)
+        .max_memories_per_component(MAX_MEMORIES_PER_CALL)
+        .max_tables_per_component(MAX_TABLES_PER_CALL)
+        // One memory may use the whole budget; the per-call limiter caps the sum.
         .max_memory_size(settings.max_memory_bytes)
-        .table_elements(200_000)
+        .table_elements(POOL_TABLE_ELEMENTS)
         .max_component_instance_size(1 << 20)
         .max_core_instance_size(1 << 20)
         .max_unused_warm_slots(n.min(16));

@@ -154,7 +154,7 @@ impl Executor {
                 }
             }
         };
-        debug.emit("error", "log", format!("execution failed: {error}"), false);
+        debug.emit_final("error", "log", format!("execution failed: {error}"));
         Err(error)
     }
 }

@@ -172,9 +172,16 @@ const ALLOWED_KEYS: &[&str] =
     &["name", "publisher", "version", "runtime", "capabilities", "ui", "api", "assets", "precompiled", "entry", "sbom"];
 const ENDPOINT_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
+/// Largest `manifest.json` accepted.
+pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
+
 impl Manifest {
     /// Parse and validate a manifest.json document.
     pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
+        // The manifest is stored in every version record (DynamoDB items stop at 400 KB).
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(bad(format!("manifest.json is {} bytes; the limit is {MAX_MANIFEST_BYTES}", bytes.len())));
+        }
         let value: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("manifest.json is not valid JSON: {e}")))?;
         Self::from_value(value)
     }
@@ -373,6 +380,14 @@ fn match_endpoint<'a>(endpoints: &'a [Endpoint], method: &str, path: &str) -> En
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn oversized_manifests_are_refused_before_parsing() {
+        let padding = " ".repeat(MAX_MANIFEST_BYTES);
+        let bytes = format!(r#"{{"name": "a.b", "version": "1.0.0"{padding}}}"#);
+        let err = Manifest::parse(bytes.as_bytes()).unwrap_err();
+        assert!(err.0.contains("limit"), "{}", err.0);
+    }
 
     fn manifest(extra: Value) -> Result<Manifest, ManifestError> {
         let mut m = json!({"name": "Com.Acme.Hello", "publisher": "Acme", "version": "1.2.3-beta.1+b7", "runtime": "wasm-js@1"});

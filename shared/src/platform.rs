@@ -43,6 +43,8 @@ pub struct Backends {
     pub debug: Arc<dyn DebugBus>,
     /// PSA host API.
     pub host_api: Option<Arc<dyn HostApi>>,
+    /// Key of UI tokens read from Secrets Manager (`KELP_UI_TOKEN_SECRET_ARN`), if any.
+    pub ui_token_key: Option<String>,
 }
 
 impl Backends {
@@ -56,9 +58,12 @@ impl Backends {
         if let Some(redis) = &settings.redis {
             let mut redis = redis.clone();
             if let (None, Some(arn)) = (&redis.password, &redis.password_secret_arn) {
-                redis.password = Some(redis_auth_token(settings, arn).await?);
+                redis.password = Some(secret_password(settings, arn, "the Redis AUTH secret").await?);
             }
             backends.debug = crate::debug::redis::RedisBus::start(redis).context("configuring the Redis debug bus")?;
+        }
+        if let Some(arn) = &settings.ui.token_secret_arn {
+            backends.ui_token_key = Some(secret_password(settings, arn, "the UI token key").await?);
         }
         Ok(backends)
     }
@@ -79,6 +84,7 @@ impl Backends {
             blobs: Arc::new(crate::blobs::s3::S3BlobStore::new(s3, bucket, settings.bucket_prefix.clone())),
             debug: Arc::new(MemoryBus::new(settings.debug_maxlen)),
             host_api: None,
+            ui_token_key: None,
         })
     }
 
@@ -97,12 +103,14 @@ impl Backends {
             blobs: Arc::new(DirBlobStore::new(settings.data_dir.join("blobs"))),
             debug: Arc::new(MemoryBus::new(settings.debug_maxlen)),
             host_api: None,
+            ui_token_key: None,
         })
     }
 }
 
-/// Read the Redis AUTH token from Secrets Manager (`{"password": ...}` or the plain string).
-async fn redis_auth_token(settings: &Settings, arn: &str) -> Result<String> {
+/// Read a generated password from Secrets Manager (`{"password": ...}` or the plain string):
+/// the Redis AUTH token, the UI token key.
+async fn secret_password(settings: &Settings, arn: &str, what: &str) -> Result<String> {
     let clients = crate::aws::AwsClients::new(&settings.aws).await;
     let out = clients
         .secrets
@@ -110,8 +118,8 @@ async fn redis_auth_token(settings: &Settings, arn: &str) -> Result<String> {
         .secret_id(arn)
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("reading the Redis AUTH secret: {}", crate::aws::describe(&e)))?;
-    let text = out.secret_string().context("the Redis AUTH secret has no string value")?;
+        .map_err(|e| anyhow::anyhow!("reading {what}: {}", crate::aws::describe(&e)))?;
+    let text = out.secret_string().with_context(|| format!("{what} has no string value"))?;
     Ok(serde_json::from_str::<serde_json::Value>(text)
         .ok()
         .and_then(|v| v.get("password").and_then(|p| p.as_str()).map(str::to_string))
@@ -146,6 +154,8 @@ pub struct Platform {
     pub egress: Arc<EgressClient>,
     /// Bearer token verifier.
     pub jwt: JwtVerifier,
+    /// Mints and verifies extension-scoped UI tokens.
+    pub ui_tokens: crate::auth::UiTokens,
     /// Local copies of extension UIs.
     pub ui: crate::ui::UiCache,
     // Versions are immutable, so they can be cached without invalidation.
@@ -166,6 +176,7 @@ impl Platform {
             engine,
             linker,
             backends.blobs.clone(),
+            backends.registry.clone(),
             CacheSettings {
                 artifact_dir: settings.artifact_dir.clone(),
                 max_entries: settings.cache_max_entries,
@@ -175,6 +186,10 @@ impl Platform {
         let cap = NonZeroUsize::new(1024).expect("non-zero");
         Ok(Arc::new(Self {
             jwt: settings.jwt_verifier()?,
+            ui_tokens: match backends.ui_token_key.as_deref().or(settings.ui.token_secret.as_deref()) {
+                Some(key) => crate::auth::UiTokens::new(key.as_bytes(), settings.ui.token_ttl),
+                None => crate::auth::UiTokens::random(settings.ui.token_ttl),
+            },
             ui: crate::ui::UiCache::new(settings.artifact_dir.join("ui"), backends.blobs.clone()),
             egress: EgressClient::new(settings.egress.clone())?,
             secrets: Arc::new(SecretsResolver::new(backends.secrets, settings.secrets_ttl)),

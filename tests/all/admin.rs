@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
+use kelp_runtime::stores::GrantViewer;
 use kelp_tests::*;
 use serde_json::{json, Value};
 
@@ -74,6 +75,16 @@ async fn publish_install_configure_upgrade_roll_back_and_audit() {
     let (status, sec) = call(&kelp, "PUT", &format!("/admin/installs/{id}/secrets"), &manager, Some(json!({"secrets": {"token": "t0p-s3cret"}}))).await;
     assert_eq!((status, sec["secrets_version"].as_u64()), (200, Some(1)));
     assert!(!sec.to_string().contains("t0p-s3cret"), "secret values are write-only");
+    // Oversized maps are refused whole, before anything is written.
+    let huge: serde_json::Map<String, Value> = (0..300).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let (status, body) = call(&kelp, "PUT", &format!("/admin/installs/{id}/config"), &manager, Some(json!({"config": huge}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    let big = "x".repeat(70 * 1024);
+    let (status, body) = call(&kelp, "PUT", &format!("/admin/installs/{id}/secrets"), &manager, Some(json!({"secrets": {"blob": big}}))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("secrets is"), "{body}");
+    let (_, unchanged) = call(&kelp, "GET", &format!("/admin/installs/{id}"), &manager, None).await;
+    assert_eq!((unchanged["config_version"].as_u64(), unchanged["secrets_version"].as_u64()), (Some(2), Some(1)), "nothing half-written: {unchanged}");
     let (_, got) = call(&kelp, "GET", &format!("/admin/installs/{id}"), &manager, None).await;
     assert!(!got.to_string().contains("t0p-s3cret"));
     assert_eq!(got["has_secrets"], true);
@@ -249,15 +260,22 @@ async fn debug_grants_are_created_listed_and_revoked() {
     let id = install["install_id"].as_str().unwrap();
     let (status, grant) = call(&kelp, "POST", "/admin/grants", &ops, Some(json!({"tenant": "acme", "install_id": id, "viewer": "support-7", "ttl_secs": 600, "reason": "ticket 42"}))).await;
     assert_eq!(status, 201, "{grant}");
-    assert!(kelp.platform.grants.has_active_grant("acme", id, "support-7").await.unwrap());
-    assert!(!kelp.platform.grants.has_active_grant("acme", id, "someone-else").await.unwrap());
+    assert_eq!(grant["viewer_tenant"], "acme", "without viewer_tenant the grant names the install's tenant's user");
+    let viewer = |sub, tenant| GrantViewer { sub, tenant, issuer: "" };
+    assert!(kelp.platform.grants.has_active_grant("acme", id, &viewer("support-7", "acme")).await.unwrap());
+    assert!(!kelp.platform.grants.has_active_grant("acme", id, &viewer("someone-else", "acme")).await.unwrap());
+    assert!(!kelp.platform.grants.has_active_grant("acme", id, &viewer("support-7", "globex")).await.unwrap(), "another tenant's support-7");
+    let (status, ops_grant) = call(&kelp, "POST", "/admin/grants", &ops, Some(json!({"tenant": "acme", "install_id": id, "viewer": "ops-2", "viewer_tenant": "kelp-ops"}))).await;
+    assert_eq!(status, 201, "{ops_grant}");
+    assert!(kelp.platform.grants.has_active_grant("acme", id, &viewer("ops-2", "kelp-ops")).await.unwrap());
+    assert!(!kelp.platform.grants.has_active_grant("acme", id, &viewer("ops-2", "acme")).await.unwrap());
     let (_, listed) = call(&kelp, "GET", "/admin/grants?viewer=support-7", &ops, None).await;
     assert_eq!(listed["items"][0]["active"], true);
     let (status, _) = call(&kelp, "POST", "/admin/grants", &ops, Some(json!({"tenant": "acme", "install_id": "nope", "viewer": "v"}))).await;
     assert_eq!(status, 404, "a grant names an existing install");
     let (status, _) = call(&kelp, "DELETE", &format!("/admin/grants/{}?tenant=acme", grant["id"].as_str().unwrap()), &ops, None).await;
     assert_eq!(status, 200);
-    assert!(!kelp.platform.grants.has_active_grant("acme", id, "support-7").await.unwrap(), "revoked");
+    assert!(!kelp.platform.grants.has_active_grant("acme", id, &viewer("support-7", "acme")).await.unwrap(), "revoked");
 }
 
 #[tokio::test]
@@ -286,5 +304,25 @@ async fn the_openapi_document_matches_the_real_routes() {
     for (method, path) in [("GET", "/admin/secrets"), ("POST", "/admin/audit"), ("PUT", "/admin/extensions")] {
         let (status, _) = call(&kelp, method, path, &ops, None).await;
         assert!(status == 404 || status == 405, "{method} {path} is routed but undocumented");
+    }
+}
+
+#[tokio::test]
+async fn reading_the_registry_takes_a_permission() {
+    let kelp = TestKelp::start().await;
+    publish_bytes(&kelp, &token("acme", OPS), pack(&staged_example("wat-hello"))).await;
+    let nobody = token("globex", &[]);
+    let reader = token("globex", &["extension:read"]);
+    for path in [
+        "/admin/extensions",
+        "/admin/extensions/com.kelp.examples.wat-hello",
+        "/admin/extensions/com.kelp.examples.wat-hello/versions",
+        "/admin/extensions/com.kelp.examples.wat-hello/versions/1.0.0",
+    ] {
+        let (status, body) = call(&kelp, "GET", path, &nobody, None).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{path}: {body}");
+        assert!(!body.to_string().contains("sha256:"), "no content hash in a refusal");
+        let (status, body) = call(&kelp, "GET", path, &reader, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
     }
 }

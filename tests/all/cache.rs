@@ -74,6 +74,31 @@ async fn a_corrupt_blob_artifact_is_recompiled() {
     let r = kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &token("acme", RW)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(cache.stats.compiles.load(Ordering::Relaxed), compiles + 1, "the tampered artifact was not trusted");
+    assert_eq!(kelp.platform.blobs.get(&key).await.unwrap().unwrap(), b"tampered", "the request path never writes shared artifacts");
+}
+
+#[tokio::test]
+async fn a_planted_artifact_with_a_matching_digest_beside_it_is_not_trusted() {
+    use sha2::Digest as _;
+    let (kelp, published, _artifacts) = wat_hello_with_own_artifacts().await;
+    let cache = kelp.platform.cache();
+    let compat = cache.engine().compat_hash.clone();
+    let hash = &published.version.component_hash;
+    // Whoever can write the bucket plants another valid artifact of this engine (here: the
+    // artifact of a different component) and a sha256 sidecar that matches it.
+    let other = kelp.publish(&staged_wat("test.planted", "unreachable")).await;
+    let planted = kelp.platform.blobs.get(&kelp_runtime::blobs::artifact_key(&compat, &other.version.component_hash)).await.unwrap().unwrap();
+    let key = kelp_runtime::blobs::artifact_key(&compat, hash);
+    kelp.platform.blobs.put(&key, &planted).await.unwrap();
+    kelp.platform.blobs.put(&format!("{key}.sha256"), hex::encode(sha2::Sha256::digest(&planted)).as_bytes()).await.unwrap();
+    std::fs::remove_file(cache.local_artifact_path(hash)).unwrap();
+    cache.clear_memory();
+    let (compiles, corrupt) = (cache.stats.compiles.load(Ordering::Relaxed), cache.stats.corrupt_artifacts.load(Ordering::Relaxed));
+    let r = kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &token("acme", RW)).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().starts_with("hello from wat"), "the real component ran, not the planted (trapping) one");
+    assert_eq!(cache.stats.compiles.load(Ordering::Relaxed), compiles + 1, "compiled from the verified component bytes");
+    assert_eq!(cache.stats.corrupt_artifacts.load(Ordering::Relaxed), corrupt + 1, "the planted artifact was detected");
 }
 
 #[tokio::test]

@@ -57,3 +57,39 @@ async fn secret_values_never_reach_debug_events() {
     assert!(!events.is_empty());
     assert!(events.iter().all(|e| !e.event.message.contains("sup3r-s3cret-value")));
 }
+
+#[tokio::test]
+async fn concurrent_secret_writes_leave_the_winners_values_live_and_uninstall_deletes_them() {
+    use kelp_runtime::admin::service::{uninstall, AdminError};
+    use kelp_runtime::secrets::SecretsError;
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("wat-hello")).await;
+    let install = kelp.install(&published, "acme", &[]).await;
+    let source = kelp.platform.secrets.source().clone();
+    for round in 0..10 {
+        let before = kelp.platform.installs.get_install("acme", &install.install_id).await.unwrap().unwrap();
+        let values = |who: &str| BTreeMap::from([("who".to_string(), format!("{who}-{round}"))]);
+        let (values_a, values_b) = (values("a"), values("b"));
+        let (a, b) = tokio::join!(
+            set_secrets(&kelp.platform, "acme", &install.install_id, &values_a, None),
+            set_secrets(&kelp.platform, "acme", &install.install_id, &values_b, None),
+        );
+        let winners: Vec<_> = [("a", &a), ("b", &b)].into_iter().filter(|(_, r)| r.is_ok()).map(|(w, _)| w).collect();
+        for r in [&a, &b] {
+            assert!(matches!(r, Ok(_) | Err(AdminError::Conflict(_))), "round {round}: {:?}", r.as_ref().err());
+        }
+        assert!(!winners.is_empty(), "round {round}: at least one write succeeds");
+        let live = kelp.platform.installs.get_install("acme", &install.install_id).await.unwrap().unwrap();
+        let envelope = source.fetch(live.secrets_ref.as_deref().unwrap()).await.unwrap();
+        let who = envelope.decode().unwrap().0["who"].clone();
+        let last_winner = live.secrets_version - before.secrets_version;
+        assert!(winners.iter().any(|w| who.starts_with(w)), "round {round}: live values {who:?} belong to a caller answered 2xx {winners:?}");
+        assert!(last_winner as usize == winners.len(), "one version per successful write");
+        if let Some(replaced) = &before.secrets_ref {
+            assert!(matches!(source.fetch(replaced).await, Err(SecretsError::NotFound)), "round {round}: the replaced envelope is deleted");
+        }
+    }
+    let live = kelp.platform.installs.get_install("acme", &install.install_id).await.unwrap().unwrap();
+    uninstall(&kelp.platform, "acme", &install.install_id, false).await.unwrap();
+    assert!(matches!(source.fetch(live.secrets_ref.as_deref().unwrap()).await, Err(SecretsError::NotFound)), "uninstall deletes the envelope");
+}

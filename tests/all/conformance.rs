@@ -359,6 +359,15 @@ async fn secrets_conformance(s: Arc<dyn SecretSource>) {
     assert_eq!(env.decode().unwrap().0, v2);
     assert_eq!(env.expires_at.as_deref(), Some("2999-01-01T00:00:00Z"));
     assert_eq!(s.fetch(&format!("conf/{}", uid())).await, Err(SecretsError::NotFound), "isolation by reference");
+    let other = format!("conf/{}", uid());
+    s.store(&other, &SecretEnvelope::inline(&values, None)).await.unwrap();
+    s.delete(&r).await.unwrap();
+    assert_eq!(s.fetch(&r).await, Err(SecretsError::NotFound), "deleted");
+    s.delete(&r).await.expect("deleting a missing envelope succeeds");
+    assert_eq!(s.fetch(&other).await.unwrap().decode().unwrap().0, values, "deleting one leaves the others");
+    // Stored again after a delete (no recovery window blocks the name).
+    s.store(&r, &SecretEnvelope::inline(&v2, None)).await.unwrap();
+    assert_eq!(s.fetch(&r).await.unwrap().decode().unwrap().0, v2);
 }
 
 #[tokio::test]

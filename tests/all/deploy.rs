@@ -10,6 +10,8 @@ const NOT_DEPLOYED: &[(&str, &str)] = &[
     ("KELP_JWT_HS256_SECRET", "shared-secret tokens are for local use; AWS verifies with the IdP's JWKS"),
     ("KELP_JWT_RS256_PUBLIC_KEY", "an alternative to KELP_JWT_JWKS for a single key"),
     ("KELP_EGRESS_ALLOW_LOOPBACK", "tests and local development only"),
+    ("KELP_ALLOW_HS256", "local invokes (sam local, emulators) only"),
+    ("KELP_UI_TOKEN_SECRET", "AWS reads the key from KELP_UI_TOKEN_SECRET_ARN"),
     ("KELP_SECRETS_FILE", "embedded backend only"),
     ("AWS_ENDPOINT_URL", "moto and local endpoints only"),
     ("RUNNER_DEBUG_REDIS_PASSWORD", "the AUTH token comes from KELP_REDIS_AUTH_SECRET_ARN instead"),

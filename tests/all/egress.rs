@@ -64,3 +64,24 @@ async fn fetches_an_allow_listed_upstream_when_the_operator_allows_loopback() {
     let (_, body) = fetch(&kelp, &format!("http://localhost:{}/data", port.wrapping_add(1))).await;
     assert_eq!(body["error"], "not-allowed", "the allow-listed port is enforced");
 }
+
+#[tokio::test]
+async fn transport_errors_name_the_host_but_never_the_url() {
+    // A port nothing listens on: the connection is refused, a transport error.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let kelp = TestKelp::start_with(&[("KELP_EGRESS_ALLOW_LOOPBACK", "true")]).await;
+    let published = kelp.publish(&staged_example("js-notes")).await;
+    let allow = format!("http://localhost:{port}");
+    kelp.install(&published, "acme", &[&allow]).await;
+    let (_, body) = fetch(&kelp, &format!("http://user:hunter2@localhost:{port}/data?api_key=s3cr3t-query")).await;
+    assert!(body["error"].as_str().is_some(), "{body}");
+    let events = kelp.platform.debug.backlog("acme", &published.extension.id, 200).await.unwrap();
+    let warning = events.iter().find(|e| e.event.message.contains("transport error")).expect("a transport warning");
+    assert!(warning.event.message.contains("localhost"), "{}", warning.event.message);
+    for e in &events {
+        assert!(!e.event.message.contains("s3cr3t-query") && !e.event.message.contains("hunter2"), "URL leaked: {}", e.event.message);
+    }
+    assert!(!body.to_string().contains("s3cr3t-query"), "{body}");
+}

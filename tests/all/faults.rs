@@ -40,6 +40,36 @@ async fn a_guest_that_grows_memory_without_bound_is_stopped() {
 }
 
 #[tokio::test]
+async fn memory_is_limited_across_all_memories_of_a_guest() {
+    // Three more memories of 56 MiB each: every one fits a 64 MiB limit on its own, their
+    // sum does not.
+    let declarations = "(memory $m1 0) (memory $m2 0) (memory $m3 0)";
+    let prelude = "(drop (memory.grow $m1 (i32.const 896))) (drop (memory.grow $m2 (i32.const 896))) (drop (memory.grow $m3 (i32.const 896)))";
+    // Two memories of 20 MiB: within the limit together.
+    let fits = "(drop (memory.grow $m1 (i32.const 320))) (drop (memory.grow $m2 (i32.const 320)))";
+    // The pooling allocator holds one memory per core instance: such a module is refused
+    // when it is published, before it can run (k memories there take k core instances, which
+    // the `host::limits` unit tests cover on both allocators).
+    let pooled = TestKelp::start_with(&[("KELP_MAX_MEMORY_MB", "64")]).await;
+    let refused = kelp_runtime::publish::publish_dir(&pooled.platform, &staged_wat_with("test.memories", declarations, prelude)).await;
+    let message = format!("{:#}", refused.expect_err("a four-memory module does not fit the pool"));
+    assert!(message.contains("invalid component") && message.contains("memories"), "{message}");
+    // On-demand allocation runs it, and the call's total is what stops it.
+    let kelp = TestKelp::start_with(&[("KELP_MAX_MEMORY_MB", "64"), ("KELP_POOLING", "false")]).await;
+    let many = kelp.publish(&staged_wat_with("test.memories", declarations, prelude)).await;
+    kelp.install(&many, "acme", &[]).await;
+    let within = kelp.publish(&staged_wat_with("test.memories-within", declarations, fits)).await;
+    kelp.install(&within, "acme", &[]).await;
+    let t = token("acme", RW);
+    let (status, code) = error_code(kelp.get("/api/ext/test.memories/run", &t).await).await;
+    assert_eq!((status, code.as_str()), (500, "extension_memory_limit"));
+    let r = kelp.get("/api/ext/test.memories-within/run", &t).await;
+    assert_eq!(r.status(), 200, "40 MiB over two memories fits 64 MiB");
+    let (status, code) = error_code(kelp.get("/api/ext/test.memories/run", &t).await).await;
+    assert_eq!((status, code.as_str()), (500, "extension_memory_limit"), "and again");
+}
+
+#[tokio::test]
 async fn a_trapping_guest_gets_500_extension_error() {
     let kelp = TestKelp::start().await;
     let trap = kelp.publish(&staged_wat("test.trap", "unreachable")).await;
@@ -63,7 +93,22 @@ async fn a_stdout_flood_is_capped_and_marked_truncated() {
     let marker = events.iter().find(|e| e.event.truncated).expect("a truncation marker");
     assert!(marker.event.message.contains("output truncated"));
     assert_eq!(marker.event.install_id, install.install_id);
-    assert!(events.iter().any(|e| e.event.stream == "log" && e.event.message == "wrote 20000 lines to stdout"));
+    // Log lines share the output budget: past it they are dropped too, with no second marker.
+    assert!(!events.iter().any(|e| e.event.message == "wrote 20000 lines to stdout"));
+    assert_eq!(events.iter().filter(|e| e.event.truncated).count(), 1);
+}
+
+#[tokio::test]
+async fn a_log_flood_is_bounded_by_the_per_call_budgets() {
+    let kelp = TestKelp::start_with(&[("KELP_MAX_DEBUG_EVENTS", "50")]).await;
+    let published = kelp.publish(&staged_example("js-notes")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let r = kelp.get("/api/ext/com.kelp.examples.js-notes/log?lines=5000", &token("acme", RW)).await;
+    assert_eq!(r.status(), 200, "the guest keeps running");
+    let events = kelp.platform.debug.backlog("acme", &published.extension.id, 10_000).await.unwrap();
+    assert!(events.len() <= 50 + 1, "{} events for one call with a budget of 50", events.len());
+    let marker = events.iter().find(|e| e.event.truncated).expect("one truncation marker");
+    assert!(marker.event.message.contains("more than 50 events"), "{}", marker.event.message);
 }
 
 #[tokio::test]

@@ -264,6 +264,30 @@ async fn header_allow_lists_hold_both_ways() {
     let bad = kelp.get("/api/ext/test.echo/echo?status=1000", &token("acme", RW)).await;
     assert_eq!(bad.status(), 502);
     assert_eq!(json_body(bad).await["error"]["code"], "extension_error");
+    for informational in [101, 199] {
+        let r = kelp.get(&format!("/api/ext/test.echo/echo?status={informational}"), &token("acme", RW)).await;
+        assert_eq!(r.status(), 502, "a guest status of {informational} never switches protocols");
+    }
+    assert_eq!(kelp.get("/api/ext/test.echo/echo?status=599", &token("acme", RW)).await.status(), 599);
+}
+
+#[tokio::test]
+async fn a_guest_flooding_response_headers_gets_a_capped_answer_and_one_warning() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_fixture("echo")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let started = std::time::Instant::now();
+    let r = kelp.get("/api/ext/test.echo/echo?headers=30000", &token("acme", RW)).await;
+    assert_eq!(r.status(), 200, "no panic, no dropped connection");
+    let flooded = r.headers().keys().filter(|n| n.as_str().starts_with("x-ext-h")).count();
+    assert!(flooded <= kelp_runtime::gateway::headers::MAX_RESPONSE_HEADERS, "{flooded} guest headers passed");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("sandbox"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "answered within the limit plus grace: {:?}", started.elapsed());
+    let events = kelp.platform.debug.backlog("acme", &published.extension.id, 1000).await.unwrap();
+    let warnings: Vec<_> = events.iter().filter(|e| e.event.message.starts_with("response headers dropped")).collect();
+    assert_eq!(warnings.len(), 1, "one summary warning per response");
+    assert!(events.len() < 20, "{} events for one flooded response", events.len());
 }
 
 #[tokio::test]

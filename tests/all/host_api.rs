@@ -89,10 +89,27 @@ async fn business_interfaces_call_the_host_api_with_a_signed_token_and_context()
     assert_eq!(route(&kelp, reqwest::Method::GET, "/proxy").await, json!({"ok": "{\"ok\":true}"}));
     let endpoints = route(&kelp, reqwest::Method::GET, "/endpoints").await;
     let list = endpoints["ok"].as_array().unwrap();
-    assert_eq!(list.len(), 9, "answered from the manifest");
+    assert_eq!(list.len(), 10, "answered from the manifest");
     let item = list.iter().find(|e| e["path"] == "/items/:id").unwrap();
     assert_eq!(item["schedulable"], false);
     assert_eq!(list.iter().find(|e| e["path"] == "/clients").unwrap()["schedulable"], true);
+}
+
+#[tokio::test]
+async fn host_api_calls_per_request_are_bounded() {
+    let (url, seen) = fake_psa().await;
+    let kelp = TestKelp::start_with(&[("KELP_HOST_API_URL", &url), ("KELP_HOST_API_SECRET", SECRET)]).await;
+    let published = kelp.publish(&staged_fixture("business")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let many = route(&kelp, reqwest::Method::GET, "/clients-many").await;
+    let max = kelp_runtime::business::host::MAX_HOST_API_CALLS;
+    assert_eq!(many["made"], max, "{many}");
+    assert_eq!(many["err"], "internal", "{many}");
+    assert_eq!(seen.lock().unwrap().calls.len(), max as usize, "the refused call never reached the PSA");
+    let events = kelp.platform.debug.backlog("acme", &published.extension.id, 200).await.unwrap();
+    assert!(events.iter().any(|e| e.event.message.contains(&format!("more than {max} host API calls"))));
+    // The bound is per request: the next one gets its own.
+    assert_eq!(route(&kelp, reqwest::Method::GET, "/clients-many").await["made"], max);
 }
 
 #[tokio::test]
@@ -105,7 +122,7 @@ async fn without_a_host_api_or_the_capability_they_return_their_denied_case() {
     assert_eq!(route(&kelp, reqwest::Method::GET, "/schedules").await, json!({"err": "denied"}));
     let invoice = route(&kelp, reqwest::Method::POST, "/invoice").await;
     assert_eq!(invoice["ok"]["success"], false);
-    assert_eq!(route(&kelp, reqwest::Method::GET, "/endpoints").await["ok"].as_array().unwrap().len(), 9, "get-endpoints needs no host API");
+    assert_eq!(route(&kelp, reqwest::Method::GET, "/endpoints").await["ok"].as_array().unwrap().len(), 10, "get-endpoints needs no host API");
 
     let (url, seen) = fake_psa().await;
     let kelp = TestKelp::start_with(&[("KELP_HOST_API_URL", &url), ("KELP_HOST_API_SECRET", SECRET)]).await;

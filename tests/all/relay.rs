@@ -102,6 +102,8 @@ async fn gates_on_permission_capability_tenant_and_grants() {
         tenant_id: "acme".into(),
         install_id: install.install_id.clone(),
         viewer: viewer.into(),
+        viewer_tenant: Some("kelp-ops".into()),
+        viewer_issuer: None,
         granted_by: "ops".into(),
         reason: "test".into(),
         created_at: kelp_runtime::stores::now_rfc3339(),
@@ -113,6 +115,17 @@ async fn gates_on_permission_capability_tenant_and_grants() {
     assert_eq!(Sse::open(&format!("{url}&tenantId=acme"), &support, None).await.status, 200, "granted viewer");
     let other = token_with(json!({"sub": "support-8", "tenant": "kelp-ops", "perms": ["extension:debug"]}));
     assert_eq!(Sse::open(&format!("{url}&tenantId=acme"), &other, None).await.status, 403, "grants are per viewer");
+    // The same `sub` in another tenant is another person: the grant does not open for them.
+    let namesake = token_with(json!({"sub": "support-7", "tenant": "globex", "perms": []}));
+    assert_eq!(Sse::open(&format!("{url}&tenantId=acme"), &namesake, None).await.status, 403, "grants name the viewer's tenant");
+    // A grant limited to one issuer refuses the same sub and tenant from another issuer.
+    let mut by_issuer = grant("support-10");
+    by_issuer.viewer_issuer = Some("https://idp.example".into());
+    kelp.platform.grants.create_grant(&by_issuer).await.unwrap();
+    let other_iss = token_with(json!({"sub": "support-10", "tenant": "kelp-ops", "iss": "https://evil.example", "perms": []}));
+    assert_eq!(Sse::open(&format!("{url}&tenantId=acme"), &other_iss, None).await.status, 403, "grants name the issuer");
+    let right_iss = token_with(json!({"sub": "support-10", "tenant": "kelp-ops", "iss": "https://idp.example", "perms": []}));
+    assert_eq!(Sse::open(&format!("{url}&tenantId=acme"), &right_iss, None).await.status, 200);
     let mut expired = grant("support-9");
     expired.expires_at = "2001-01-01T00:00:00.000Z".into();
     kelp.platform.grants.create_grant(&expired).await.unwrap();
@@ -126,6 +139,14 @@ async fn gates_on_permission_capability_tenant_and_grants() {
         .await
         .unwrap();
     assert!(denied.items.len() >= 4, "denied attempts are audited");
+    // A refused cross-tenant attempt is audited in the viewer's own tenant, never written
+    // into the log of the tenant it named.
+    let globex_row = denied.items.iter().find(|r| r.details["requested_tenant"] == "acme" && r.tenant_id.as_deref() == Some("globex"));
+    assert!(globex_row.is_some(), "globex's attempt on acme is in globex's audit: {:?}", denied.items);
+    assert!(
+        !denied.items.iter().any(|r| r.tenant_id.as_deref() == Some("acme") && r.details["requested_tenant"] == "acme" && r.actor == "support-7"),
+        "nothing from other tenants' viewers lands in acme's audit"
+    );
 }
 
 #[tokio::test]
@@ -188,6 +209,7 @@ async fn ten_thousand_lines_reach_two_viewers_without_loss_and_a_stalled_viewer_
         ("RUNNER_DEBUG_REDIS_STREAM_PREFIX", &prefix),
         ("RUNNER_DEBUG_REDIS_MAXLEN", "50000"),
         ("KELP_MAX_OUTPUT_BYTES", "4194304"),
+        ("KELP_MAX_DEBUG_EVENTS", "2000"),
         ("KELP_RATE_BURST", "0"),
     ])
     .await;
@@ -284,4 +306,55 @@ async fn redis_down_mid_stream_warns_within_two_seconds_and_recovers() {
         }
     }
     assert!(saw_after, "live events flow again from Redis");
+}
+
+#[tokio::test]
+async fn malformed_last_event_ids_are_refused_and_a_far_future_one_does_not_flood() {
+    let (kelp, _, _) = setup(&[]).await;
+    let t = token("acme", DEBUGGER);
+    for bad in ["x", "$", "-1"] {
+        let sse = Sse::open(&stream_url(&kelp, ""), &t, Some(bad)).await;
+        assert_eq!(sse.status, 400, "Last-Event-ID {bad:?}");
+        assert_eq!(sse.error["error"]["code"], "invalid_last_event_id");
+        let polled = kelp.client.post(stream_url(&kelp, "")).bearer_auth(&t).body(json!({"lastId": bad}).to_string()).send().await.unwrap();
+        assert_eq!(polled.status(), 400, "lastId {bad:?}");
+    }
+    // Valid syntax past every event: a quiet session (only the retry line), not a frame flood.
+    let mut sse = Sse::open(&stream_url(&kelp, ""), &t, Some("18446744073709551615-18446744073709551615")).await;
+    assert_eq!(sse.status, 200);
+    let mut frames = 0;
+    let until = Instant::now() + Duration::from_secs(1);
+    while let Some(_frame) = sse.next(until.saturating_duration_since(Instant::now())).await {
+        frames += 1;
+        assert!(frames < 10, "frames keep coming for a resume id past the end");
+    }
+}
+
+#[tokio::test]
+async fn tenants_differing_only_in_case_never_see_each_others_events() {
+    let kelp = TestKelp::start().await;
+    let wat = kelp.publish(&staged_example("wat-hello")).await;
+    kelp.install(&wat, "acme", &[]).await;
+    kelp.install(&wat, "Acme", &[]).await;
+    for (tenant, request_id) in [("Acme", "upper-1"), ("acme", "lower-1")] {
+        let r = kelp
+            .client
+            .get(format!("{}/api/ext/com.kelp.examples.wat-hello/hello", kelp.base))
+            .bearer_auth(token(tenant, RW))
+            .header("x-request-id", request_id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let url = format!("{}/api/ext-debug/stream?extensionId=com.kelp.examples.wat-hello", kelp.base);
+    let polled: Value = kelp.client.post(&url).bearer_auth(token("acme", DEBUGGER)).body("{}").send().await.unwrap().json().await.unwrap();
+    let seen: Vec<&str> = polled["events"].as_array().unwrap().iter().map(|e| e["event"]["requestId"].as_str().unwrap()).collect();
+    assert!(seen.contains(&"lower-1") && !seen.contains(&"upper-1"), "{seen:?}");
+    let mut sse = Sse::open(&url, &token("Acme", DEBUGGER), None).await;
+    let mut streamed = Vec::new();
+    while let Some(f) = sse.next_event(Duration::from_millis(500)).await {
+        streamed.push(f.json()["requestId"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(streamed.contains(&"upper-1".to_string()) && !streamed.contains(&"lower-1".to_string()), "{streamed:?}");
 }

@@ -150,3 +150,45 @@ async fn bodies_are_capped_at_the_configured_limit_not_a_framework_default() {
     assert_eq!(body["error"]["code"], "payload_too_large");
     assert!(body["error"]["request_id"].is_string());
 }
+
+#[tokio::test]
+async fn kelps_reserved_tenants_cannot_be_named_by_a_caller() {
+    let (kelp, p) = kelp_with_hello().await;
+    let mut reserved = body(&p, "/hello");
+    reserved["context"]["tenant_id"] = json!("_kelp");
+    reserved["context"]["install_id"] = json!("idempotency");
+    let r = kelp
+        .client
+        .post(format!("{}/v1/execute", kelp.base))
+        .header("x-runner-service-token", SERVICE_TOKEN)
+        .header("x-alga-tenant", "_kelp")
+        .header("x-alga-extension", p.extension.id.as_str())
+        .json(&reserved)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let error = json_body(r).await;
+    assert!(error["error"]["message"].as_str().unwrap().contains("reserved"), "{error}");
+    // Nor through a token: the gateway refuses the identity.
+    let r = kelp.get(&format!("/api/ext/{}/hello", p.extension.id), &token("_kelp", RW)).await;
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn the_service_token_is_checked_whatever_its_length() {
+    let (kelp, p) = kelp_with_hello().await;
+    for given in ["", "r", "runner-token-for-test", "runner-token-for-testsX", "runner-token-for-tests-but-much-longer"] {
+        let r = kelp
+            .client
+            .post(format!("{}/v1/execute", kelp.base))
+            .header("x-runner-service-token", given)
+            .header("x-alga-tenant", "acme")
+            .header("x-alga-extension", p.extension.id.as_str())
+            .json(&body(&p, "/hello"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{given:?}");
+    }
+}

@@ -48,7 +48,9 @@ async fn serves_assets_with_types_etags_caching_and_csp_on_html_only() {
     assert_eq!(html.status(), 200);
     assert_eq!(html.headers()["content-type"], "text/html; charset=utf-8");
     let csp = html.headers()["content-security-policy"].to_str().unwrap().to_string();
-    assert!(csp.starts_with("default-src 'self'; script-src 'self';") && csp.ends_with("frame-ancestors 'self'"), "{csp}");
+    assert!(csp.starts_with("default-src 'self'; script-src 'self';") && csp.contains("; frame-ancestors 'self'"), "{csp}");
+    // Each UI document runs in its own opaque origin: never `allow-same-origin`.
+    assert!(csp.ends_with(kelp_runtime::ui::UI_SANDBOX) && !csp.contains("allow-same-origin"), "{csp}");
     let entry = html.text().await.unwrap();
     assert!(entry.contains("<h1>Notes</h1>"));
     // Client routes and directories fall back to the entry (single-page apps).
@@ -86,10 +88,93 @@ async fn public_mode_serves_published_hashes_without_identity() {
     assert_eq!(kelp.client.get(&other).send().await.unwrap().status(), 404);
 }
 
+/// Exchange a user's token for a UI token of `extension`.
+async fn ui_token(kelp: &TestKelp, extension: &str, user_token: &str) -> (u16, serde_json::Value) {
+    let r = kelp.client.post(format!("{}/api/ext-ui-token/{extension}", kelp.base)).bearer_auth(user_token).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_ui_token_reaches_only_its_extensions_api_and_ui() {
+    let (kelp, hash) = kelp_with_ui(&[]).await;
+    let wat = kelp.publish(&staged_example("wat-hello")).await;
+    kelp.install(&wat, "acme", &[]).await;
+    let user = token("acme", &["extension:read", "extension:write", "extension:manage", "extension:debug"]);
+    let (status, minted) = ui_token(&kelp, "com.kelp.examples.js-notes", &user).await;
+    assert_eq!(status, 200, "{minted}");
+    assert_eq!(minted["token_type"], "Bearer");
+    assert_eq!(minted["expires_in"], 900);
+    let ui = minted["token"].as_str().unwrap().to_string();
+    // Its own extension: API and UI assets.
+    assert_eq!(kelp.get("/api/ext/com.kelp.examples.js-notes/hello", &ui).await.status(), 200);
+    assert_eq!(kelp.get(&format!("/ext-ui/com.kelp.examples.js-notes/{hash}/app.js"), &ui).await.status(), 200);
+    // Any other extension, the admin API, the debug relay, minting: refused.
+    let other = kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &ui).await;
+    assert_eq!(other.status(), 403);
+    assert!(json_body(other).await["error"]["message"].as_str().unwrap().contains("another extension"));
+    assert_eq!(kelp.get("/admin/installs", &ui).await.status(), 401, "the admin API refuses UI tokens");
+    let relay = kelp.get("/api/ext-debug/stream?extensionId=com.kelp.examples.js-notes", &ui).await;
+    assert_eq!(relay.status(), 401, "the debug relay refuses UI tokens");
+    assert_eq!(ui_token(&kelp, "com.kelp.examples.wat-hello", &ui).await.0, 401, "a UI token cannot mint another");
+    // Minting needs extension:read and the tenant's own install.
+    assert_eq!(ui_token(&kelp, "com.kelp.examples.js-notes", &token("acme", &[])).await.0, 403);
+    assert_eq!(ui_token(&kelp, "com.kelp.examples.js-notes", &token("globex", RW)).await.0, 404);
+    // A UI token of another tenant's user never reaches acme's install.
+    let globex_wat = kelp.install(&wat, "globex", &[]).await;
+    let (_, globex) = ui_token(&kelp, "com.kelp.examples.wat-hello", &token("globex", RW)).await;
+    let globex = globex["token"].as_str().unwrap();
+    let r = kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", globex).await;
+    assert_eq!(r.status(), 200, "globex's own install");
+    assert!(r.text().await.unwrap().starts_with("hello from wat"));
+    let _ = globex_wat;
+    // A forged UI token (another key) is refused.
+    let forged = kelp_runtime::auth::UiTokens::random(std::time::Duration::from_secs(60))
+        .mint(&kelp_runtime::auth::Identity { sub: "x".into(), tenant: "acme".into(), perms: vec!["extension:read".into()], ..Default::default() }, &wat.extension.id);
+    assert_eq!(kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &forged).await.status(), 401);
+}
+
+#[tokio::test]
+async fn sandboxed_uis_get_cors_for_the_null_origin_without_credentials() {
+    let (kelp, _) = kelp_with_ui(&[]).await;
+    let preflight = kelp
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/api/ext/com.kelp.examples.js-notes/hello", kelp.base))
+        .header("origin", "null")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "null");
+    assert!(preflight.headers().get("access-control-allow-credentials").is_none());
+    let other = kelp
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/api/ext/com.kelp.examples.js-notes/hello", kelp.base))
+        .header("origin", "https://evil.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none(), "other origins are not echoed");
+    let (kelp, _) = kelp_with_ui(&[("KELP_UI_SANDBOX", "false")]).await;
+    let off = kelp
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/api/ext/com.kelp.examples.js-notes/hello", kelp.base))
+        .header("origin", "null")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(off.headers().get("access-control-allow-origin").is_none(), "null is allowed only for sandboxed UIs");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_ui_renders_its_handlers_answer_in_chromium() {
     let (kelp, hash) = kelp_with_ui(&[("KELP_UI_PUBLIC", "true")]).await;
-    let url = format!("{}/ext-ui/com.kelp.examples.js-notes/{hash}/#token={}", kelp.base, token("acme", RW));
+    // The host page's part: a UI token of this extension only, in the iframe's fragment.
+    let (_, minted) = ui_token(&kelp, "com.kelp.examples.js-notes", &token("acme", RW)).await;
+    let url = format!("{}/ext-ui/com.kelp.examples.js-notes/{hash}/#token={}", kelp.base, minted["token"].as_str().unwrap());
     let result = browse(&url, "h1", "#message", "Hello, acme!", "example-ui.png", || async {}).await;
     assert_eq!(result["ok"], true, "{result}");
 }

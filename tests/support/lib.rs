@@ -48,10 +48,17 @@ pub fn staged_example(name: &str) -> PathBuf {
 /// Stage a WAT guest: the hello example's module with `prelude` run first in `handler`,
 /// under a manifest with the given name and endpoints `GET /run`.
 pub fn staged_wat(name: &str, prelude: &str) -> PathBuf {
+    staged_wat_with(name, "", prelude)
+}
+
+/// [`staged_wat`] with extra module-level declarations (memories, tables, ...) after the
+/// module's exported memory.
+pub fn staged_wat_with(name: &str, declarations: &str, prelude: &str) -> PathBuf {
     let hello = std::fs::read_to_string(repo_root().join("examples/wat-hello/hello.wat")).expect("hello.wat");
     let anchor = "(call $log_info (i32.const 4240) (i32.const 27))";
-    assert!(hello.contains(anchor), "hello.wat changed; update the test template");
-    let wat = hello.replace(anchor, &format!("{anchor}\n{prelude}"));
+    let memory = "(memory (export \"memory\") 1)";
+    assert!(hello.contains(anchor) && hello.contains(memory), "hello.wat changed; update the test template");
+    let wat = hello.replace(anchor, &format!("{anchor}\n{prelude}")).replace(memory, &format!("{memory}\n{declarations}"));
     let manifest = json!({
         "name": name, "publisher": "tests", "version": "1.0.0", "runtime": "wasm-wat@1",
         "capabilities": ["log.emit"],
@@ -167,6 +174,10 @@ impl TestKelp {
             ("KELP_DATA_DIR".to_string(), self.data_dir().to_string_lossy().into_owned()),
             ("KELP_ARTIFACT_DIR".to_string(), fixtures_dir().join("artifacts").to_string_lossy().into_owned()),
             ("KELP_JWT_HS256_SECRET".to_string(), EVENTS_SECRET.to_string()),
+            // The emulator is a local invoke: HS256 is opted into as with `sam local invoke`.
+            ("KELP_ALLOW_HS256".to_string(), "true".to_string()),
+            // The API the events/ fixtures come from (`requestContext.apiId`).
+            ("KELP_API_ID".to_string(), "abc123".to_string()),
             ("KELP_POOL_INSTANCES".to_string(), "4".to_string()),
         ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));

@@ -80,6 +80,13 @@ async fn the_gateway_binary_answers_every_gateway_fixture() {
     assert_eq!(png, std::fs::read(repo_root().join("examples/js-notes/ui/icon.png")).unwrap(), "byte-exact");
     assert_eq!(answer["headers"]["content-type"], "image/png");
 
+    // Authorizer claims in an event from another API are not trusted (KELP_API_ID=abc123):
+    // without a bearer token of its own the request is unauthenticated.
+    let mut foreign = fixture("gateway/js-notes-hello.json");
+    foreign["requestContext"]["apiId"] = Value::String("another-api".into());
+    let answer = emulator.call(foreign).await.json();
+    assert_eq!(answer["statusCode"], 401, "{answer}");
+
     // An event of another source: a clear error naming the accepted ones.
     let refused = emulator.call(fixture("invalid/s3-put.json")).await;
     assert!(!refused.ok);

@@ -17,7 +17,7 @@ use super::idempotency::{self, Lookup};
 use super::service::{self, NewInstall};
 use super::{audit, target_tenant, Admin};
 use crate::body::{BodyLimit, LimitedBytes};
-use crate::auth::{identify, Identity, PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS, PERM_PLATFORM_PUBLISH};
+use crate::auth::{identify, Identity, PERM_EXTENSION_MANAGE, PERM_EXTENSION_READ, PERM_PLATFORM_OPS, PERM_PLATFORM_PUBLISH};
 use crate::error::ApiError;
 use crate::gateway::{request_id_layer, RequestId};
 use crate::manifest::CAP_DEBUG_LOGS;
@@ -29,6 +29,10 @@ use crate::stores::{now_rfc3339, AuditFilter, DebugGrant, ExtensionRecord, Insta
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 type Answer = Result<Response, ApiError>;
+
+/// Who may read extensions and versions (manifests, content hashes): the registry is shared
+/// by all tenants, so reading it takes a permission, not just a valid token.
+const REGISTRY_READERS: &[&str] = &[PERM_EXTENSION_READ, PERM_EXTENSION_MANAGE, PERM_PLATFORM_PUBLISH, PERM_PLATFORM_OPS];
 
 /// The admin router.
 pub fn router(admin: Arc<Admin>) -> Router {
@@ -269,6 +273,7 @@ impl Paging {
 
 async fn list_extensions(State(admin): State<Arc<Admin>>, caller: Caller, Query(p): Query<Paging>) -> Response {
     let answer = async {
+        caller.require(&admin.platform, REGISTRY_READERS, "read the extension registry").await?;
         let page = admin.platform.registry.list_extensions(&p.request()).await?;
         Ok(Json(page_view(page, extension_view)).into_response())
     }
@@ -287,6 +292,7 @@ async fn find_extension(platform: &Platform, reference: &str) -> Result<Extensio
 
 async fn get_extension(State(admin): State<Arc<Admin>>, caller: Caller, Path(reference): Path<String>) -> Response {
     let answer = async {
+        caller.require(&admin.platform, REGISTRY_READERS, "read the extension registry").await?;
         let ext = find_extension(&admin.platform, &reference).await?;
         Ok(Json(extension_view(&ext)).into_response())
     }
@@ -296,6 +302,7 @@ async fn get_extension(State(admin): State<Arc<Admin>>, caller: Caller, Path(ref
 
 async fn list_versions(State(admin): State<Arc<Admin>>, caller: Caller, Path(reference): Path<String>, Query(p): Query<Paging>) -> Response {
     let answer = async {
+        caller.require(&admin.platform, REGISTRY_READERS, "read the extension registry").await?;
         let platform = &admin.platform;
         let ext = find_extension(platform, &reference).await?;
         let page = platform.registry.list_versions(&ext.id, &p.request()).await?;
@@ -311,6 +318,7 @@ async fn list_versions(State(admin): State<Arc<Admin>>, caller: Caller, Path(ref
 
 async fn get_version(State(admin): State<Arc<Admin>>, caller: Caller, Path((reference, version)): Path<(String, String)>) -> Response {
     let answer = async {
+        caller.require(&admin.platform, REGISTRY_READERS, "read the extension registry").await?;
         let platform = &admin.platform;
         let ext = find_extension(platform, &reference).await?;
         let v = resolve_version(platform, &ext, &version).await?;
@@ -595,6 +603,12 @@ struct GrantBody {
     tenant: String,
     install_id: String,
     viewer: String,
+    /// The viewer's own tenant (default: the install's tenant).
+    #[serde(default)]
+    viewer_tenant: Option<String>,
+    /// The issuer of the viewer's tokens (default: the configured issuer, if any).
+    #[serde(default)]
+    viewer_issuer: Option<String>,
     #[serde(default)]
     ttl_secs: Option<u64>,
     #[serde(default)]
@@ -624,6 +638,8 @@ async fn create_grant(State(admin): State<Arc<Admin>>, caller: Caller, meta: Met
                 tenant_id: req.tenant.clone(),
                 install_id: req.install_id.clone(),
                 viewer: req.viewer.clone(),
+                viewer_tenant: Some(req.viewer_tenant.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| req.tenant.clone())),
+                viewer_issuer: req.viewer_issuer.clone().filter(|i| !i.is_empty()).or_else(|| platform.settings.jwt_issuer.clone()),
                 granted_by: caller.identity.sub.clone(),
                 reason: req.reason.clone(),
                 created_at: now_rfc3339(),
@@ -631,7 +647,7 @@ async fn create_grant(State(admin): State<Arc<Admin>>, caller: Caller, meta: Met
                 revoked_at: None,
             };
             platform.grants.create_grant(&grant).await?;
-            caller.audit(platform, Some(&req.tenant), "grant.create", Some(&grant.id), json!({"install_id": grant.install_id, "viewer": grant.viewer, "expires_at": grant.expires_at, "reason": grant.reason})).await;
+            caller.audit(platform, Some(&req.tenant), "grant.create", Some(&grant.id), json!({"install_id": grant.install_id, "viewer": grant.viewer, "viewer_tenant": grant.viewer_tenant, "viewer_issuer": grant.viewer_issuer, "expires_at": grant.expires_at, "reason": grant.reason})).await;
             Ok((StatusCode::CREATED, serde_json::to_value(&grant).expect("plain data")))
         })
         .await

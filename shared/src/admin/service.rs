@@ -59,8 +59,37 @@ pub fn check_grants(granted: &[String], declared: &[String]) -> Result<Vec<Strin
     Ok(normalized.into_iter().collect())
 }
 
+/// Config keys of one install.
+pub const MAX_CONFIG_KEYS: usize = 256;
+/// Bytes of one install's config (keys and values). The install record carries it, and a
+/// DynamoDB item stops at 400 KB: a larger map is refused up front, not half-written.
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+/// Entries of one install's egress allow-list.
+pub const MAX_EGRESS_ENTRIES: usize = 64;
+
+/// Check a config map against the size limits.
+pub fn check_config(config: &BTreeMap<String, String>) -> Result<(), AdminError> {
+    check_map_size("config", config, MAX_CONFIG_BYTES)
+}
+
+/// Check a config or secrets map (`what`) against the size limits (Secrets Manager also
+/// stops at 64 KB per secret).
+fn check_map_size(what: &str, map: &BTreeMap<String, String>, max_bytes: usize) -> Result<(), AdminError> {
+    if map.len() > MAX_CONFIG_KEYS {
+        return Err(AdminError::Invalid(format!("{what} has {} keys; the limit is {MAX_CONFIG_KEYS}", map.len())));
+    }
+    let bytes: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > max_bytes {
+        return Err(AdminError::Invalid(format!("{what} is {bytes} bytes; the limit is {max_bytes}")));
+    }
+    Ok(())
+}
+
 /// Normalise and check an egress allow-list.
 pub fn check_egress(egress: &[String]) -> Result<Vec<String>, AdminError> {
+    if egress.len() > MAX_EGRESS_ENTRIES {
+        return Err(AdminError::Invalid(format!("egress has {} entries; the limit is {MAX_EGRESS_ENTRIES}", egress.len())));
+    }
     parse_allow_list(egress).map_err(|e| AdminError::Invalid(e.to_string()))?;
     Ok(egress.iter().map(|e| e.trim().trim_end_matches('/').to_lowercase()).collect())
 }
@@ -74,6 +103,7 @@ pub async fn create_install(platform: &Platform, new: NewInstall) -> Result<Inst
         .ok_or_else(|| AdminError::NotFound(format!("version {} of extension {} not found", new.version_id, new.extension_id)))?;
     let granted = check_grants(&new.granted, &version.manifest.capabilities)?;
     let egress = check_egress(&new.egress)?;
+    check_config(&new.config)?;
     let now = now_rfc3339();
     let install = InstallRecord {
         install_id: uuid::Uuid::new_v4().to_string(),
@@ -128,6 +158,7 @@ pub async fn set_config(
     install_id: &str,
     config: BTreeMap<String, String>,
 ) -> Result<InstallRecord, AdminError> {
+    check_config(&config)?;
     update_install(platform, tenant, install_id, |i| {
         i.config = config;
         i.config_version += 1;
@@ -136,13 +167,20 @@ pub async fn set_config(
     .await
 }
 
-/// The secret reference of an install: stable per install, under the Kelp prefix.
+/// A fresh secret reference for one write of an install's envelope, under the Kelp prefix.
+/// Every write gets its own reference, so an envelope only goes live when the install record
+/// points at it.
 pub fn secret_ref_for(install: &InstallRecord) -> String {
-    format!("kelp/{}/{}", install.tenant_id, install.install_id)
+    format!("kelp/{}/{}/{}", install.tenant_id, install.install_id, uuid::Uuid::new_v4().simple())
 }
 
 /// Write the secret envelope and bump `secrets_version` (A2). Values are write-only: they
 /// are never returned or logged.
+///
+/// The envelope is written under a new reference first and goes live only through the
+/// install's revision-checked update: with two concurrent writes, the one answered 409 never
+/// owns the live values (its envelope is deleted), and the winner deletes the envelope it
+/// replaced.
 pub async fn set_secrets(
     platform: &Platform,
     tenant: &str,
@@ -155,16 +193,43 @@ pub async fn set_secrets(
         .get_install(tenant, install_id)
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("install {install_id} not found")))?;
-    let secret_ref = current.secrets_ref.clone().unwrap_or_else(|| secret_ref_for(&current));
+    // The envelope base64-encodes the values: 3/4 of 64 KB keeps it within Secrets Manager's cap.
+    check_map_size("secrets", values, MAX_CONFIG_BYTES * 3 / 4)?;
+    let secret_ref = secret_ref_for(&current);
     let mut envelope = SecretEnvelope::inline(values, expires_at);
     envelope.version = Some((current.secrets_version + 1).to_string());
-    platform.secrets.source().store(&secret_ref, &envelope).await?;
-    update_install(platform, tenant, install_id, |i| {
-        i.secrets_ref = Some(secret_ref);
+    let source = platform.secrets.source();
+    source.store(&secret_ref, &envelope).await?;
+    let expected_revision = current.revision;
+    let updated = update_install(platform, tenant, install_id, |i| {
+        if i.revision != expected_revision {
+            return Err(AdminError::Conflict("the install changed concurrently; retry".into()));
+        }
+        i.secrets_ref = Some(secret_ref.clone());
         i.secrets_version += 1;
         Ok(())
     })
-    .await
+    .await;
+    match updated {
+        Ok(install) => {
+            if let Some(replaced) = current.secrets_ref.filter(|r| *r != secret_ref) {
+                forget_envelope(platform, &replaced).await;
+            }
+            Ok(install)
+        }
+        Err(e) => {
+            forget_envelope(platform, &secret_ref).await;
+            Err(e)
+        }
+    }
+}
+
+/// Delete an envelope no install points at any more. A failure leaves an orphan that holds no
+/// live values; it is logged (by reference, never by content) and the caller's answer stands.
+async fn forget_envelope(platform: &Platform, secret_ref: &str) {
+    if let Err(e) = platform.secrets.source().delete(secret_ref).await {
+        tracing::warn!(%secret_ref, error = %e, "could not delete a replaced secret envelope");
+    }
 }
 
 /// Uninstall; storage data is purged only when asked. Returns the purged entry count.
@@ -181,5 +246,8 @@ pub async fn uninstall(platform: &Platform, tenant: &str, install_id: &str, purg
         0
     };
     platform.installs.delete_install(tenant, &install.install_id).await?;
+    if let Some(secret_ref) = &install.secrets_ref {
+        forget_envelope(platform, secret_ref).await;
+    }
     Ok(purged)
 }

@@ -2,12 +2,16 @@
 //! else `Authorization: Bearer <JWT>` verified here (HS256 secret, RS256 PEM keys or a
 //! JWKS document). `alg: none`, unknown keys, bad signatures and expired tokens are refused.
 
+mod ui_token;
+
 use std::collections::HashMap;
 
 use axum::http::request::Parts;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use ui_token::{looks_like_ui_token, UiTokens, UI_TOKEN_ISSUER};
 
 /// Permission to call an extension's read endpoints (GET/HEAD).
 pub const PERM_EXTENSION_READ: &str = "extension:read";
@@ -23,7 +27,7 @@ pub const PERM_PLATFORM_PUBLISH: &str = "platform:publish";
 pub const PERM_PLATFORM_OPS: &str = "platform:ops";
 
 /// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// Subject.
     pub sub: String,
@@ -41,6 +45,13 @@ pub struct Identity {
     pub client_name: String,
     /// Permissions.
     pub perms: Vec<String>,
+    /// `iss` of the token (empty when it had none): with `sub` and `tenant` it names a
+    /// person across issuers, e.g. in debug grants.
+    #[serde(default)]
+    pub issuer: String,
+    /// Set for a UI token: the one extension (registry id) it reaches.
+    #[serde(default)]
+    pub ui_scope: Option<String>,
 }
 
 impl Identity {
@@ -68,6 +79,8 @@ pub struct JwtVerifier {
     rs256: Vec<(Option<String>, DecodingKey)>,
     issuer: Option<String>,
     audience: Option<String>,
+    /// API Gateway HTTP APIs whose JWT authorizer claims are trusted (`requestContext.apiId`).
+    trusted_api_ids: Vec<String>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -77,6 +90,7 @@ impl std::fmt::Debug for JwtVerifier {
             .field("rs256_keys", &self.rs256.len())
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field("trusted_api_ids", &self.trusted_api_ids)
             .finish()
     }
 }
@@ -85,6 +99,15 @@ impl JwtVerifier {
     /// A verifier; configure keys with the builder methods.
     pub fn new(issuer: Option<String>, audience: Option<String>) -> Self {
         Self { issuer, audience, ..Default::default() }
+    }
+
+    /// Trust JWT authorizer claims of events from these API Gateway HTTP APIs only. Claims in
+    /// an event from any other API (another API in the account wired to this function, say)
+    /// are ignored and the bearer token is verified instead. An empty list trusts the claims
+    /// of any API allowed to invoke the function (its resource policy decides which).
+    pub fn with_trusted_api_ids(mut self, api_ids: Vec<String>) -> Self {
+        self.trusted_api_ids = api_ids;
+        self
     }
 
     /// Accept HS256 tokens signed with `secret`.
@@ -139,6 +162,8 @@ impl JwtVerifier {
         };
         let mut validation = Validation::new(header.alg);
         validation.leeway = 30;
+        // A token is not valid before its `nbf` either (jsonwebtoken checks it only on request).
+        validation.validate_nbf = true;
         // A configured issuer/audience must be present, not merely match when present.
         match &self.issuer {
             Some(iss) => {
@@ -159,6 +184,12 @@ impl JwtVerifier {
     }
 }
 
+/// Tenant ids Kelp keeps for itself (e.g. `_kelp`, the scope of idempotency records): no
+/// caller may act in them.
+pub fn is_reserved_tenant(tenant: &str) -> bool {
+    tenant.starts_with('_')
+}
+
 /// Build an identity from claims (JWT payload, or API Gateway's flattened claim strings).
 pub fn identity_from_claims(claims: &HashMap<String, Value>) -> Result<Identity, AuthError> {
     let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
@@ -167,6 +198,9 @@ pub fn identity_from_claims(claims: &HashMap<String, Value>) -> Result<Identity,
         .or_else(|| text("tenant_id"))
         .filter(|s| !s.is_empty())
         .ok_or_else(|| AuthError::Invalid("token has no tenant".into()))?;
+    if is_reserved_tenant(&tenant) {
+        return Err(AuthError::Invalid("tenant ids starting with '_' are reserved for Kelp".into()));
+    }
     let perms = match claims.get("perms") {
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
         Some(Value::String(s)) => parse_flattened_list(s),
@@ -181,6 +215,8 @@ pub fn identity_from_claims(claims: &HashMap<String, Value>) -> Result<Identity,
         client_id: text("client_id").filter(|s| !s.is_empty()),
         client_name: text("client_name").or_else(|| text("company_name")).unwrap_or_default(),
         perms,
+        issuer: text("iss").unwrap_or_default(),
+        ui_scope: None,
     })
 }
 
@@ -200,28 +236,61 @@ fn parse_flattened_list(s: &str) -> Vec<String> {
 }
 
 /// The identity of a request: authorizer claims first (the request came through API
-/// Gateway, which verified the token), else the bearer token.
+/// Gateway, which verified the token), else the bearer token. UI tokens are refused here:
+/// routes that accept them call [`identify_in_extension`].
 pub fn identify(parts: &Parts, verifier: &JwtVerifier) -> Result<Identity, AuthError> {
-    if let Some(claims) = authorizer_claims(parts) {
+    if let Some(claims) = authorizer_claims(parts, &verifier.trusted_api_ids) {
         let claims: HashMap<String, Value> = claims.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
         return identity_from_claims(&claims);
     }
+    let token = bearer(parts)?;
+    if looks_like_ui_token(token) {
+        return Err(AuthError::Invalid("a UI token only reaches its extension's API".into()));
+    }
+    if !verifier.is_configured() {
+        return Err(AuthError::Invalid("no token verification key is configured".into()));
+    }
+    verifier.verify(token)
+}
+
+/// The identity of a request to one extension's API or UI: a user's token as in
+/// [`identify`], or a UI token (its `ui_scope` then names the only extension it reaches; the
+/// caller must check it against the extension it resolves).
+pub fn identify_in_extension(parts: &Parts, verifier: &JwtVerifier, ui_tokens: &UiTokens) -> Result<Identity, AuthError> {
+    if authorizer_claims(parts, &verifier.trusted_api_ids).is_none() {
+        if let Ok(token) = bearer(parts) {
+            if looks_like_ui_token(token) {
+                return ui_tokens.verify(token);
+            }
+        }
+    }
+    identify(parts, verifier)
+}
+
+/// The bearer token of the `Authorization` header.
+fn bearer(parts: &Parts) -> Result<&str, AuthError> {
     let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(AuthError::Missing)?;
     let value = header.to_str().map_err(|_| AuthError::Invalid("malformed Authorization header".into()))?;
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .ok_or_else(|| AuthError::Invalid("Authorization must be a Bearer token".into()))?;
-    if !verifier.is_configured() {
-        return Err(AuthError::Invalid("no token verification key is configured".into()));
-    }
-    verifier.verify(token.trim())
+    Ok(token.trim())
 }
 
-fn authorizer_claims(parts: &Parts) -> Option<HashMap<String, String>> {
+/// JWT authorizer claims of an API Gateway v2 event from a trusted API.
+fn authorizer_claims(parts: &Parts, trusted_api_ids: &[String]) -> Option<HashMap<String, String>> {
     use lambda_http::request::RequestContext;
     match parts.extensions.get::<RequestContext>()? {
-        RequestContext::ApiGatewayV2(ctx) => ctx.authorizer.as_ref()?.jwt.as_ref().map(|j| j.claims.clone()),
+        RequestContext::ApiGatewayV2(ctx) => {
+            let claims = ctx.authorizer.as_ref()?.jwt.as_ref()?;
+            let api = ctx.apiid.as_deref().unwrap_or_default();
+            if !trusted_api_ids.is_empty() && !trusted_api_ids.iter().any(|t| t == api) {
+                tracing::warn!(api_id = api, "ignoring authorizer claims of an API that is not in KELP_API_ID");
+                return None;
+            }
+            Some(claims.claims.clone())
+        }
         _ => None,
     }
 }

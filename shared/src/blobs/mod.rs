@@ -57,11 +57,6 @@ pub fn artifact_key(compat_hash: &str, component_hash: &str) -> String {
     format!("artifacts/{}/{component_hash}.cwasm", &compat_hash[..compat_hash.len().min(32)])
 }
 
-/// Key of the sha256 recorded for an artifact when it was written.
-pub fn artifact_digest_key(compat_hash: &str, component_hash: &str) -> String {
-    format!("{}.sha256", artifact_key(compat_hash, component_hash))
-}
-
 /// Key of a published bundle.
 pub fn bundle_key(content_hex: &str) -> String {
     format!("bundles/{content_hex}.tar.zst")

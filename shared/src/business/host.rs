@@ -9,6 +9,9 @@ use crate::bindings::types::*;
 use crate::host::HostState;
 use crate::manifest::{CAP_CLIENT_READ, CAP_INVOICE_MANUAL_CREATE, CAP_SCHEDULER_MANAGE, CAP_SERVICE_READ, CAP_UI_PROXY};
 
+/// Host API calls one execution may make.
+pub const MAX_HOST_API_CALLS: u32 = 32;
+
 /// Why a business call did not reach or satisfy the host API.
 enum Refusal {
     /// Capability not granted, or no host API configured.
@@ -24,6 +27,12 @@ impl HostState {
             self.inv.debug.host_warning(format!("{operation}: denied ({cap} not granted or no host API configured)"));
             return Err(Refusal::NotAllowed);
         };
+        // Each call is a network round trip on the PSA's side: a guest gets a bounded number.
+        if self.inv.host_api_calls >= MAX_HOST_API_CALLS {
+            self.inv.debug.host_warning(format!("{operation}: refused, more than {MAX_HOST_API_CALLS} host API calls in one request"));
+            return Err(Refusal::Api(HostApiError::Failed("too many host API calls".into())));
+        }
+        self.inv.host_api_calls += 1;
         let answer = api
             .call(&self.inv.ids, self.inv.user.as_ref(), operation, payload, self.inv.remaining())
             .await

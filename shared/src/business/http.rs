@@ -79,12 +79,13 @@ impl HostApi for HttpHostApi {
                 .body(serde_json::to_vec(&body).expect("serialising JSON"))
                 .send()
                 .await
-                .map_err(|e| HostApiError::Failed(format!("unreachable: {e}")))?;
+                // The internal URL stays out of what the guest and the debug stream see.
+                .map_err(|e| HostApiError::Failed(format!("unreachable: {}", e.without_url())))?;
             let status = response.status().as_u16();
             let mut bytes = Vec::new();
             let mut stream = response.bytes_stream();
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| HostApiError::Failed(e.to_string()))?;
+                let chunk = chunk.map_err(|e| HostApiError::Failed(e.without_url().to_string()))?;
                 if bytes.len() + chunk.len() > self.settings.max_response_bytes {
                     return Err(HostApiError::Failed(format!("answer over {} bytes", self.settings.max_response_bytes)));
                 }

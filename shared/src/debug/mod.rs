@@ -5,6 +5,7 @@
 pub mod memory;
 pub mod redis;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,23 +123,66 @@ pub struct EventContext {
     pub content_hash: String,
 }
 
-/// Publishes events for one execution: stamps the context, cuts long messages.
+/// Debug events one execution may publish by default (`KELP_MAX_DEBUG_EVENTS`).
+pub const DEFAULT_MAX_EVENTS_PER_CALL: usize = 1000;
+
+/// Publishes events for one execution: stamps the context, cuts long messages, and stops
+/// after the call's event budget (guest logs, stdout/stderr lines and host warnings alike), so
+/// one request cannot flood the shared bus and push other tenants' events out.
 #[derive(Clone)]
 pub struct DebugSink {
     bus: Arc<dyn DebugBus>,
     context: Arc<EventContext>,
     max_event_bytes: usize,
+    budget: Arc<EventBudget>,
+}
+
+/// Events left for one execution; shared by every clone of its sink.
+struct EventBudget {
+    limit: usize,
+    used: AtomicUsize,
 }
 
 impl DebugSink {
-    /// A sink for one execution.
+    /// A sink for one execution, with the default event budget.
     pub fn new(bus: Arc<dyn DebugBus>, context: EventContext, max_event_bytes: usize) -> Self {
-        Self { bus, context: Arc::new(context), max_event_bytes }
+        let budget = Arc::new(EventBudget { limit: DEFAULT_MAX_EVENTS_PER_CALL, used: AtomicUsize::new(0) });
+        Self { bus, context: Arc::new(context), max_event_bytes, budget }
     }
 
-    /// Publish one event; `truncated` marks output already cut upstream.
+    /// The same sink with a budget of `max_events` events for the execution.
+    pub fn with_event_budget(mut self, max_events: usize) -> Self {
+        self.budget = Arc::new(EventBudget { limit: max_events, used: AtomicUsize::new(0) });
+        self
+    }
+
+    /// Publish one event; `truncated` marks output already cut upstream. Past the event
+    /// budget the event is dropped; the first one dropped is replaced by one marker.
     pub fn emit(&self, level: &str, stream: &str, message: impl Into<String>, truncated: bool) {
-        let mut message = message.into();
+        let used = self.budget.used.fetch_add(1, Ordering::Relaxed);
+        if used < self.budget.limit {
+            self.publish(level, stream, message.into(), truncated);
+        } else if used == self.budget.limit {
+            self.publish(
+                "warn",
+                "log",
+                format!("[debug events truncated: more than {} events in one call]", self.budget.limit),
+                true,
+            );
+        }
+    }
+
+    /// Publish one event outside the budget: for the one event that closes a failed call.
+    pub fn emit_final(&self, level: &str, stream: &str, message: impl Into<String>) {
+        self.publish(level, stream, message.into(), false);
+    }
+
+    /// Whether the call's event budget ran out.
+    pub fn exhausted(&self) -> bool {
+        self.budget.used.load(Ordering::Relaxed) > self.budget.limit
+    }
+
+    fn publish(&self, level: &str, stream: &str, mut message: String, truncated: bool) {
         let cut = truncate_utf8(&mut message, self.max_event_bytes);
         let c = &self.context;
         self.bus.publish(DebugEvent {
@@ -174,6 +218,23 @@ mod tests {
         let mut t = "short".to_string();
         assert!(!truncate_utf8(&mut t, 10));
         assert_eq!(t, "short");
+    }
+
+    #[tokio::test]
+    async fn a_call_publishes_at_most_its_event_budget_and_one_marker() {
+        let bus = Arc::new(memory::MemoryBus::new(1000));
+        let ctx = EventContext { tenant_id: "t".into(), extension_id: "e".into(), ..Default::default() };
+        let sink = DebugSink::new(bus.clone(), ctx, 100).with_event_budget(5);
+        let clone = sink.clone();
+        for i in 0..10_000 {
+            if i % 2 == 0 { sink.emit("info", "log", "x", false) } else { clone.host_warning("y") }
+        }
+        sink.emit_final("error", "log", "execution failed");
+        let events = bus.backlog("t", "e", 100).await.unwrap();
+        assert_eq!(events.len(), 5 + 1 + 1, "budget, one marker, the final event");
+        assert!(events[5].event.truncated && events[5].event.message.contains("more than 5 events"));
+        assert_eq!(events[6].event.message, "execution failed");
+        assert!(sink.exhausted());
     }
 
     #[test]

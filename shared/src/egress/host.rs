@@ -64,7 +64,8 @@ impl http::Host for HostState {
             Err(e) if is_blocked(&e) => return Err(self.deny_fetch(format!("{host} resolves to a non-public address"))),
             Err(e) if e.is_builder() => return Err(HttpError::InvalidUrl),
             Err(e) => {
-                self.inv.debug.host_warning(format!("http.fetch {host}: transport error: {e}"));
+                // The URL may carry credentials (userinfo, query keys): never in events.
+                self.inv.debug.host_warning(format!("http.fetch {host}: transport error: {}", e.without_url()));
                 return Err(HttpError::Transport);
             }
         };

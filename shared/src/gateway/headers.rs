@@ -1,6 +1,6 @@
-//! Header allow-lists between the client and the guest (architecture.md, step 7).
+//! Header allow-lists between the client and the guest (docs/api-routing.md, "Header allow-lists").
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 
 use crate::bindings::types::HttpHeader;
 use crate::debug::DebugSink;
@@ -27,22 +27,151 @@ pub fn guest_request_headers(headers: &HeaderMap, request_id: &str, tenant: &str
     out
 }
 
-/// The guest's response headers that may reach the client; others, and invalid ones, are
-/// dropped with a debug warning (never a panic).
+/// Response headers a guest may send per response; the rest are dropped.
+pub const MAX_RESPONSE_HEADERS: usize = 64;
+/// Bytes of response header names and values a guest may send per response.
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 16 * 1024;
+
+/// Sent on every guest response: a guest's body is never sniffed into another type, and an
+/// HTML body opened directly runs sandboxed (a unique origin, no scripts), so a guest cannot
+/// act as the gateway origin that also serves other extensions and holds users' tokens.
+pub const GUEST_RESPONSE_CSP: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
+
+/// The guest's response headers that may reach the client. Disallowed, invalid and excess
+/// headers (past [`MAX_RESPONSE_HEADERS`] or [`MAX_RESPONSE_HEADER_BYTES`]) are dropped and
+/// reported in one debug warning per response, however many there were (never a panic).
 pub fn client_response_headers(guest: &[HttpHeader], debug: &DebugSink) -> HeaderMap {
     let mut out = HeaderMap::new();
+    let mut bytes = 0usize;
+    let mut dropped = Dropped::default();
     for h in guest {
-        let lower = h.name.to_ascii_lowercase();
-        if !(RESPONSE_ALLOW.contains(&lower.as_str()) || lower.starts_with("x-ext-")) {
-            debug.host_warning(format!("response header {:?} is not allowed and was dropped", h.name));
+        if out.len() >= MAX_RESPONSE_HEADERS || bytes + h.name.len() + h.value.len() > MAX_RESPONSE_HEADER_BYTES {
+            dropped.over_limit += 1;
             continue;
         }
-        match (HeaderName::from_bytes(lower.as_bytes()), HeaderValue::from_str(&h.value)) {
-            (Ok(name), Ok(value)) => {
-                out.append(name, value);
-            }
-            _ => debug.host_warning(format!("response header {:?} has an invalid name or value and was dropped", h.name)),
+        let lower = h.name.to_ascii_lowercase();
+        if !(RESPONSE_ALLOW.contains(&lower.as_str()) || lower.starts_with("x-ext-")) {
+            dropped.note_disallowed(&h.name);
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(lower.as_bytes()), HeaderValue::from_str(&h.value)) else {
+            dropped.invalid += 1;
+            continue;
+        };
+        if out.try_append(name, value).is_err() {
+            dropped.over_limit += 1;
+            continue;
+        }
+        bytes += h.name.len() + h.value.len();
+    }
+    if let Some(summary) = dropped.summary() {
+        debug.host_warning(summary);
+    }
+    out.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    out.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(GUEST_RESPONSE_CSP));
+    out
+}
+
+/// What [`client_response_headers`] left out, for the one warning it emits.
+#[derive(Default)]
+struct Dropped {
+    disallowed: usize,
+    /// The first few disallowed names, enough for an author to see the mistake.
+    examples: Vec<String>,
+    invalid: usize,
+    over_limit: usize,
+}
+
+impl Dropped {
+    fn note_disallowed(&mut self, name: &str) {
+        self.disallowed += 1;
+        if self.examples.len() < 3 {
+            self.examples.push(format!("{:?}", name.chars().take(64).collect::<String>()));
         }
     }
-    out
+
+    fn summary(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.disallowed > 0 {
+            parts.push(format!("{} not allowed (e.g. {})", self.disallowed, self.examples.join(", ")));
+        }
+        if self.invalid > 0 {
+            parts.push(format!("{} with an invalid name or value", self.invalid));
+        }
+        if self.over_limit > 0 {
+            parts.push(format!(
+                "{} past the limit of {MAX_RESPONSE_HEADERS} headers / {MAX_RESPONSE_HEADER_BYTES} bytes",
+                self.over_limit
+            ));
+        }
+        (!parts.is_empty()).then(|| format!("response headers dropped: {}", parts.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::debug::memory::MemoryBus;
+    use crate::debug::{DebugBus, EventContext};
+    use std::sync::Arc;
+
+    fn sink(bus: &Arc<MemoryBus>) -> DebugSink {
+        let ctx = EventContext { tenant_id: "t".into(), extension_id: "e".into(), ..Default::default() };
+        DebugSink::new(bus.clone(), ctx, 8192)
+    }
+
+    fn header(name: String, value: &str) -> HttpHeader {
+        HttpHeader { name, value: value.to_string() }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_distinct_headers_is_capped_with_one_warning() {
+        let bus = Arc::new(MemoryBus::new(1000));
+        let guest: Vec<_> = (0..30_000).map(|i| header(format!("x-ext-h{i}"), "v")).collect();
+        let out = client_response_headers(&guest, &sink(&bus));
+        assert_eq!(out.len(), MAX_RESPONSE_HEADERS + 2, "capped, plus nosniff and the CSP");
+        let events = bus.backlog("t", "e", 100).await.unwrap();
+        assert_eq!(events.len(), 1, "one summary warning");
+        assert!(events[0].event.message.contains("29936 past the limit"), "{}", events[0].event.message);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_disallowed_headers_makes_one_warning() {
+        let bus = Arc::new(MemoryBus::new(1000));
+        let mut guest: Vec<_> = (0..100_000).map(|i| header(format!("set-cookie{i}"), "v")).collect();
+        guest.push(header("Content-Type".into(), "application/json"));
+        guest.push(header("x-ext-bad".into(), "line\nbreak"));
+        let out = client_response_headers(&guest, &sink(&bus));
+        assert_eq!(out.get("content-type").unwrap(), "application/json");
+        assert_eq!(out.get("x-content-type-options").unwrap(), "nosniff");
+        assert_eq!(out.get("content-security-policy").unwrap(), GUEST_RESPONSE_CSP);
+        let events = bus.backlog("t", "e", 100).await.unwrap();
+        assert_eq!(events.len(), 1);
+        let message = &events[0].event.message;
+        assert!(message.contains("100000 not allowed") && message.contains("set-cookie0"), "{message}");
+        assert!(message.contains("1 with an invalid name or value"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn header_bytes_are_capped() {
+        let bus = Arc::new(MemoryBus::new(1000));
+        let big = "v".repeat(MAX_RESPONSE_HEADER_BYTES / 2);
+        let guest: Vec<_> = (0..4).map(|i| header(format!("x-ext-{i}"), &big)).collect();
+        let out = client_response_headers(&guest, &sink(&bus));
+        assert_eq!(out.len(), 1 + 2, "only the first fits the byte budget");
+    }
+
+    #[test]
+    fn guests_cannot_set_security_headers_or_cookies() {
+        let bus = Arc::new(MemoryBus::new(10));
+        let guest = vec![
+            header("set-cookie".into(), "a=b"),
+            header("content-security-policy".into(), "default-src *"),
+            header("x-content-type-options".into(), "sniff"),
+        ];
+        let out = client_response_headers(&guest, &sink(&bus));
+        assert!(out.get("set-cookie").is_none());
+        assert_eq!(out.get("content-security-policy").unwrap(), GUEST_RESPONSE_CSP);
+        assert_eq!(out.get("x-content-type-options").unwrap(), "nosniff");
+    }
 }

@@ -3,7 +3,7 @@
 //! under axum in `kelp up`.
 
 mod cors;
-mod headers;
+pub mod headers;
 pub mod ratelimit;
 pub mod run;
 mod runner_api;
@@ -90,6 +90,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/ext-ui/{extension_id}/{content_hash}", get(crate::ui::handle))
         .route("/ext-ui/{extension_id}/{content_hash}/", get(crate::ui::handle))
         .route("/ext-ui/{extension_id}/{content_hash}/{*path}", get(crate::ui::handle))
+        .route("/api/ext-ui-token/{extension_id}", any(crate::ui::issue_token))
         .route("/healthz", get(health))
         .layer(axum::Extension(crate::body::BodyLimit(gateway.platform.settings.max_body_bytes)))
         .with_state(gateway)

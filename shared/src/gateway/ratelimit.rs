@@ -31,6 +31,13 @@ struct Bucket {
     at: Instant,
 }
 
+/// The Redis key of a (tenant, extension) bucket: ids are kept as they are (no case folding)
+/// and `%`/`:` are escaped, so two different pairs never share a bucket.
+pub fn rate_key(tenant: &str, extension: &str) -> String {
+    let escape = |s: &str| s.replace('%', "%25").replace(':', "%3A");
+    format!("kelp-rate:{}:{}", escape(tenant), escape(extension))
+}
+
 /// In-memory token buckets of this instance.
 pub struct LocalRateLimiter {
     burst: f64,
@@ -148,7 +155,7 @@ impl RedisRateLimiter {
             *guard = Some(self.client.get_multiplexed_async_connection_with_config(&crate::debug::redis::connection_config()).await?);
         }
         let conn = guard.as_mut().expect("connected above");
-        let key = format!("kelp-rate:{}:{}", tenant.to_lowercase(), extension.to_lowercase());
+        let key = rate_key(tenant, extension);
         let result: redis::RedisResult<(i64, i64)> =
             self.script.key(key).arg(self.burst).arg(self.per_sec).invoke_async(conn).await;
         match result {
@@ -185,6 +192,22 @@ impl RateLimiter for RedisRateLimiter {
         }
         self.fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.local.take(tenant, extension)
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::rate_key;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn different_tenant_extension_pairs_never_share_a_bucket(
+            a in ("[aA:%3B]{0,6}", "[aA:%3B]{0,6}"),
+            b in ("[aA:%3B]{0,6}", "[aA:%3B]{0,6}"),
+        ) {
+            prop_assert_eq!(rate_key(&a.0, &a.1) == rate_key(&b.0, &b.1), a == b);
+        }
     }
 }
 

@@ -52,6 +52,7 @@ pub fn sink(platform: &Platform, ids: &ExecIds) -> DebugSink {
         },
         platform.settings.debug_max_event_bytes,
     )
+    .with_event_budget(platform.settings.debug_max_events_per_call)
 }
 
 /// The host state of a plan (the version is kept by the caller).
@@ -71,6 +72,7 @@ pub fn invocation(platform: &Platform, plan: Plan) -> (Invocation, Arc<VersionRe
         egress: platform.egress.clone(),
         egress_calls: 0,
         host_api: platform.host_api.clone(),
+        host_api_calls: 0,
         debug,
         deadline: Instant::now() + plan.limits.timeout,
     };

@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use super::headers::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEADER_BYTES};
 use super::run::{execute, sink, Plan};
 use super::{Gateway, RequestId};
 use crate::bindings::types::{ContextData, ExecuteRequest, HttpHeader, HttpRequest};
@@ -165,10 +166,12 @@ pub async fn handle(
 async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8]) -> Result<ExecuteAnswer, ApiError> {
     let platform = &gw.platform;
     let settings = &platform.settings;
-    // The service token: constant-time compare; no token configured = the API is closed.
+    // The service token: no token configured = the API is closed. Digests are compared in
+    // constant time, so neither the token's bytes nor its length show in the timing.
     let expected = settings.runner_service_token.as_deref().unwrap_or("");
     let given = header(headers, "x-runner-service-token").unwrap_or("");
-    if expected.is_empty() || given.len() != expected.len() || !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+    let digest = |s: &str| <sha2::Sha256 as sha2::Digest>::digest(s.as_bytes());
+    if expected.is_empty() || !bool::from(digest(given).as_slice().ct_eq(digest(expected).as_slice())) {
         return Err(ApiError::unauthenticated("a valid x-runner-service-token is required"));
     }
     let tenant_h = header(headers, "x-alga-tenant").ok_or_else(|| ApiError::bad_request("x-alga-tenant header is required"))?;
@@ -176,6 +179,9 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         header(headers, "x-alga-extension").ok_or_else(|| ApiError::bad_request("x-alga-extension header is required"))?;
     let req: ExecuteBody =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed execute request: {e}")))?;
+    if crate::auth::is_reserved_tenant(&req.context.tenant_id) {
+        return Err(ApiError::bad_request("tenant ids starting with '_' are reserved for Kelp"));
+    }
     if req.context.tenant_id != tenant_h {
         return Err(ApiError::bad_request("x-alga-tenant does not match context.tenant_id"));
     }
@@ -305,12 +311,24 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         Ok(outcome) => {
             let r = outcome.response;
             let mut headers: BTreeMap<String, String> = BTreeMap::new();
+            let (mut bytes, mut dropped) = (0usize, 0usize);
             for h in r.headers {
+                // The same caps as the gateway's: a header flood is cut, with one warning.
+                bytes += h.name.len() + h.value.len();
+                if bytes > MAX_RESPONSE_HEADER_BYTES || (headers.len() >= MAX_RESPONSE_HEADERS && !headers.contains_key(&h.name.to_lowercase())) {
+                    dropped += 1;
+                    continue;
+                }
                 // Alga's runner answers a map: repeated headers are joined as HTTP allows.
                 headers.entry(h.name.to_lowercase()).and_modify(|v| {
                     v.push_str(", ");
                     v.push_str(&h.value);
                 }).or_insert(h.value);
+            }
+            if dropped > 0 {
+                debug.host_warning(format!(
+                    "response headers dropped: {dropped} past the limit of {MAX_RESPONSE_HEADERS} headers / {MAX_RESPONSE_HEADER_BYTES} bytes"
+                ));
             }
             let body = r.body.unwrap_or_default();
             if body.len() > settings.max_body_bytes {

@@ -1,6 +1,6 @@
 //! Tenant traffic: `/api/ext/{extensionId}/{*path}` → identity → install → RBAC → manifest
 //! endpoint → rate limit → body limits → execute → real HTTP response. Checks run in the
-//! order of architecture.md ("Execute path"); the first that fails answers.
+//! order of docs/api-routing.md ("Checks, in order"); the first that fails answers.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use super::headers::{client_response_headers, guest_request_headers};
 use super::ratelimit::RateDecision;
 use super::run::{exec_error_response, exec_status, execute, sink, Plan};
 use super::{cors, Gateway, RequestId};
-use crate::auth::{identify, Identity, PERM_EXTENSION_READ, PERM_EXTENSION_WRITE};
+use crate::auth::{identify_in_extension, Identity, PERM_EXTENSION_READ, PERM_EXTENSION_WRITE};
 use crate::bindings::types::{ContextData, ExecuteRequest, HttpRequest};
 use crate::egress::AllowEntry;
 use crate::error::ApiError;
@@ -28,7 +28,7 @@ use crate::stores::{InstallRecord, VersionRecord};
 const METHODS: &[Method] =
     &[Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
 
-/// The execution record of a request (architecture.md step 10), logged as one JSON line.
+/// The execution record of a request (docs/api-routing.md, "Checks, in order"), logged as one JSON line.
 #[derive(Default)]
 struct Record {
     actor: String,
@@ -73,7 +73,8 @@ impl Record {
 pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let started = Instant::now();
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-    let origin = cors::allowed_origin(req.headers(), &gw.platform.settings.cors_origins);
+    let settings = &gw.platform.settings;
+    let origin = cors::allowed_origin(req.headers(), &settings.cors_origins, settings.ui.sandbox);
     let mut record = Record { status: "policy_denied", ..Default::default() };
     let mut response = match serve(&gw, req, &request_id, &mut record).await {
         Ok(r) => r,
@@ -100,7 +101,8 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     // 1. Route and method. OPTIONS is the gateway's own (CORS preflight), before identity.
     let method = req.method().clone();
     if method == Method::OPTIONS {
-        return Ok(cors::preflight(cors::allowed_origin(req.headers(), &platform.settings.cors_origins)));
+        let settings = &platform.settings;
+        return Ok(cors::preflight(cors::allowed_origin(req.headers(), &settings.cors_origins, settings.ui.sandbox)));
     }
     if !METHODS.contains(&method) {
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("method {method} is not supported")));
@@ -111,7 +113,7 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     let (parts, body) = req.into_parts();
 
     // 2. Identity; the tenant comes from it alone.
-    let identity = identify(&parts, &platform.jwt).map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    let identity = identify_in_extension(&parts, &platform.jwt, &platform.ui_tokens).map_err(|e| ApiError::unauthenticated(e.to_string()))?;
     for h in ["x-alga-tenant", "x-tenant-id"] {
         if let Some(v) = parts.headers.get(h) {
             if v.to_str().map(|v| v != identity.tenant).unwrap_or(true) {
@@ -130,6 +132,7 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     record.extension = install.extension_id.clone();
     record.install = install.install_id.clone();
     record.version = version.id.clone();
+    check_ui_scope(&identity, &install.extension_id)?;
 
     // 4. RBAC (A3).
     authorize(&identity, &method, &version)?;
@@ -194,7 +197,8 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
 
     // 9. Real HTTP response.
     let guest = outcome.response;
-    let status = StatusCode::from_u16(guest.status).ok().filter(|s| s.as_u16() >= 100);
+    // 1xx would switch protocols or confuse the client; a guest answers with 200–599 only.
+    let status = StatusCode::from_u16(guest.status).ok().filter(|s| (200..=599).contains(&s.as_u16()));
     let Some(status) = status else {
         record.status = "error";
         debug_ctx.host_warning(format!("handler returned an invalid HTTP status {}", guest.status));
@@ -245,6 +249,14 @@ pub(crate) async fn resolve_install(
         .await?
         .ok_or_else(|| ApiError::internal(format!("install {} points at a missing version", install.install_id)))?;
     Ok(Some((install, version)))
+}
+
+/// A UI token reaches only the extension it was minted for.
+pub(crate) fn check_ui_scope(identity: &Identity, extension_id: &str) -> Result<(), ApiError> {
+    match &identity.ui_scope {
+        Some(scope) if scope != extension_id => Err(ApiError::forbidden("this UI token is scoped to another extension")),
+        _ => Ok(()),
+    }
 }
 
 fn authorize(identity: &Identity, method: &Method, version: &VersionRecord) -> Result<(), ApiError> {

@@ -25,7 +25,7 @@ impl context::Host for HostState {
 impl HostState {
     fn log(&mut self, level: &str, message: String) {
         if self.inv.can(CAP_LOG_EMIT) {
-            self.inv.debug.emit(level, "log", message, false);
+            self.stdio.log(level, message);
         }
     }
 }

@@ -5,14 +5,16 @@
 //! the [`Invocation`]: everything the host functions need to answer for this request.
 
 mod context;
+mod limits;
 pub mod stdio;
+
+pub use limits::CallLimiter;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::business::HostApi;
@@ -98,6 +100,8 @@ pub struct Invocation {
     pub endpoints: Arc<[Endpoint]>,
     /// Host API of the PSA for business interfaces, if configured.
     pub host_api: Option<Arc<dyn HostApi>>,
+    /// Host API calls made so far in this execution.
+    pub host_api_calls: u32,
     /// Debug events of this execution.
     pub debug: DebugSink,
     /// Wall-clock deadline of the call; host calls get only the time left.
@@ -116,34 +120,12 @@ impl Invocation {
     }
 }
 
-/// Caps linear memory growth and remembers that it did, so a trap can be reported as
-/// `extension_memory_limit` rather than a generic guest error.
-pub struct MemoryLimiter {
-    max_bytes: usize,
-    /// Set when a growth past the limit was refused.
-    pub hit: bool,
-}
-
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.hit = true;
-            return Err(wasmtime::format_err!("memory limit of {} bytes exceeded", self.max_bytes));
-        }
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
-    }
-}
-
 /// The store data of one call.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    /// Memory limiter (the store's `ResourceLimiter`).
-    pub limiter: MemoryLimiter,
+    /// Memory, table and instance limits (the store's `ResourceLimiter`).
+    pub limiter: CallLimiter,
     /// Per-call data.
     pub inv: Invocation,
     /// stdout/stderr capture, flushed after the call.
@@ -166,7 +148,7 @@ impl HostState {
         Self {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { max_bytes: max_memory_bytes, hit: false },
+            limiter: CallLimiter::new(max_memory_bytes),
             inv,
             stdio,
         }

@@ -1,6 +1,7 @@
 //! Guest stdout/stderr (B1): split into lines, each line one debug event with the execution
-//! context. Output is capped per call; past the cap the rest is dropped and one event marked
-//! `truncated` says so, while the guest keeps running (writes still succeed).
+//! context. Output is capped per call, and `logging.*` lines are charged to the same byte
+//! budget; past the cap the rest is dropped and one event marked `truncated` says so, while
+//! the guest keeps running (writes and log calls still succeed).
 
 use std::io;
 use std::pin::Pin;
@@ -41,15 +42,34 @@ impl Shared {
             }
         }
         if cut && !self.cut_reported {
-            self.cut_reported = true;
             self.flush_line(which);
-            self.sink.emit(
-                "warn",
-                NAMES[which],
-                format!("[output truncated: more than {} bytes of stdout/stderr in one call]", self.budget),
-                true,
-            );
+            self.report_cut(NAMES[which]);
         }
+    }
+
+    /// A `logging.*` line, charged to the same budget as stdout/stderr (a line costs its
+    /// bytes plus one, so empty lines are not free).
+    fn accept_log(&mut self, level: &str, message: String) {
+        let cost = message.len() + 1;
+        if self.used + cost > self.budget {
+            self.used = self.budget;
+            if !self.cut_reported {
+                self.report_cut("log");
+            }
+            return;
+        }
+        self.used += cost;
+        self.sink.emit(level, "log", message, false);
+    }
+
+    fn report_cut(&mut self, stream: &str) {
+        self.cut_reported = true;
+        self.sink.emit(
+            "warn",
+            stream,
+            format!("[output truncated: more than {} bytes of logs, stdout and stderr in one call]", self.budget),
+            true,
+        );
     }
 
     fn flush_line(&mut self, which: usize) {
@@ -85,6 +105,11 @@ impl Capture {
     /// The guest's stderr.
     pub fn stderr(&self) -> CaptureStream {
         CaptureStream { which: 1, shared: self.shared.clone() }
+    }
+
+    /// Publish a guest log line at `level`, within the call's output budget.
+    pub fn log(&self, level: &str, message: String) {
+        self.shared.lock().accept_log(level, message);
     }
 
     /// Emit partial lines left at the end of the call.
@@ -177,5 +202,25 @@ mod tests {
         assert!(msgs[3].0.contains("output truncated") && msgs[3].1);
         assert_eq!(events.len(), 4);
         assert!(cap.truncated());
+    }
+
+    #[tokio::test]
+    async fn log_lines_share_the_output_budget() {
+        let bus = Arc::new(MemoryBus::new(1000));
+        let ctx = EventContext { tenant_id: "t".into(), extension_id: "e".into(), ..Default::default() };
+        let cap = Capture::new(DebugSink::new(bus.clone(), ctx, 8192), 30);
+        cap.stdout().write(Bytes::from_static(b"0123456789\n")).unwrap();
+        for _ in 0..100_000 {
+            cap.log("info", String::new());
+        }
+        cap.log("warn", "after the budget".into());
+        cap.finish();
+        let events = bus.backlog("t", "e", 1000).await.unwrap();
+        let logs = events.iter().filter(|e| e.event.stream == "log" && !e.event.truncated).count();
+        assert_eq!(logs, 30 - 11, "each empty line costs one byte of the 30");
+        let markers: Vec<_> = events.iter().filter(|e| e.event.truncated).collect();
+        assert_eq!(markers.len(), 1);
+        assert!(markers[0].event.message.contains("output truncated"));
+        assert!(!events.iter().any(|e| e.event.message == "after the budget"));
     }
 }

@@ -230,4 +230,99 @@ mod tests {
         let unpacked = unpack(&a, &BundleLimits::default()).unwrap();
         assert_eq!(unpacked.files["dist/main.wasm"], b"\0asm");
     }
+
+    mod hostile {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A `.tar.zst` of raw entries: names, types and sizes exactly as given, so anything an
+        /// attacker can put in an archive reaches the unpacker.
+        fn raw_tar(entries: &[(String, u8, Vec<u8>)]) -> Vec<u8> {
+            let mut b = tar::Builder::new(Vec::new());
+            for (name, kind, data) in entries {
+                let mut h = tar::Header::new_gnu();
+                let bytes = name.as_bytes();
+                h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+                h.set_entry_type(tar::EntryType::new(*kind));
+                h.set_mode(0o644);
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                b.append(&h, data.as_slice()).unwrap();
+            }
+            zstd::encode_all(b.into_inner().unwrap().as_slice(), 1).unwrap()
+        }
+
+        fn entry() -> impl Strategy<Value = (String, u8, Vec<u8>)> {
+            (
+                proptest::string::string_regex("[a./\\\\\\x00-]{1,24}").expect("regex"),
+                prop_oneof![Just(b'0'), Just(b'5'), Just(b'1'), Just(b'2'), Just(b'3'), Just(b'x')],
+                proptest::collection::vec(any::<u8>(), 0..600),
+            )
+        }
+
+        fn is_clean(path: &str) -> bool {
+            !path.is_empty()
+                && !path.starts_with('/')
+                && !path.contains('\\')
+                && !path.contains('\0')
+                && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn hostile_archives_never_panic_and_only_yield_clean_paths_within_caps(entries in proptest::collection::vec(entry(), 0..12)) {
+                let limits = BundleLimits { max_entries: 8, max_unpacked_bytes: 4096, ..BundleLimits::default() };
+                if let Ok(bundle) = unpack(&raw_tar(&entries), &limits) {
+                    prop_assert!(bundle.files.len() <= limits.max_entries);
+                    let total: u64 = bundle.files.values().map(|d| d.len() as u64).sum();
+                    prop_assert!(total <= limits.max_unpacked_bytes, "{} bytes", total);
+                    for path in bundle.files.keys() {
+                        prop_assert!(is_clean(path), "unclean path {:?}", path);
+                    }
+                }
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(mut bytes in proptest::collection::vec(any::<u8>(), 0..2048), zstd in any::<bool>()) {
+                if zstd && bytes.len() >= 4 {
+                    bytes[..4].copy_from_slice(&ZSTD_MAGIC);
+                }
+                let _ = unpack(&bytes, &BundleLimits::default());
+            }
+
+            #[test]
+            fn manifests_never_panic(text in "\\PC{0,300}") {
+                let _ = crate::manifest::Manifest::parse(text.as_bytes());
+            }
+
+            #[test]
+            fn json_manifests_never_panic(value in json_value()) {
+                let _ = crate::manifest::Manifest::from_value(value);
+            }
+        }
+
+        /// Arbitrary JSON, biased towards manifest-shaped objects.
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                "[a-z./:* ]{0,12}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(3, 32, 6, |inner| {
+                let key = prop_oneof![
+                    Just("name".to_string()), Just("version".to_string()), Just("api".to_string()),
+                    Just("endpoints".to_string()), Just("path".to_string()), Just("method".to_string()),
+                    Just("ui".to_string()), Just("capabilities".to_string()), "[a-z]{1,6}",
+                ];
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    proptest::collection::btree_map(key, inner, 0..5)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+    }
 }

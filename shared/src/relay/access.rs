@@ -1,6 +1,6 @@
 //! Who may watch which stream (B2): the viewer's own tenant with `extension:debug` AND the
 //! install's `cap:debug.logs` switch on, OR an unexpired operator grant naming the viewer
-//! for that tenant and install. Refusals are audited and never reveal another tenant's data.
+//! (subject, own tenant and token issuer) for that tenant and install. Refusals are audited and never reveal another tenant's data.
 
 use std::sync::Arc;
 
@@ -37,8 +37,11 @@ async fn find_install(platform: &Platform, tenant: &str, reference: &str) -> Res
     }
 }
 
-async fn deny(platform: &Platform, viewer: &Identity, tenant: &str, target: Option<&str>, reason: &str) -> ApiError {
-    audit(platform, &viewer.sub, Some(tenant), "access.denied", target, "denied", json!({"api": "relay", "reason": reason})).await;
+/// Refuse and audit. The row goes to the viewer's own tenant's audit log: a caller must not
+/// be able to write rows into the log of a tenant it names (the requested tenant is a detail).
+async fn deny(platform: &Platform, viewer: &Identity, requested_tenant: &str, target: Option<&str>, reason: &str) -> ApiError {
+    let details = json!({"api": "relay", "reason": reason, "requested_tenant": requested_tenant, "issuer": viewer.issuer});
+    audit(platform, &viewer.sub, Some(&viewer.tenant), "access.denied", target, "denied", details).await;
     ApiError::forbidden(reason.to_string())
 }
 
@@ -47,7 +50,7 @@ pub(crate) async fn authorize(platform: &Arc<Platform>, viewer: &Identity, q: &S
     let tenant = q.tenant_id.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| viewer.tenant.clone());
     let install = find_install(platform, &tenant, &q.extension_id).await?.filter(|i| q.install_id.as_ref().is_none_or(|id| id == &i.install_id));
     let granted = match &install {
-        Some(i) => platform.grants.has_active_grant(&tenant, &i.install_id, &viewer.sub).await?,
+        Some(i) => platform.grants.has_active_grant(&tenant, &i.install_id, &viewer.into()).await?,
         None => false,
     };
     if tenant != viewer.tenant {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
@@ -19,6 +19,7 @@ use super::access::{authorize, Target};
 use super::{poll_body, Relay, StreamQuery, Viewer};
 use crate::admin::audit;
 use crate::body::LimitedBytes;
+use crate::debug::memory::StreamId;
 use crate::debug::{DebugBus, StoredEvent};
 use crate::error::ApiError;
 use crate::stores::now_rfc3339;
@@ -51,8 +52,15 @@ impl SessionEnd {
     }
 }
 
-fn keep(q: &StreamQuery, e: &StoredEvent) -> bool {
-    q.level.as_ref().is_none_or(|l| l.eq_ignore_ascii_case(&e.event.level))
+/// Whether an event goes to this viewer: it must belong to the target's tenant and extension
+/// exactly (stream keys are lower-cased for Alga compatibility, so `Acme` and `acme` share a
+/// key; their events never mix), then match the viewer's filters (an `installId` asked for
+/// filters too).
+fn keep(q: &StreamQuery, target: &Target, e: &StoredEvent) -> bool {
+    e.event.tenant_id == target.tenant
+        && e.event.extension_id == target.install.extension_id
+        && q.install_id.as_ref().is_none_or(|id| *id == e.event.install_id)
+        && q.level.as_ref().is_none_or(|l| l.eq_ignore_ascii_case(&e.event.level))
         && q.stream.as_ref().is_none_or(|s| s.eq_ignore_ascii_case(&e.event.stream))
         && q.request_id.as_ref().is_none_or(|r| r == &e.event.request_id)
 }
@@ -71,7 +79,10 @@ pub async fn stream(State(relay): State<Arc<Relay>>, viewer: Viewer, Query(q): Q
         Ok(t) => t,
         Err(e) => return e.with_request_id(&viewer.request_id).into_response(),
     };
-    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_string).filter(|s| !s.is_empty());
+    let resume = headers.get("last-event-id").map(|v| v.to_str().unwrap_or("\u{fffd}").to_string()).filter(|s| !s.is_empty());
+    if let Err(e) = check_event_id(resume.as_deref(), "Last-Event-ID") {
+        return e.with_request_id(&viewer.request_id).into_response();
+    }
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(run(relay, viewer, target, q, resume, tx));
     let body = Body::from_stream(tokio_stream_of(rx).map(Ok::<_, Infallible>));
@@ -81,6 +92,25 @@ pub async fn stream(State(relay): State<Arc<Relay>>, viewer: Viewer, Query(q): Q
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// A resume id must be a stream id (`<ms>-<seq>`) as this relay sent it; anything else is
+/// refused at open, before a session that could only fail on every read.
+pub(crate) fn check_event_id(id: Option<&str>, what: &str) -> Result<(), ApiError> {
+    match id {
+        Some(id) if StreamId::parse(id).is_none() => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_last_event_id",
+            format!("{what} must be an event id as sent by this stream (<ms>-<seq>), got {:?}", id.chars().take(64).collect::<String>()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Wait before retrying after the `failures`-th failed read in a row: 200 ms doubling to 3.2 s,
+/// so an outage costs a viewer a few reads a second, not a busy loop.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(200u64 << failures.clamp(1, 5).saturating_sub(1))
 }
 
 fn tokio_stream_of(mut rx: mpsc::Receiver<Bytes>) -> impl futures::Stream<Item = Bytes> {
@@ -95,6 +125,8 @@ struct Source {
     shared_cursor: String,
     fallback_cursor: String,
     last_probe: Instant,
+    /// Failed reads in a row (0 while reads succeed).
+    failures: u32,
 }
 
 async fn run(relay: Arc<Relay>, viewer: Viewer, target: Target, q: StreamQuery, resume: Option<String>, tx: mpsc::Sender<Bytes>) {
@@ -116,6 +148,7 @@ async fn run(relay: Arc<Relay>, viewer: Viewer, target: Target, q: StreamQuery, 
             shared_cursor: "0-0".into(),
             fallback_cursor: "0-0".into(),
             last_probe: Instant::now(),
+            failures: 0,
         };
         match resume {
             Some(id) => source.shared_cursor = id,
@@ -124,7 +157,7 @@ async fn run(relay: Arc<Relay>, viewer: Viewer, target: Target, q: StreamQuery, 
                     if let Some(last) = backlog.last() {
                         source.shared_cursor = last.id.clone();
                     }
-                    for e in backlog.iter().filter(|e| keep(&q, e)) {
+                    for e in backlog.iter().filter(|e| keep(&q, &target, e)) {
                         if tx.send(frame(e)).await.is_err() {
                             return SessionEnd::ClientDisconnected;
                         }
@@ -149,7 +182,8 @@ async fn run(relay: Arc<Relay>, viewer: Viewer, target: Target, q: StreamQuery, 
                 if tx.send(Bytes::from_static(b": heartbeat\n\n")).await.is_err() {
                     return SessionEnd::ClientDisconnected;
                 }
-                if target.via_grant && !platform.grants.has_active_grant(&tenant, &install_id, &viewer.identity.sub).await.unwrap_or(true) {
+                // Fail closed: a grant that cannot be re-checked no longer opens the stream.
+                if target.via_grant && !platform.grants.has_active_grant(&tenant, &install_id, &(&viewer.identity).into()).await.unwrap_or(false) {
                     return SessionEnd::GrantEnded;
                 }
                 next_heartbeat = now + settings.heartbeat;
@@ -175,6 +209,7 @@ async fn run(relay: Arc<Relay>, viewer: Viewer, target: Target, q: StreamQuery, 
             };
             match bus.read_after(&tenant, &ext, &cursor, BATCH, block).await {
                 Ok(events) => {
+                    source.failures = 0;
                     if let Some(last) = events.last() {
                         if source.on_fallback {
                             source.fallback_cursor = last.id.clone();
@@ -182,7 +217,7 @@ async fn run(relay: Arc<Relay>, viewer: Viewer, target: Target, q: StreamQuery, 
                             source.shared_cursor = last.id.clone();
                         }
                     }
-                    for e in events.iter().filter(|e| keep(&q, e)) {
+                    for e in events.iter().filter(|e| keep(&q, &target, e)) {
                         if tx.send(frame(e)).await.is_err() {
                             return SessionEnd::ClientDisconnected;
                         }
@@ -190,13 +225,22 @@ async fn run(relay: Arc<Relay>, viewer: Viewer, target: Target, q: StreamQuery, 
                     }
                 }
                 Err(e) if !source.on_fallback => {
-                    if !switch_to_fallback(&mut source, &tx, &e.to_string()).await {
+                    // One warning per outage, not per failed read.
+                    if source.failures == 0 && !switch_to_fallback(&mut source, &tx, &e.to_string()).await {
                         return SessionEnd::ClientDisconnected;
+                    }
+                    if !source.on_fallback {
+                        // No fallback bus: wait before reading the shared one again.
+                        source.failures += 1;
+                        tokio::time::sleep(backoff(source.failures).min(deadline.saturating_duration_since(Instant::now()))).await;
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "debug relay: fallback read failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    source.failures += 1;
+                    if source.failures == 1 {
+                        tracing::warn!(error = %e, "debug relay: fallback read failed");
+                    }
+                    tokio::time::sleep(backoff(source.failures).min(deadline.saturating_duration_since(Instant::now()))).await;
                 }
             }
         }
@@ -230,6 +274,7 @@ pub async fn poll(State(relay): State<Arc<Relay>>, viewer: Viewer, Query(q): Que
     let answer = async {
         let platform = &relay.platform;
         let last = poll_body(&body)?;
+        check_event_id(last.as_deref(), "lastId")?;
         let target = authorize(platform, &viewer.identity, &q).await?;
         let (tenant, ext) = (&target.tenant, &target.install.extension_id);
         if last.is_none() {
@@ -251,9 +296,34 @@ pub async fn poll(State(relay): State<Arc<Relay>>, viewer: Viewer, Query(q): Que
             },
         };
         let new_last = events.last().map(|e| e.id.clone()).or(last);
-        let kept: Vec<_> = events.iter().filter(|e| keep(&q, e)).map(|e| json!({"id": e.id, "event": e.event})).collect();
+        let kept: Vec<_> = events.iter().filter(|e| keep(&q, &target, e)).map(|e| json!({"id": e.id, "event": e.event})).collect();
         Ok(Json(json!({"events": kept, "lastId": new_last, "warning": warning})).into_response())
     }
     .await;
     answer.unwrap_or_else(|e: ApiError| e.with_request_id(&viewer.request_id).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_ids_must_be_stream_ids() {
+        for bad in ["x", "$", "-1", "1-", "1-2-3", "\u{fffd}", "18446744073709551616-0"] {
+            let err = check_event_id(Some(bad), "Last-Event-ID").expect_err(bad);
+            assert_eq!(err.code, "invalid_last_event_id", "{bad}");
+        }
+        for good in ["0-0", "1700000000000-3", "18446744073709551615-18446744073709551615", "42"] {
+            check_event_id(Some(good), "Last-Event-ID").unwrap_or_else(|e| panic!("{good}: {e:?}"));
+        }
+        check_event_id(None, "Last-Event-ID").unwrap();
+    }
+
+    #[test]
+    fn backoff_grows_to_a_bound() {
+        let waits: Vec<_> = (1..=8).map(backoff).collect();
+        assert_eq!(waits[0], Duration::from_millis(200));
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*waits.last().unwrap(), Duration::from_millis(3200));
+    }
 }

@@ -41,9 +41,25 @@ impl SecretSource for FileSecrets {
     }
 
     async fn store(&self, secret_ref: &str, envelope: &SecretEnvelope) -> Result<(), SecretsError> {
+        self.change(|next| {
+            next.insert(secret_ref.to_string(), envelope.clone());
+        })
+    }
+
+    async fn delete(&self, secret_ref: &str) -> Result<(), SecretsError> {
+        self.change(|next| {
+            next.remove(secret_ref);
+        })
+    }
+}
+
+impl FileSecrets {
+    /// Apply `edit` to a copy, write the file, then publish the copy: a failed write changes
+    /// nothing.
+    fn change(&self, edit: impl FnOnce(&mut BTreeMap<String, SecretEnvelope>)) -> Result<(), SecretsError> {
         let mut state = self.state.lock();
         let mut next = state.clone();
-        next.insert(secret_ref.to_string(), envelope.clone());
+        edit(&mut next);
         if let Some(path) = &self.path {
             let json = serde_json::to_vec_pretty(&next).expect("serialising envelopes");
             crate::fsutil::write_atomic(path, &json).map_err(|e| SecretsError::Unavailable(format!("writing the secrets file: {e}")))?;

@@ -137,6 +137,9 @@ pub trait SecretSource: Send + Sync {
     async fn fetch(&self, secret_ref: &str) -> Result<SecretEnvelope, SecretsError>;
     /// Write (replace) the envelope under `secret_ref`.
     async fn store(&self, secret_ref: &str, envelope: &SecretEnvelope) -> Result<(), SecretsError>;
+    /// Delete the envelope under `secret_ref` for good (no recovery window); deleting one
+    /// that does not exist succeeds.
+    async fn delete(&self, secret_ref: &str) -> Result<(), SecretsError>;
 }
 
 /// Secrets of one execution, as the host functions see them.

@@ -402,3 +402,28 @@ impl DynamoKv {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Ids made of the characters that could forge a key: separators, escapes, case.
+    fn id() -> impl Strategy<Value = String> {
+        proptest::string::string_regex("[aA#%:/I N2]{0,8}").expect("regex")
+    }
+
+    proptest! {
+        #[test]
+        fn different_scopes_and_namespaces_never_share_a_partition_key(
+            a in (id(), id(), id()),
+            b in (id(), id(), id()),
+        ) {
+            let scope = |t: &str, i: &str| Scope { tenant_id: t.into(), install_id: i.into() };
+            let (ka, kb) = (entry_pk(&scope(&a.0, &a.1), &a.2), entry_pk(&scope(&b.0, &b.1), &b.2));
+            prop_assert_eq!(ka == kb, a == b, "{} vs {}", ka, kb);
+            let (sa, sb) = (scope_pk(&scope(&a.0, &a.1)), scope_pk(&scope(&b.0, &b.1)));
+            prop_assert_eq!(sa == sb, (&a.0, &a.1) == (&b.0, &b.1));
+        }
+    }
+}

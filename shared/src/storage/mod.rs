@@ -30,7 +30,7 @@ pub struct KvEntry {
     pub revision: u64,
 }
 
-/// Storage limits (wit-contract.md).
+/// Storage limits (docs/runtime-reference.md, "Storage limits").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvLimits {
     /// Longest namespace, in chars.

@@ -237,6 +237,30 @@ impl Registry for DynamoStores {
             self.query_prefix(&self.tables.registry, format!("EXT#{extension_id}"), "PUB#", after, page.size()).await?;
         Ok(paged(items, page.size(), |v: &VersionRecord| format!("{}#{}", v.published_at, v.id)))
     }
+
+    async fn put_artifact_digest(&self, component_hash: &str, compat_hash: &str, sha256: &str) -> StoreResult<()> {
+        let record = ArtifactDigest { sha256: sha256.to_string() };
+        self.client
+            .put_item()
+            .table_name(&self.tables.registry)
+            .set_item(Some(item(format!("ARTIFACT#{component_hash}"), format!("ENGINE#{compat_hash}"), &record)))
+            .send()
+            .await
+            .map_err(|e| sdk_err("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn artifact_digest(&self, component_hash: &str, compat_hash: &str) -> StoreResult<Option<String>> {
+        let record: Option<ArtifactDigest> =
+            self.get_doc(&self.tables.registry, format!("ARTIFACT#{component_hash}"), format!("ENGINE#{compat_hash}")).await?;
+        Ok(record.map(|r| r.sha256))
+    }
+}
+
+/// The registry item holding a precompiled artifact's sha256.
+#[derive(Serialize, Deserialize)]
+struct ArtifactDigest {
+    sha256: String,
 }
 
 fn install_items(i: &InstallRecord) -> (Item, Item) {
@@ -429,7 +453,7 @@ impl Grants for DynamoStores {
         Ok(true)
     }
 
-    async fn has_active_grant(&self, tenant: &str, install_id: &str, viewer: &str) -> StoreResult<bool> {
+    async fn has_active_grant(&self, tenant: &str, install_id: &str, viewer: &GrantViewer<'_>) -> StoreResult<bool> {
         // A tenant holds few grants: one query of its GRANT# items, filtered here.
         let mut start: Option<Item> = None;
         loop {
@@ -447,7 +471,7 @@ impl Grants for DynamoStores {
                 .map_err(|e| sdk_err("Query", e))?;
             for it in out.items() {
                 let g: DebugGrant = doc(it)?;
-                if g.install_id == install_id && g.viewer == viewer && g.active() {
+                if g.install_id == install_id && g.names(viewer) && g.active() {
                     return Ok(true);
                 }
             }

@@ -164,6 +164,12 @@ pub trait Registry: Send + Sync {
     async fn find_version_by_content_hash(&self, content_hash: &str) -> StoreResult<Option<VersionRecord>>;
     /// Versions of an extension, oldest first.
     async fn list_versions(&self, extension_id: &str, page: &PageRequest) -> StoreResult<Page<VersionRecord>>;
+    /// Record the sha256 (hex) of the precompiled artifact of a component for one engine
+    /// (`compat_hash`). Written at publish, by the control plane only: the gateway trusts a
+    /// blob-store artifact only when it matches this record, never a digest kept beside it.
+    async fn put_artifact_digest(&self, component_hash: &str, compat_hash: &str, sha256: &str) -> StoreResult<()>;
+    /// The recorded artifact sha256 of a component for an engine.
+    async fn artifact_digest(&self, component_hash: &str, compat_hash: &str) -> StoreResult<Option<String>>;
 }
 
 /// Tenant installs.
@@ -239,6 +245,13 @@ pub struct DebugGrant {
     pub install_id: String,
     /// The viewer's `sub`.
     pub viewer: String,
+    /// The viewer's own tenant; `None` (grants made before it was recorded) means the
+    /// install's tenant. A `sub` alone names no one: every tenant has its own `alice`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewer_tenant: Option<String>,
+    /// The issuer of the viewer's token, when the grant is limited to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewer_issuer: Option<String>,
     /// Operator who granted it.
     pub granted_by: String,
     /// Why (shown in the audit log).
@@ -256,6 +269,30 @@ impl DebugGrant {
     pub fn active(&self) -> bool {
         self.revoked_at.is_none() && self.expires_at.as_str() > now_rfc3339().as_str()
     }
+
+    /// Whether the grant names this viewer: subject, tenant and (when recorded) issuer.
+    pub fn names(&self, viewer: &GrantViewer<'_>) -> bool {
+        self.viewer == viewer.sub
+            && self.viewer_tenant.as_deref().unwrap_or(&self.tenant_id) == viewer.tenant
+            && self.viewer_issuer.as_deref().is_none_or(|iss| iss == viewer.issuer)
+    }
+}
+
+/// Who asks to use a debug grant: the identity's subject, tenant and token issuer.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantViewer<'a> {
+    /// `sub`.
+    pub sub: &'a str,
+    /// The viewer's own tenant.
+    pub tenant: &'a str,
+    /// `iss` of the viewer's token (empty when it had none).
+    pub issuer: &'a str,
+}
+
+impl<'a> From<&'a crate::auth::Identity> for GrantViewer<'a> {
+    fn from(identity: &'a crate::auth::Identity) -> Self {
+        Self { sub: &identity.sub, tenant: &identity.tenant, issuer: &identity.issuer }
+    }
 }
 
 /// Debug grants.
@@ -270,7 +307,7 @@ pub trait Grants: Send + Sync {
     /// Mark a grant revoked; returns whether it existed.
     async fn revoke_grant(&self, tenant: &str, id: &str, at: &str) -> StoreResult<bool>;
     /// Whether an active grant names `viewer` for (tenant, install).
-    async fn has_active_grant(&self, tenant: &str, install_id: &str, viewer: &str) -> StoreResult<bool>;
+    async fn has_active_grant(&self, tenant: &str, install_id: &str, viewer: &GrantViewer<'_>) -> StoreResult<bool>;
 }
 
 /// Current time as RFC 3339 with milliseconds (UTC), the timestamp format of every store.

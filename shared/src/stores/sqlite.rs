@@ -21,6 +21,9 @@ CREATE TABLE IF NOT EXISTS versions (
     content_hash TEXT NOT NULL, component_hash TEXT NOT NULL, component_key TEXT NOT NULL,
     bundle_key TEXT NOT NULL, published_at TEXT NOT NULL, UNIQUE (extension_id, version));
 CREATE INDEX IF NOT EXISTS versions_by_hash ON versions (content_hash);
+CREATE TABLE IF NOT EXISTS artifact_digests (
+    component_hash TEXT NOT NULL, compat_hash TEXT NOT NULL, sha256 TEXT NOT NULL,
+    PRIMARY KEY (component_hash, compat_hash)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS installs (
     install_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, extension_id TEXT NOT NULL,
     version_id TEXT NOT NULL, config TEXT NOT NULL, config_version INTEGER NOT NULL,
@@ -322,6 +325,30 @@ impl Registry for SqliteStores {
             .await?;
         Ok(page_of(items, size, |v| format!("{}{}", v.published_at, v.id)))
     }
+
+    async fn put_artifact_digest(&self, component_hash: &str, compat_hash: &str, sha256: &str) -> StoreResult<()> {
+        let (h, e, d) = (component_hash.to_string(), compat_hash.to_string(), sha256.to_string());
+        self.db
+            .run(move |c| {
+                c.execute(
+                    "INSERT INTO artifact_digests (component_hash, compat_hash, sha256) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (component_hash, compat_hash) DO UPDATE SET sha256 = excluded.sha256",
+                    params![h, e, d],
+                )
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn artifact_digest(&self, component_hash: &str, compat_hash: &str) -> StoreResult<Option<String>> {
+        let (h, e) = (component_hash.to_string(), compat_hash.to_string());
+        self.db
+            .run(move |c| {
+                c.query_row("SELECT sha256 FROM artifact_digests WHERE component_hash = ?1 AND compat_hash = ?2", params![h, e], |r| r.get(0))
+                    .optional()
+            })
+            .await
+    }
 }
 
 #[async_trait]
@@ -535,8 +562,8 @@ impl Grants for SqliteStores {
             .await
     }
 
-    async fn has_active_grant(&self, tenant: &str, install_id: &str, viewer: &str) -> StoreResult<bool> {
-        let (t, i, v) = (tenant.to_string(), install_id.to_string(), viewer.to_string());
+    async fn has_active_grant(&self, tenant: &str, install_id: &str, viewer: &GrantViewer<'_>) -> StoreResult<bool> {
+        let (t, i, v) = (tenant.to_string(), install_id.to_string(), viewer.sub.to_string());
         let grants = self
             .db
             .run(move |c| {
@@ -545,6 +572,6 @@ impl Grants for SqliteStores {
                 rows.collect::<rusqlite::Result<Vec<DebugGrant>>>()
             })
             .await?;
-        Ok(grants.iter().any(DebugGrant::active))
+        Ok(grants.iter().any(|g| g.active() && g.names(viewer)))
     }
 }

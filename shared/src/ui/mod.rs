@@ -4,6 +4,7 @@
 //! ETag), immutable caching and a Content-Security-Policy on HTML.
 
 mod serve;
+mod token;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use crate::manifest::Manifest;
 use crate::publish::Bundle;
 
 pub use serve::handle;
+pub use token::issue as issue_token;
 
 /// The files of one version's UI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +40,7 @@ pub struct UiFile {
 }
 
 /// UI settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UiSettings {
     /// Serve assets without a caller identity (the content-hash URL is the only key).
     pub public: bool,
@@ -48,14 +50,52 @@ pub struct UiSettings {
     pub csp: String,
     /// `frame-ancestors` sources (the host app's origins).
     pub frame_ancestors: String,
+    /// Serve UI HTML with a CSP `sandbox` (no `allow-same-origin`): each UI document runs in
+    /// its own opaque origin, so it cannot read the gateway origin's storage or a sibling UI's
+    /// page, and calls the gateway with CORS (`Origin: null`).
+    pub sandbox: bool,
+    /// Key of UI tokens (local use; AWS reads it from `token_secret_arn`).
+    pub token_secret: Option<String>,
+    /// Secrets Manager secret holding the UI token key (`{"password": ...}` or the string).
+    pub token_secret_arn: Option<String>,
+    /// Lifetime of a UI token.
+    pub token_ttl: std::time::Duration,
 }
+
+impl std::fmt::Debug for UiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token key never reaches a log line.
+        f.debug_struct("UiSettings")
+            .field("public", &self.public)
+            .field("max_file_bytes", &self.max_file_bytes)
+            .field("csp", &self.csp)
+            .field("frame_ancestors", &self.frame_ancestors)
+            .field("sandbox", &self.sandbox)
+            .field("token_secret_arn", &self.token_secret_arn)
+            .field("token_ttl", &self.token_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The CSP `sandbox` directive of UI HTML: scripts, forms, pop-ups and downloads, but never
+/// `allow-same-origin` (that would hand the document the gateway's origin back).
+pub const UI_SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads";
 
 /// The default CSP of extension UI HTML.
 pub const DEFAULT_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'";
 
 impl Default for UiSettings {
     fn default() -> Self {
-        Self { public: false, max_file_bytes: 10 << 20, csp: DEFAULT_CSP.into(), frame_ancestors: "'self'".into() }
+        Self {
+            public: false,
+            max_file_bytes: 10 << 20,
+            csp: DEFAULT_CSP.into(),
+            frame_ancestors: "'self'".into(),
+            sandbox: true,
+            token_secret: None,
+            token_secret_arn: None,
+            token_ttl: std::time::Duration::from_secs(900),
+        }
     }
 }
 

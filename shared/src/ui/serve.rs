@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::{identify, PERM_EXTENSION_READ};
+use crate::auth::{identify_in_extension, PERM_EXTENSION_READ};
 use crate::error::ApiError;
 use crate::gateway::{Gateway, RequestId};
 use crate::platform::Platform;
@@ -75,12 +75,13 @@ async fn check_access(platform: &Platform, parts: &Parts, ext: &str, hash_hex: &
         let ext_id = if uuid::Uuid::parse_str(ext).is_ok() { Some(ext.to_string()) } else { platform.extension_id_by_name(ext).await? };
         return if ext_id.as_deref() == Some(version.extension_id.as_str()) { Ok(()) } else { Err(not_found()) };
     }
-    let identity = identify(parts, &platform.jwt).map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    let identity =
+        identify_in_extension(parts, &platform.jwt, &platform.ui_tokens).map_err(|e| ApiError::unauthenticated(e.to_string()))?;
     if !identity.has(PERM_EXTENSION_READ) {
         return Err(not_found());
     }
     match crate::gateway::tenant::resolve_install(platform, &identity.tenant, ext).await? {
-        Some((_, version)) if version.content_hash == wanted => Ok(()),
+        Some((install, version)) if version.content_hash == wanted && identity.ui_scope.as_ref().is_none_or(|s| *s == install.extension_id) => Ok(()),
         _ => Err(not_found()),
     }
 }
@@ -156,7 +157,8 @@ async fn serve(platform: &Platform, req: &Parts) -> Result<Response, ApiError> {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     }
     if ctype.starts_with("text/html") {
-        let csp = format!("{}; frame-ancestors {}", settings.csp.trim_end_matches(';'), settings.frame_ancestors);
+        let sandbox = if settings.sandbox { format!("; {}", super::UI_SANDBOX) } else { String::new() };
+        let csp = format!("{}; frame-ancestors {}{sandbox}", settings.csp.trim_end_matches(';'), settings.frame_ancestors);
         h.insert(header::CONTENT_SECURITY_POLICY, value(&csp));
     }
     Ok(response)
