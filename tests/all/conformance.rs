@@ -283,6 +283,26 @@ async fn kv_conformance(kv: Arc<dyn KvStore>) {
     assert_eq!(kv.purge(&b).await.unwrap(), 0);
     assert_eq!(kv.get(&a, "ns", &key).await.unwrap().unwrap().revision, 3, "tenant b touched nothing of a");
 
+    // Ids built from separators, escapes and case variants never share a scope, namespace or
+    // key: each write is read back alone (the same on every backend).
+    let run = uid();
+    let tricky = ["x#I#y", "x", "X", "x%23I%23y", "x:y", "x/y", "x%", "x#N#y"];
+    let mut written = Vec::new();
+    for (i, t) in tricky.iter().enumerate() {
+        for (j, part) in tricky.iter().enumerate() {
+            let scope = Scope { tenant_id: format!("{run}{t}"), install_id: format!("{run}{part}") };
+            let value = format!("{i}-{j}");
+            kv.put(&scope, part, t, value.as_bytes(), None, &limits).await.unwrap();
+            written.push((scope, part.to_string(), t.to_string(), value));
+        }
+    }
+    for (scope, ns, key, value) in &written {
+        let got = kv.get(scope, ns, key).await.unwrap().expect("written");
+        assert_eq!((got.value.as_slice(), got.revision), (value.as_bytes(), 1), "{scope:?} {ns:?} {key:?}");
+        let listed = kv.list(scope, ns, None, 100).await.unwrap();
+        assert_eq!(listed.len(), 1, "{scope:?} {ns:?}: {listed:?}");
+    }
+
     // Concurrent compare-and-set from the same revision: exactly one wins.
     let (w1, w2) = tokio::join!(kv.put(&a, "ns", &key, b"w1", Some(3), &limits), kv.put(&a, "ns", &key, b"w2", Some(3), &limits));
     assert_eq!([w1.is_ok(), w2.is_ok()].iter().filter(|ok| **ok).count(), 1, "{w1:?} {w2:?}");

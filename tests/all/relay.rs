@@ -358,3 +358,27 @@ async fn tenants_differing_only_in_case_never_see_each_others_events() {
     }
     assert!(streamed.contains(&"upper-1".to_string()) && !streamed.contains(&"lower-1".to_string()), "{streamed:?}");
 }
+
+#[tokio::test]
+async fn refused_viewers_are_slowed_down_and_cannot_flood_the_audit_log() {
+    let kelp = TestKelp::start().await;
+    let wat = kelp.publish(&staged_example("wat-hello")).await;
+    kelp.install(&wat, "acme", &[]).await;
+    let url = format!("{}/api/ext-debug/stream?extensionId=com.kelp.examples.wat-hello", kelp.base);
+    let nosy = token_with(json!({"sub": "nosy", "tenant": "acme", "perms": []}));
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(kelp.client.post(&url).bearer_auth(&nosy).body("{}").send().await.unwrap().status().as_u16());
+    }
+    let refused = statuses.iter().filter(|s| **s == 403).count();
+    assert!((20..=22).contains(&refused), "a burst of refusals, then 429: {statuses:?}");
+    assert_eq!(statuses.last(), Some(&429));
+    let rows = kelp
+        .platform
+        .audit
+        .query(&kelp_runtime::stores::AuditFilter { action: Some("access.denied".into()), ..Default::default() }, &kelp_runtime::stores::PageRequest { limit: 200, cursor: None })
+        .await
+        .unwrap();
+    let nosy_rows = rows.items.iter().filter(|r| r.actor == "nosy").count();
+    assert_eq!(nosy_rows, refused, "one audit row per refusal, none for the slowed-down requests");
+}

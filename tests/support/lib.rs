@@ -226,10 +226,14 @@ pub fn token(tenant: &str, perms: &[&str]) -> String {
     token_with(json!({"sub": "user-1", "tenant": tenant, "perms": perms}))
 }
 
-/// A token with the given claims (an `exp` an hour ahead is added unless present).
+/// A token with the given claims (an `exp` an hour ahead and `user_type: internal` are added
+/// unless present).
 pub fn token_with(mut claims: Value) -> String {
     if claims.get("exp").is_none() {
         claims["exp"] = json!(chrono::Utc::now().timestamp() + 3600);
+    }
+    if claims.get("user_type").is_none() {
+        claims["user_type"] = json!("internal");
     }
     kelp_runtime::auth::mint_hs256(TEST_SECRET.as_bytes(), &claims)
 }

@@ -211,7 +211,9 @@ pub fn identity_from_claims(claims: &HashMap<String, Value>) -> Result<Identity,
         tenant,
         email: text("email").unwrap_or_default(),
         name: text("name").unwrap_or_default(),
-        user_type: text("user_type").unwrap_or_else(|| "internal".into()),
+        // Without the claim a caller is a client-portal user, the narrower of the two: a
+        // token must say `internal` to be treated as staff.
+        user_type: text("user_type").filter(|t| !t.is_empty()).unwrap_or_else(|| "client".into()),
         client_id: text("client_id").filter(|s| !s.is_empty()),
         client_name: text("client_name").or_else(|| text("company_name")).unwrap_or_default(),
         perms,
@@ -309,6 +311,27 @@ mod tests {
 
     fn token(alg: Algorithm, key: &EncodingKey, claims: Value) -> String {
         encode(&Header::new(alg), &claims, key).unwrap()
+    }
+
+    #[test]
+    fn a_token_without_user_type_is_a_client_and_reserved_tenants_are_refused() {
+        let claims = |extra: Value| -> HashMap<String, Value> {
+            let mut c = json!({"sub": "u", "tenant": "acme"});
+            c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(c).unwrap()
+        };
+        assert_eq!(identity_from_claims(&claims(json!({}))).unwrap().user_type, "client");
+        assert_eq!(identity_from_claims(&claims(json!({"user_type": "internal"}))).unwrap().user_type, "internal");
+        assert!(identity_from_claims(&claims(json!({"tenant": "_kelp"}))).is_err());
+    }
+
+    #[test]
+    fn a_token_is_not_valid_before_its_nbf() {
+        let key = EncodingKey::from_secret(b"s");
+        let v = JwtVerifier::new(None, None).with_hs256(b"s");
+        let later = chrono::Utc::now().timestamp() + 3600;
+        let t = token(Algorithm::HS256, &key, json!({"sub": "u", "tenant": "acme", "exp": later + 60, "nbf": later}));
+        assert!(v.verify(&t).is_err());
     }
 
     fn claims(exp_offset: i64) -> Value {

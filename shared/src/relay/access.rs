@@ -7,7 +7,8 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use serde_json::json;
 
-use super::StreamQuery;
+use super::{Relay, StreamQuery};
+use crate::gateway::RateDecision;
 use crate::admin::audit;
 use crate::auth::{Identity, PERM_EXTENSION_DEBUG};
 use crate::error::ApiError;
@@ -39,14 +40,28 @@ async fn find_install(platform: &Platform, tenant: &str, reference: &str) -> Res
 
 /// Refuse and audit. The row goes to the viewer's own tenant's audit log: a caller must not
 /// be able to write rows into the log of a tenant it names (the requested tenant is a detail).
-async fn deny(platform: &Platform, viewer: &Identity, requested_tenant: &str, target: Option<&str>, reason: &str) -> ApiError {
+///
+/// Refusals are rate-limited per viewer (a burst of [`DENIALS_BURST`], then one every
+/// [`DENIAL_REFILL_SECS`] seconds): past that the caller gets 429 and no audit row, so
+/// refused requests cannot flood the audit log.
+async fn deny(relay: &Relay, viewer: &Identity, requested_tenant: &str, target: Option<&str>, reason: &str) -> ApiError {
+    if let RateDecision::Limited { retry_after_secs } = relay.denials.take(&viewer.tenant, &viewer.sub) {
+        return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many refused requests; slow down")
+            .with_header(axum::http::header::RETRY_AFTER, &retry_after_secs.to_string());
+    }
     let details = json!({"api": "relay", "reason": reason, "requested_tenant": requested_tenant, "issuer": viewer.issuer});
-    audit(platform, &viewer.sub, Some(&viewer.tenant), "access.denied", target, "denied", details).await;
+    audit(&relay.platform, &viewer.sub, Some(&viewer.tenant), "access.denied", target, "denied", details).await;
     ApiError::forbidden(reason.to_string())
 }
 
+/// Refusals a viewer may collect at once before being slowed down.
+pub const DENIALS_BURST: u32 = 20;
+/// Seconds to earn one more refusal after the burst.
+pub const DENIAL_REFILL_SECS: f64 = 5.0;
+
 /// Decide whether `viewer` may watch the stream `q` names.
-pub(crate) async fn authorize(platform: &Arc<Platform>, viewer: &Identity, q: &StreamQuery) -> Result<Target, ApiError> {
+pub(crate) async fn authorize(relay: &Relay, viewer: &Identity, q: &StreamQuery) -> Result<Target, ApiError> {
+    let platform = &relay.platform;
     let tenant = q.tenant_id.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| viewer.tenant.clone());
     let install = find_install(platform, &tenant, &q.extension_id).await?.filter(|i| q.install_id.as_ref().is_none_or(|id| id == &i.install_id));
     let granted = match &install {
@@ -57,7 +72,7 @@ pub(crate) async fn authorize(platform: &Arc<Platform>, viewer: &Identity, q: &S
         // Another tenant: only an operator grant opens it, and nothing is revealed otherwise.
         return match install {
             Some(install) if granted => Ok(Target { tenant, install, via_grant: true }),
-            _ => Err(deny(platform, viewer, &tenant, None, "no debug grant for this viewer on that tenant's install").await),
+            _ => Err(deny(relay, viewer, &tenant, None, "no debug grant for this viewer on that tenant's install").await),
         };
     }
     let Some(install) = install else {
@@ -67,10 +82,10 @@ pub(crate) async fn authorize(platform: &Arc<Platform>, viewer: &Identity, q: &S
         return Ok(Target { tenant, install, via_grant: true });
     }
     if !viewer.has(PERM_EXTENSION_DEBUG) {
-        return Err(deny(platform, viewer, &tenant, Some(&install.install_id), "extension:debug is required to watch debug streams").await);
+        return Err(deny(relay, viewer, &tenant, Some(&install.install_id), "extension:debug is required to watch debug streams").await);
     }
     if !install.granted.iter().any(|g| g == CAP_DEBUG_LOGS) {
-        return Err(deny(platform, viewer, &tenant, Some(&install.install_id), "the install's debug stream is off (cap:debug.logs)").await);
+        return Err(deny(relay, viewer, &tenant, Some(&install.install_id), "the install's debug stream is off (cap:debug.logs)").await);
     }
     Ok(Target { tenant, install, via_grant: false })
 }

@@ -54,13 +54,16 @@ pub struct Relay {
     pub platform: Arc<Platform>,
     /// Settings.
     pub settings: RelaySettings,
+    /// Refusals per viewer (tenant, sub), so refused requests cannot flood the audit log.
+    pub(crate) denials: crate::gateway::LocalRateLimiter,
 }
 
 impl Relay {
     /// Relay state with settings from the platform's.
     pub fn new(platform: Arc<Platform>) -> Arc<Self> {
         let settings = platform.settings.relay.clone();
-        Arc::new(Self { platform, settings })
+        let denials = crate::gateway::LocalRateLimiter::new(access::DENIALS_BURST, 1.0 / access::DENIAL_REFILL_SECS);
+        Arc::new(Self { platform, settings, denials })
     }
 }
 

@@ -75,7 +75,7 @@ fn named(event: &str, data: serde_json::Value) -> Bytes {
 
 /// `GET /api/ext-debug/stream`.
 pub async fn stream(State(relay): State<Arc<Relay>>, viewer: Viewer, Query(q): Query<StreamQuery>, headers: HeaderMap) -> Response {
-    let target = match authorize(&relay.platform, &viewer.identity, &q).await {
+    let target = match authorize(&relay, &viewer.identity, &q).await {
         Ok(t) => t,
         Err(e) => return e.with_request_id(&viewer.request_id).into_response(),
     };
@@ -275,7 +275,7 @@ pub async fn poll(State(relay): State<Arc<Relay>>, viewer: Viewer, Query(q): Que
         let platform = &relay.platform;
         let last = poll_body(&body)?;
         check_event_id(last.as_deref(), "lastId")?;
-        let target = authorize(platform, &viewer.identity, &q).await?;
+        let target = authorize(&relay, &viewer.identity, &q).await?;
         let (tenant, ext) = (&target.tenant, &target.install.extension_id);
         if last.is_none() {
             audit(platform, &viewer.identity.sub, Some(tenant), "debug.poll", Some(&target.install.install_id), "ok", json!({"extension": ext})).await;
