@@ -80,7 +80,10 @@ async fn main() -> Result<()> {
     if args.get(1).map(String::as_str) == Some("first-request") {
         return first_request_child(Path::new(&args[2]), Path::new(&args[3])).await;
     }
-    println!("Kelp benchmark (release build, {} cores)\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "Kelp benchmark (release build, {} cores)\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
     let work = tempfile::tempdir()?;
     let data = work.path().join("data");
     let artifacts = work.path().join("artifacts");
@@ -98,7 +101,10 @@ async fn main() -> Result<()> {
     let wat_path = "/api/ext/com.kelp.examples.wat-hello/hello";
 
     // JS example: the three tiers of the first request.
-    println!("\n== JS example (componentize-js, {} MB component): first request by cache tier", js_component_mb(&platform, &js).await);
+    println!(
+        "\n== JS example (componentize-js, {} MB component): first request by cache tier",
+        js_component_mb(&platform, &js).await
+    );
     let compiled = first_request_compiling(work.path(), &platform, &js).await?;
     let mut fresh = Vec::new();
     let exe = std::env::current_exe()?;
@@ -117,10 +123,19 @@ async fn main() -> Result<()> {
     }
     let warm_js = percentile(&mut warm, 0.5);
     println!("  compile (no artifact)              {:>12}", ms(compiled));
-    println!("  .cwasm on disk, fresh process p50  {:>12}   ({} runs; target ≤ 30 ms: {})", ms(fresh_p50), fresh.len(), verdict(fresh_p50, Duration::from_millis(30)));
+    println!(
+        "  .cwasm on disk, fresh process p50  {:>12}   ({} runs; target ≤ 30 ms: {})",
+        ms(fresh_p50),
+        fresh.len(),
+        verdict(fresh_p50, Duration::from_millis(30))
+    );
     println!("  .cwasm on disk, warm process       {:>12}", ms(disk));
     println!("  warm InstancePre (memory) p50      {:>12}", ms(warm_js));
-    println!("  ratios: compile / disk = {:.0}x, disk / memory = {:.1}x", compiled.as_secs_f64() / disk.as_secs_f64(), disk.as_secs_f64() / warm_js.as_secs_f64());
+    println!(
+        "  ratios: compile / disk = {:.0}x, disk / memory = {:.1}x",
+        compiled.as_secs_f64() / disk.as_secs_f64(),
+        disk.as_secs_f64() / warm_js.as_secs_f64()
+    );
 
     // WAT hello: warm latency through the router and instantiation alone.
     println!("\n== WAT hello: warm request through the router (in-process, no TCP)");
@@ -133,7 +148,13 @@ async fn main() -> Result<()> {
     }
     let p50 = percentile(&mut samples, 0.5);
     let p99 = percentile(&mut samples, 0.99);
-    println!("  p50 {:>10}   p99 {:>10}   ({} requests; target p50 ≤ 300 µs: {})", us(p50), us(p99), samples.len(), verdict(p50, Duration::from_micros(300)));
+    println!(
+        "  p50 {:>10}   p99 {:>10}   ({} requests; target p50 ≤ 300 µs: {})",
+        us(p50),
+        us(p99),
+        samples.len(),
+        verdict(p50, Duration::from_micros(300))
+    );
     let inst = instantiation(&platform, &wat).await?;
     println!("  instantiation p50 {:>10}   (target ≤ 50 µs: {})", us(inst), verdict(inst, Duration::from_micros(50)));
     let js_inst = instantiation(&platform, &js).await?;
@@ -193,7 +214,12 @@ async fn relay_section(work: &Path) -> Result<()> {
                 }
             }
         });
-        let ids = kelp_runtime::host::ExecIds { tenant_id: "bench".into(), extension_id: wat.extension.id.clone(), install_id: install.install_id.clone(), ..Default::default() };
+        let ids = kelp_runtime::host::ExecIds {
+            tenant_id: "bench".into(),
+            extension_id: wat.extension.id.clone(),
+            install_id: install.install_id.clone(),
+            ..Default::default()
+        };
         let sink = kelp_runtime::gateway::run::sink(&platform, &ids);
         let origin = Instant::now();
         // Latency: one event at a time.
@@ -202,7 +228,8 @@ async fn relay_section(work: &Path) -> Result<()> {
             let sent = origin.elapsed().as_nanos();
             sink.emit("info", "log", format!("lat:{sent}:{i}"), false);
             loop {
-                let (data, at) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await?.context("stream closed")?;
+                let (data, at) =
+                    tokio::time::timeout(Duration::from_secs(5), rx.recv()).await?.context("stream closed")?;
                 if data.contains(&format!("lat:{sent}:{i}")) {
                     latencies.push(at.duration_since(origin) - Duration::from_nanos(sent as u64));
                     break;
@@ -228,8 +255,15 @@ async fn relay_section(work: &Path) -> Result<()> {
             }
         }
         let rate = n as f64 / started.elapsed().as_secs_f64();
-        println!("  {label:<15} latency p50 {:>10}  p99 {:>10}   sustained {:>8.0} events/s per viewer ({} events)", us(p50), us(p99), rate, n);
-        let (without, with) = stalled_viewer_effect(&gateway, &base, &wat.extension.id, &viewer, &sink, &mut rx).await?;
+        println!(
+            "  {label:<15} latency p50 {:>10}  p99 {:>10}   sustained {:>8.0} events/s per viewer ({} events)",
+            us(p50),
+            us(p99),
+            rate,
+            n
+        );
+        let (without, with) =
+            stalled_viewer_effect(&gateway, &base, &wat.extension.id, &viewer, &sink, &mut rx).await?;
         println!(
             "  {label:<15} tenant request p50 without a stalled viewer {:>10}, with one {:>10}   ratio {:.2}x",
             us(without),
@@ -277,7 +311,12 @@ async fn stalled_viewer_effect(
 }
 
 /// p50 of 2000 requests, draining the live viewer's events as they arrive.
-async fn request_p50(gateway: &axum::Router, path: &str, t: &str, live: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>) -> Result<Duration> {
+async fn request_p50(
+    gateway: &axum::Router,
+    path: &str,
+    t: &str,
+    live: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Instant)>,
+) -> Result<Duration> {
     let mut samples = Vec::new();
     for _ in 0..2000 {
         samples.push(request(gateway, path, t).await?);
@@ -320,7 +359,13 @@ async fn aws_section(work: &Path, embedded_p50: Duration) -> Result<()> {
     }
     let aws_p50 = percentile(&mut samples, 0.5);
     let aws_p99 = percentile(&mut samples, 0.99);
-    println!("  embedded p50 {:>10}   AWS p50 {:>10}   AWS p99 {:>10}   ratio {:.1}x", us(embedded_p50), us(aws_p50), us(aws_p99), aws_p50.as_secs_f64() / embedded_p50.as_secs_f64());
+    println!(
+        "  embedded p50 {:>10}   AWS p50 {:>10}   AWS p99 {:>10}   ratio {:.1}x",
+        us(embedded_p50),
+        us(aws_p50),
+        us(aws_p99),
+        aws_p50.as_secs_f64() / embedded_p50.as_secs_f64()
+    );
     println!("  (per request on AWS: one DynamoDB GetItem for the install, over HTTP to moto; the request's debug events flushed to Redis before the response; rate limiting off in both)");
 
     println!("\n== Debug publishing to Redis: batched pipeline vs one XADD per event");
@@ -353,7 +398,13 @@ async fn aws_section(work: &Path, embedded_p50: Duration) -> Result<()> {
     }
     let single = n as f64 / started.elapsed().as_secs_f64();
     let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
-    println!("  batched {:>10.0} events/s   one XADD per event {:>10.0} events/s   ratio {:.1}x   ({} events)", batched, single, batched / single, n);
+    println!(
+        "  batched {:>10.0} events/s   one XADD per event {:>10.0} events/s   ratio {:.1}x   ({} events)",
+        batched,
+        single,
+        batched / single,
+        n
+    );
     Ok(())
 }
 
@@ -389,7 +440,10 @@ async fn first_request_compiling(work: &Path, from: &Platform, p: &Published) ->
     install(&platform, p).await?;
     let app = router(Gateway::new(platform.clone()));
     let elapsed = request(&app, "/api/ext/com.kelp.examples.js-notes/hello", &token("bench", RW)).await?;
-    anyhow::ensure!(platform.cache().stats.compiles.load(std::sync::atomic::Ordering::Relaxed) == 1, "expected a compile");
+    anyhow::ensure!(
+        platform.cache().stats.compiles.load(std::sync::atomic::Ordering::Relaxed) == 1,
+        "expected a compile"
+    );
     Ok(elapsed)
 }
 
@@ -401,7 +455,11 @@ async fn install(platform: &Platform, p: &Published) -> Result<()> {
 }
 
 /// Install `p` for the bench tenant with exactly the `granted` capabilities.
-async fn install_granting(platform: &Platform, p: &Published, granted: Vec<String>) -> Result<kelp_runtime::stores::InstallRecord> {
+async fn install_granting(
+    platform: &Platform,
+    p: &Published,
+    granted: Vec<String>,
+) -> Result<kelp_runtime::stores::InstallRecord> {
     Ok(create_install(
         platform,
         NewInstall {
@@ -433,7 +491,8 @@ async fn instantiation(platform: &Platform, p: &Published) -> Result<Duration> {
             limits: platform.settings.exec,
         };
         let (invocation, v, limits) = kelp_runtime::gateway::run::invocation(platform, plan);
-        samples.push(platform.executor.time_instantiation(&v.component_hash, &v.component_key, invocation, limits).await?);
+        samples
+            .push(platform.executor.time_instantiation(&v.component_hash, &v.component_key, invocation, limits).await?);
     }
     Ok(percentile(&mut samples, 0.5))
 }

@@ -58,7 +58,9 @@ pub fn bundle_bytes(source: &Path) -> Result<Vec<u8>> {
     if source.is_file() {
         return std::fs::read(source).with_context(|| format!("reading {}", source.display()));
     }
-    let manifest: Value = serde_json::from_slice(&std::fs::read(source.join("manifest.json")).context("no manifest.json in the directory")?)?;
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(source.join("manifest.json")).context("no manifest.json in the directory")?,
+    )?;
     let entry = manifest["entry"].as_str().unwrap_or("dist/main.wasm");
     let dir: PathBuf = if source.join(entry).is_file() {
         source.to_path_buf()
@@ -121,23 +123,38 @@ pub async fn install(remote: &Remote, args: &InstallArgs) -> Result<()> {
         body["tenant"] = json!(t);
     }
     let out = remote.json(reqwest::Method::POST, "/admin/installs", body).await?;
-    println!("installed: install id {} for tenant {}", out["install_id"].as_str().unwrap_or("?"), out["tenant_id"].as_str().unwrap_or("?"));
+    println!(
+        "installed: install id {} for tenant {}",
+        out["install_id"].as_str().unwrap_or("?"),
+        out["tenant_id"].as_str().unwrap_or("?")
+    );
     Ok(())
 }
 
 /// `kelp config set`.
 pub async fn set_config(remote: &Remote, install: &str, pairs: &[(String, String)]) -> Result<()> {
     let config: BTreeMap<_, _> = pairs.iter().cloned().collect();
-    let out = remote.json(reqwest::Method::PUT, &format!("/admin/installs/{install}/config"), json!({"config": config})).await?;
+    let out = remote
+        .json(reqwest::Method::PUT, &format!("/admin/installs/{install}/config"), json!({"config": config}))
+        .await?;
     println!("config_version is now {}", out["config_version"]);
     Ok(())
 }
 
 /// `kelp secrets set` (values are sent once and never shown again).
-pub async fn set_secrets(remote: &Remote, install: &str, pairs: &[(String, String)], expires_at: Option<String>) -> Result<()> {
+pub async fn set_secrets(
+    remote: &Remote,
+    install: &str,
+    pairs: &[(String, String)],
+    expires_at: Option<String>,
+) -> Result<()> {
     let secrets: BTreeMap<_, _> = pairs.iter().cloned().collect();
     let out = remote
-        .json(reqwest::Method::PUT, &format!("/admin/installs/{install}/secrets"), json!({"secrets": secrets, "expires_at": expires_at}))
+        .json(
+            reqwest::Method::PUT,
+            &format!("/admin/installs/{install}/secrets"),
+            json!({"secrets": secrets, "expires_at": expires_at}),
+        )
         .await?;
     println!("secrets_version is now {} (keys: {})", out["secrets_version"], out["keys"]);
     Ok(())

@@ -117,13 +117,16 @@ async fn main() -> Result<()> {
         }
         Command::Publish { source, remote } => admin::publish(&remote, &source).await,
         Command::Install { args, remote } => admin::install(&remote, &args).await,
-        Command::Config { command: SetCommand::Set { install, pairs, remote } } => admin::set_config(&remote, &install, &pairs).await,
+        Command::Config { command: SetCommand::Set { install, pairs, remote } } => {
+            admin::set_config(&remote, &install, &pairs).await
+        }
         Command::Secrets { command: SecretsCommand::Set { install, pairs, expires_at, remote } } => {
             admin::set_secrets(&remote, &install, &pairs, expires_at).await
         }
         Command::Tail(args) => tail::run(args).await,
         Command::Build { dir, out } => {
-            let root = kelp_runtime::devtools::repo_root(&std::env::current_dir()?).unwrap_or_else(|| PathBuf::from("."));
+            let root =
+                kelp_runtime::devtools::repo_root(&std::env::current_dir()?).unwrap_or_else(|| PathBuf::from("."));
             let staged = kelp_runtime::devtools::stage_example(&root, &dir, &out)?;
             println!("built {}", staged.display());
             Ok(())

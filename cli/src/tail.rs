@@ -41,7 +41,9 @@ pub struct TailArgs {
 /// Run `kelp tail` until interrupted (or refused).
 pub async fn run(args: TailArgs) -> Result<()> {
     let mut query = vec![("extensionId", args.extension.clone())];
-    for (k, v) in [("installId", &args.install), ("level", &args.level), ("stream", &args.stream), ("requestId", &args.request)] {
+    for (k, v) in
+        [("installId", &args.install), ("level", &args.level), ("stream", &args.stream), ("requestId", &args.request)]
+    {
         if let Some(v) = v {
             query.push((k, v.clone()));
         }
@@ -61,7 +63,11 @@ pub async fn run(args: TailArgs) -> Result<()> {
         match req.send().await {
             Ok(r) if r.status().is_success() => {
                 backoff = Duration::from_millis(500);
-                eprintln!("-- following {} {}", args.extension, last_id.as_deref().map(|i| format!("(resuming after {i})")).unwrap_or_default());
+                eprintln!(
+                    "-- following {} {}",
+                    args.extension,
+                    last_id.as_deref().map(|i| format!("(resuming after {i})")).unwrap_or_default()
+                );
                 let mut parser = SseParser::default();
                 let mut body = r.bytes_stream();
                 while let Some(chunk) = body.next().await {
@@ -74,7 +80,8 @@ pub async fn run(args: TailArgs) -> Result<()> {
             }
             Ok(r) if r.status().as_u16() == 401 || r.status().as_u16() == 403 || r.status().as_u16() == 404 => {
                 let status = r.status();
-                let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or_default();
+                let body: serde_json::Value =
+                    serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or_default();
                 bail!("{status}: {}", body["error"]["message"].as_str().unwrap_or("refused"));
             }
             Ok(r) => eprintln!("-- relay answered {}; retrying in {backoff:?}", r.status()),
@@ -101,7 +108,15 @@ fn show(frame: &Frame, args: &TailArgs, last_id: &mut Option<String>) -> Result<
             } else {
                 let s = |k: &str| data[k].as_str().unwrap_or("").to_string();
                 let truncated = if data["truncated"] == true { " [truncated]" } else { "" };
-                writeln!(out, "{} {:<5} {:<6} [{}] {}{truncated}", s("ts"), s("level"), s("stream"), s("requestId"), s("message"))?;
+                writeln!(
+                    out,
+                    "{} {:<5} {:<6} [{}] {}{truncated}",
+                    s("ts"),
+                    s("level"),
+                    s("stream"),
+                    s("requestId"),
+                    s("message")
+                )?;
             }
         }
         "end" => eprintln!("-- session ended by the relay ({}); reconnecting", data["reason"].as_str().unwrap_or("?")),

@@ -109,10 +109,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
         installed = seed_examples(&platform, &args).await?;
     }
     let app = kelp_runtime::local::app(platform.clone());
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let base = format!("http://{}", listener.local_addr()?);
     let token = mint(&secret, &args.tenant, "demo-user", &DEMO_PERMS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    let admin_token = mint(&secret, &args.tenant, "demo-operator", &OPERATOR_PERMS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let admin_token =
+        mint(&secret, &args.tenant, "demo-operator", &OPERATOR_PERMS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     let demo_user = kelp_runtime::auth::Identity {
         sub: "demo-user".into(),
         tenant: args.tenant.clone(),
@@ -127,10 +129,11 @@ pub async fn run(args: UpArgs) -> Result<()> {
         }
     }
     print_banner(&base, &token, &admin_token, &installed, &format!("{backend}, {bus}"));
-    axum::serve(listener, app).with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }
 
@@ -208,8 +211,15 @@ async fn seed_examples(platform: &Arc<Platform>, args: &UpArgs) -> Result<Vec<In
             .map(|e| e.path.clone())
             .take(4)
             .collect();
-        let ui_path = manifest.ui.as_ref().map(|_| format!("/ext-ui/{}/{}/", manifest.name, published.version.content_hash.trim_start_matches("sha256:")));
-        out.push(Installed { name: manifest.name.clone(), extension_id: published.extension.id.clone(), sample_paths, ui_path });
+        let ui_path = manifest.ui.as_ref().map(|_| {
+            format!("/ext-ui/{}/{}/", manifest.name, published.version.content_hash.trim_start_matches("sha256:"))
+        });
+        out.push(Installed {
+            name: manifest.name.clone(),
+            extension_id: published.extension.id.clone(),
+            sample_paths,
+            ui_path,
+        });
     }
     Ok(out)
 }
@@ -227,7 +237,10 @@ fn print_banner(base: &str, token: &str, admin_token: &str, installed: &[Install
             println!("    UI: {base}{ui}");
         }
     }
-    println!("\n  debug console: {base}/api/ext-debug/console#token={token}&autoconnect=1&extension={}", installed.first().map(|e| e.name.as_str()).unwrap_or(""));
+    println!(
+        "\n  debug console: {base}/api/ext-debug/console#token={token}&autoconnect=1&extension={}",
+        installed.first().map(|e| e.name.as_str()).unwrap_or("")
+    );
     println!("  follow logs:   cargo run -p kelp-cli -- tail <extension>   (uses KELP_TOKEN)");
     println!("\n  admin API: curl -s -H \"Authorization: Bearer $KELP_ADMIN_TOKEN\" {base}/admin/installs");
     println!("  health: curl -s {base}/healthz\n  Ctrl-C stops.\n");

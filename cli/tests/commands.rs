@@ -29,13 +29,31 @@ async fn publish_install_config_and_secrets_from_the_command_line() {
     let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["publish", &staged]));
     assert!(ok && out.contains("already published"), "{out}");
     let (ok, out) = tokio::task::block_in_place(|| {
-        kelp_cmd(k, &ops, &["install", "com.kelp.examples.js-notes", "--version", "1.0.0", "--config", "greeting=Hej", "--debug-logs"])
+        kelp_cmd(
+            k,
+            &ops,
+            &[
+                "install",
+                "com.kelp.examples.js-notes",
+                "--version",
+                "1.0.0",
+                "--config",
+                "greeting=Hej",
+                "--debug-logs",
+            ],
+        )
     });
     assert!(ok, "{out}");
-    let install_id = out.split("install id ").nth(1).and_then(|s| s.split_whitespace().next()).expect("install id printed").to_string();
+    let install_id = out
+        .split("install id ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("install id printed")
+        .to_string();
     let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["config", "set", &install_id, "greeting=Moi"]));
     assert!(ok && out.contains("config_version is now 2"), "{out}");
-    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["secrets", "set", &install_id, "api_key=1234567"]));
+    let (ok, out) =
+        tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["secrets", "set", &install_id, "api_key=1234567"]));
     assert!(ok && out.contains("secrets_version is now 1"), "{out}");
     assert!(!out.contains("1234567"), "the CLI never echoes secret values");
     let hello = json_body(kelp.get("/api/ext/com.kelp.examples.js-notes/hello", &token("acme", RW)).await).await;
@@ -78,7 +96,11 @@ async fn tail_follows_the_stream_and_resumes_after_a_disconnect_without_duplicat
     hit("tail-3").await.unwrap();
     assert!(read_until(&mut lines, &mut seen, "[tail-3]").await, "resumed after the disconnect: {seen:?}");
     for rid in ["[tail-1]", "[tail-2]", "[tail-3]"] {
-        assert_eq!(seen.iter().filter(|l| l.contains(rid) && l.contains("GET /hello")).count(), 1, "{rid} exactly once: {seen:?}");
+        assert_eq!(
+            seen.iter().filter(|l| l.contains(rid) && l.contains("GET /hello")).count(),
+            1,
+            "{rid} exactly once: {seen:?}"
+        );
     }
     assert!(seen.iter().all(|l| l.contains(" log ")), "--stream log filters: {seen:?}");
 }

@@ -41,7 +41,10 @@ async fn kelp_up(extra_args: &[&str], env: &[(String, String)]) -> Up {
             token = t.to_string();
         } else if let Some(t) = line.trim().strip_prefix("export KELP_ADMIN_TOKEN=") {
             admin_token = t.to_string();
-        } else if line.trim().starts_with("curl ") || line.trim().starts_with("UI: ") || line.trim().starts_with("debug console: ") {
+        } else if line.trim().starts_with("curl ")
+            || line.trim().starts_with("UI: ")
+            || line.trim().starts_with("debug console: ")
+        {
             printed.push(line.trim().to_string());
         } else if line.contains("Ctrl-C stops") {
             break;
@@ -74,7 +77,9 @@ fn blocks(path: &Path, lang: &str) -> Vec<String> {
     for line in text.lines() {
         let fence = line.trim_start();
         match &mut current {
-            None if fence.starts_with("```") && fence.trim_start_matches('`').trim() == lang => current = Some(String::new()),
+            None if fence.starts_with("```") && fence.trim_start_matches('`').trim() == lang => {
+                current = Some(String::new())
+            }
             Some(body) if fence.starts_with("```") => {
                 out.push(std::mem::take(body));
                 current = None;
@@ -99,7 +104,11 @@ async fn kelp_up_serves_the_examples_and_every_documented_command_works() {
     for line in curls {
         let out = bash(&format!("{line} -f -o /dev/null -w '%{{http_code}}'"), &up);
         let code = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(out.status.success() && code.starts_with('2'), "{line} → {code} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() && code.starts_with('2'),
+            "{line} → {code} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let ui = up.printed.iter().find_map(|l| l.strip_prefix("UI: ")).expect("a UI URL is printed");
     let page = reqwest::get(ui.split('#').next().unwrap()).await.unwrap();
@@ -108,7 +117,11 @@ async fn kelp_up_serves_the_examples_and_every_documented_command_works() {
 
     // Every `sh` block of the docs.
     let docs: Vec<PathBuf> = {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(repo_root().join("docs")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "md")).collect();
+        let mut v: Vec<PathBuf> = std::fs::read_dir(repo_root().join("docs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "md"))
+            .collect();
         v.sort();
         v
     };
@@ -131,9 +144,18 @@ async fn kelp_up_serves_the_examples_and_every_documented_command_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kelp_up_runs_on_the_aws_backends_against_moto() {
-    let env: Vec<(String, String)> = kelp_tests::aws::aws_env(&kelp_tests::aws::moto_url()).into_iter().filter(|(k, _)| k != "KELP_BACKEND").collect();
+    let env: Vec<(String, String)> = kelp_tests::aws::aws_env(&kelp_tests::aws::moto_url())
+        .into_iter()
+        .filter(|(k, _)| k != "KELP_BACKEND")
+        .collect();
     let up = kelp_up(&["--aws"], &env).await;
-    let out = bash(&format!("curl -s -H \"Authorization: Bearer $KELP_TOKEN\" {}/api/ext/com.kelp.examples.js-notes/hello", up.base), &up);
+    let out = bash(
+        &format!(
+            "curl -s -H \"Authorization: Bearer $KELP_TOKEN\" {}/api/ext/com.kelp.examples.js-notes/hello",
+            up.base
+        ),
+        &up,
+    );
     let body = String::from_utf8_lossy(&out.stdout);
     assert!(body.contains("Hello from kelp up, demo!"), "{body}");
     // The install, its config and its secret envelope live in DynamoDB and Secrets Manager.
@@ -142,5 +164,8 @@ async fn kelp_up_runs_on_the_aws_backends_against_moto() {
     let installs = backends.installs.list_installs(Some("demo"), &Default::default()).await.unwrap();
     assert_eq!(installs.items.len(), 2, "both examples installed in DynamoDB");
     let js = installs.items.iter().find(|i| i.secrets_ref.is_some()).expect("the JS example has secrets");
-    assert!(backends.secrets.fetch(js.secrets_ref.as_ref().unwrap()).await.is_ok(), "its envelope is in Secrets Manager");
+    assert!(
+        backends.secrets.fetch(js.secrets_ref.as_ref().unwrap()).await.is_ok(),
+        "its envelope is in Secrets Manager"
+    );
 }

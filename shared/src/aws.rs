@@ -55,7 +55,13 @@ pub async fn sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
     if let Some((id, secret, token)) = &settings.static_credentials {
-        loader = loader.credentials_provider(aws_credential_types::Credentials::new(id, secret, token.clone(), None, "kelp-settings"));
+        loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+            id,
+            secret,
+            token.clone(),
+            None,
+            "kelp-settings",
+        ));
     }
     loader
         .timeout_config(

@@ -23,9 +23,13 @@ impl<S: Send + Sync> FromRequest<S> for LimitedBytes {
         let limit = req.extensions().get::<BodyLimit>().map(|l| l.0).unwrap_or(1 << 20);
         let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
         axum::body::to_bytes(req.into_body(), limit).await.map(Self).map_err(|_| {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body over {limit} bytes"))
-                .with_request_id(&request_id)
-                .into_response()
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body over {limit} bytes"),
+            )
+            .with_request_id(&request_id)
+            .into_response()
         })
     }
 }

@@ -27,9 +27,9 @@ use wasmtime::component::{Component, Linker};
 
 use crate::bindings::RunnerPre;
 use crate::blobs::{artifact_key, BlobStore};
-use crate::stores::Registry;
 use crate::engine::KelpEngine;
 use crate::host::HostState;
+use crate::stores::Registry;
 
 /// A component ready to instantiate.
 pub struct LoadedComponent {
@@ -155,7 +155,11 @@ impl ModuleCache {
 
     /// The ready component for `component_hash`, from the fastest tier that has it;
     /// `component_key` is where the component bytes live if it must be compiled.
-    pub async fn get(&self, component_hash: &str, component_key: &str) -> Result<(Arc<LoadedComponent>, Tier), CacheError> {
+    pub async fn get(
+        &self,
+        component_hash: &str,
+        component_key: &str,
+    ) -> Result<(Arc<LoadedComponent>, Tier), CacheError> {
         if let Some(hit) = self.memory.lock().lru.get(component_hash).cloned() {
             self.stats.memory_hits.fetch_add(1, Ordering::Relaxed);
             return Ok((hit, Tier::Memory));
@@ -214,9 +218,11 @@ impl ModuleCache {
     /// Compile component bytes to a serialized artifact (on the blocking pool).
     pub async fn compile(&self, bytes: Vec<u8>) -> Result<Vec<u8>, CacheError> {
         let engine = self.engine.engine.clone();
-        tokio::task::spawn_blocking(move || engine.precompile_component(&bytes).map_err(|e| CacheError::Invalid(werr(e))))
-            .await
-            .map_err(|e| CacheError::Invalid(format!("compile task: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            engine.precompile_component(&bytes).map_err(|e| CacheError::Invalid(werr(e)))
+        })
+        .await
+        .map_err(|e| CacheError::Invalid(format!("compile task: {e}")))?
     }
 
     /// Precompile at publish: compile once, prove the component links against this host,
@@ -227,12 +233,15 @@ impl ModuleCache {
         // Republishing (or `kelp up` restarting) reuses a good local artifact of the same
         // component bytes instead of compiling again; it still gets linked and uploaded.
         let (component, artifact, compiled) = match self.load_local(&path).await {
-            Some(component) => (component, tokio::fs::read(&path).await.map_err(|e| CacheError::Invalid(e.to_string()))?, false),
+            Some(component) => {
+                (component, tokio::fs::read(&path).await.map_err(|e| CacheError::Invalid(e.to_string()))?, false)
+            }
             None => {
                 let artifact = self.compile(bytes).await?;
                 self.stats.compiles.fetch_add(1, Ordering::Relaxed);
                 // SAFETY: the artifact was produced a moment ago by this very engine.
-                let component = unsafe { Component::deserialize(&self.engine.engine, &artifact) }.map_err(|e| CacheError::Invalid(werr(e)))?;
+                let component = unsafe { Component::deserialize(&self.engine.engine, &artifact) }
+                    .map_err(|e| CacheError::Invalid(werr(e)))?;
                 (component, artifact, true)
             }
         };
@@ -252,9 +261,15 @@ impl ModuleCache {
     async fn store_blob_artifact(&self, hash: &str, artifact: &[u8]) -> Result<(), CacheError> {
         let compat = &self.engine.compat_hash;
         let digest = hex::encode(Sha256::digest(artifact));
-        self.blobs.put(&artifact_key(compat, hash), artifact).await.map_err(|e| CacheError::Unavailable(e.to_string()))?;
+        self.blobs
+            .put(&artifact_key(compat, hash), artifact)
+            .await
+            .map_err(|e| CacheError::Unavailable(e.to_string()))?;
         // Recorded last: an artifact whose digest is not in the registry is never trusted.
-        self.registry.put_artifact_digest(hash, compat, &digest).await.map_err(|e| CacheError::Unavailable(e.to_string()))
+        self.registry
+            .put_artifact_digest(hash, compat, &digest)
+            .await
+            .map_err(|e| CacheError::Unavailable(e.to_string()))
     }
 
     /// The blob-store artifact, if the registry records its digest for this engine and the
@@ -276,7 +291,10 @@ impl ModuleCache {
                     Ok(Some(artifact))
                 } else {
                     self.stats.corrupt_artifacts.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(component = hash, "blob artifact does not match the sha256 recorded at publish; recompiling");
+                    tracing::warn!(
+                        component = hash,
+                        "blob artifact does not match the sha256 recorded at publish; recompiling"
+                    );
                     Ok(None)
                 }
             }

@@ -197,7 +197,9 @@ fn check_lambda_safety(env: &HashMap<String, String>) -> Result<()> {
         if !parse(env, "KELP_ALLOW_HS256", false)? {
             bail!("KELP_JWT_HS256_SECRET is refused inside Lambda (use RS256/JWKS or the API Gateway authorizer); set KELP_ALLOW_HS256=true only for local invokes");
         }
-        tracing::warn!("HS256 bearer tokens are accepted inside Lambda because KELP_ALLOW_HS256=true: for local invokes only");
+        tracing::warn!(
+            "HS256 bearer tokens are accepted inside Lambda because KELP_ALLOW_HS256=true: for local invokes only"
+        );
     }
     Ok(())
 }
@@ -238,9 +240,14 @@ impl Settings {
         let in_lambda = env.contains_key("AWS_LAMBDA_FUNCTION_NAME");
         check_lambda_safety(env)?;
         let data_dir = PathBuf::from(text(env, "KELP_DATA_DIR").unwrap_or_else(|| {
-            if in_lambda { "/tmp/kelp".into() } else { ".kelp".into() }
+            if in_lambda {
+                "/tmp/kelp".into()
+            } else {
+                ".kelp".into()
+            }
         }));
-        let artifact_dir = text(env, "KELP_ARTIFACT_DIR").map(PathBuf::from).unwrap_or_else(|| data_dir.join("artifacts"));
+        let artifact_dir =
+            text(env, "KELP_ARTIFACT_DIR").map(PathBuf::from).unwrap_or_else(|| data_dir.join("artifacts"));
         let lambda_mb: Option<usize> = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse().ok());
         let max_memory_mb: usize = parse(env, "KELP_MAX_MEMORY_MB", 256)?;
         if max_memory_mb == 0 || max_memory_mb > 4096 {
@@ -259,7 +266,9 @@ impl Settings {
         };
         let settings = Self {
             artifact_dir,
-            secrets_file: text(env, "KELP_SECRETS_FILE").map(PathBuf::from).unwrap_or_else(|| data_dir.join("secrets.json")),
+            secrets_file: text(env, "KELP_SECRETS_FILE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| data_dir.join("secrets.json")),
             data_dir,
             jwt_hs256_secret: text(env, "KELP_JWT_HS256_SECRET"),
             jwt_rs256_pem: text(env, "KELP_JWT_RS256_PUBLIC_KEY"),
@@ -316,7 +325,8 @@ impl Settings {
                 crate::debug::redis::RedisSettings {
                     url,
                     username: text(env, "DEBUG_STREAM_REDIS_USERNAME"),
-                    password: text(env, "RUNNER_DEBUG_REDIS_PASSWORD").or_else(|| text(env, "DEBUG_STREAM_REDIS_PASSWORD")),
+                    password: text(env, "RUNNER_DEBUG_REDIS_PASSWORD")
+                        .or_else(|| text(env, "DEBUG_STREAM_REDIS_PASSWORD")),
                     password_secret_arn: text(env, "KELP_REDIS_AUTH_SECRET_ARN"),
                     prefix: text(env, "RUNNER_DEBUG_REDIS_STREAM_PREFIX").unwrap_or_else(|| "ext-debug:".into()),
                     maxlen: env.get("RUNNER_DEBUG_REDIS_MAXLEN").and_then(|v| v.parse().ok()).unwrap_or(2000),
@@ -333,7 +343,9 @@ impl Settings {
                     timeout: Duration::from_millis(parse(env, "KELP_HOST_API_TIMEOUT_MS", 5_000)?),
                     max_response_bytes: 1 << 20,
                 }),
-                (Some(_), None) => bail!("KELP_HOST_API_URL needs KELP_HOST_API_SECRET (the key that signs service tokens)"),
+                (Some(_), None) => {
+                    bail!("KELP_HOST_API_URL needs KELP_HOST_API_SECRET (the key that signs service tokens)")
+                }
                 _ => None,
             },
             relay: crate::relay::RelaySettings {
@@ -353,7 +365,9 @@ impl Settings {
                 token_ttl: Duration::from_secs(parse(env, "KELP_UI_TOKEN_TTL_SECS", 900)?),
             },
         };
-        for (name, value) in [("KELP_UI_CSP", &settings.ui.csp), ("KELP_UI_FRAME_ANCESTORS", &settings.ui.frame_ancestors)] {
+        for (name, value) in
+            [("KELP_UI_CSP", &settings.ui.csp), ("KELP_UI_FRAME_ANCESTORS", &settings.ui.frame_ancestors)]
+        {
             if axum::http::HeaderValue::from_str(value).is_err() {
                 bail!("{name} must be a valid header value (visible ASCII)");
             }
@@ -372,7 +386,9 @@ impl Settings {
             v = v.with_hs256(secret.as_bytes());
         }
         if let Some(pem) = &self.jwt_rs256_pem {
-            v = v.with_rs256_pem(None, pem.as_bytes()).context("KELP_JWT_RS256_PUBLIC_KEY is not an RSA public key PEM")?;
+            v = v
+                .with_rs256_pem(None, pem.as_bytes())
+                .context("KELP_JWT_RS256_PUBLIC_KEY is not an RSA public key PEM")?;
         }
         if let Some(jwks) = &self.jwt_jwks {
             v = v.with_jwks(jwks).context("KELP_JWT_JWKS is not a JWKS document")?;
@@ -389,7 +405,10 @@ mod tests {
     fn lambda_refuses_loopback_egress_and_unannounced_hs256() {
         let lambda = |extra: &[(&str, &str)]| {
             let mut env: HashMap<String, String> =
-                [("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"), ("AWS_LAMBDA_FUNCTION_NAME", "gateway")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                [("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"), ("AWS_LAMBDA_FUNCTION_NAME", "gateway")]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
             env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
             Settings::from_map(&env).map(|_| ()).map_err(|e| e.to_string())
         };
@@ -398,7 +417,10 @@ mod tests {
         assert!(lambda(&[("KELP_JWT_HS256_SECRET", "s")]).unwrap_err().contains("KELP_ALLOW_HS256"));
         assert!(lambda(&[("KELP_JWT_HS256_SECRET", "s"), ("KELP_ALLOW_HS256", "true")]).is_ok());
         // Outside Lambda both are a developer's choice.
-        let local: HashMap<String, String> = [("KELP_EGRESS_ALLOW_LOOPBACK", "true"), ("KELP_JWT_HS256_SECRET", "s")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let local: HashMap<String, String> = [("KELP_EGRESS_ALLOW_LOOPBACK", "true"), ("KELP_JWT_HS256_SECRET", "s")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         assert!(Settings::from_map(&local).is_ok());
     }
 

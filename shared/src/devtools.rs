@@ -12,7 +12,10 @@ use sha2::{Digest, Sha256};
 /// The repository root (where `wit/` and `tools/componentize/` are), found from `start`
 /// upwards.
 pub fn repo_root(start: &Path) -> Option<PathBuf> {
-    start.ancestors().find(|d| d.join("wit/kelp.wit").is_file() && d.join("tools/componentize/build.mjs").is_file()).map(Path::to_path_buf)
+    start
+        .ancestors()
+        .find(|d| d.join("wit/kelp.wit").is_file() && d.join("tools/componentize/build.mjs").is_file())
+        .map(Path::to_path_buf)
 }
 
 /// Make sure the componentize-js npm packages are installed (`npm ci`, once). A marker
@@ -25,7 +28,8 @@ pub fn ensure_node_tools(root: &Path) -> Result<()> {
 /// `npm ci` in `tools` once per package-lock (see [`ensure_node_tools`]).
 pub fn ensure_npm_packages(tools: &Path) -> Result<()> {
     let tools = tools.to_path_buf();
-    let lockfile = std::fs::read(tools.join("package-lock.json")).with_context(|| format!("reading {}/package-lock.json", tools.display()))?;
+    let lockfile = std::fs::read(tools.join("package-lock.json"))
+        .with_context(|| format!("reading {}/package-lock.json", tools.display()))?;
     let wanted = hex::encode(Sha256::digest(&lockfile));
     // Beside node_modules, not inside: a user's own `npm ci` (which recreates node_modules
     // from the same lock file) leaves it valid.
@@ -61,9 +65,14 @@ fn lock(path: &Path) -> Result<File> {
 
 fn hash_inputs(root: &Path, extra: &[&Path]) -> Result<String> {
     let mut h = Sha256::new();
-    for p in [root.join("wit/kelp.wit"), root.join("wit/deps/alga/extension.wit"), root.join("tools/componentize/build.mjs"), root.join("tools/componentize/package-lock.json")]
-        .iter()
-        .chain(extra.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>().iter())
+    for p in [
+        root.join("wit/kelp.wit"),
+        root.join("wit/deps/alga/extension.wit"),
+        root.join("tools/componentize/build.mjs"),
+        root.join("tools/componentize/package-lock.json"),
+    ]
+    .iter()
+    .chain(extra.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>().iter())
     {
         h.update(p.to_string_lossy().as_bytes());
         h.update(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
@@ -93,7 +102,12 @@ pub fn build_js(root: &Path, source: &Path, world: &str, out: &Path) -> Result<(
         .output()
         .context("running node (Node.js 20+ is needed to build JavaScript extensions)")?;
     if !output.status.success() {
-        bail!("componentize-js failed for {}:\n{}{}", source.display(), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "componentize-js failed for {}:\n{}{}",
+            source.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     std::fs::write(&stamp_path, inputs)?;
     Ok(())
@@ -133,7 +147,10 @@ pub struct GuestSources<'a> {
 /// `staging/<name>/` (sources stay where they are). Returns the staged directory.
 pub fn stage_example(root: &Path, example: &Path, staging: &Path) -> Result<PathBuf> {
     let name = example.file_name().context("example directory name")?.to_string_lossy().into_owned();
-    let wat = std::fs::read_dir(example)?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "wat"));
+    let wat = std::fs::read_dir(example)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "wat"));
     let (code, world) = match wat {
         Some(wat) => (wat, "alga:extension/runner"),
         None if example.join("src/index.js").is_file() => (example.join("src/index.js"), "kelp:extension/runner"),
@@ -154,7 +171,10 @@ pub fn stage_guest(root: &Path, name: &str, sources: &GuestSources<'_>, staging:
     std::fs::create_dir_all(dir.join("dist"))?;
     std::fs::create_dir_all(staging.join(".build"))?;
     let _lock = lock(&staging.join(".build").join(format!("{name}.lock")))?;
-    write_if_changed(&dir.join("manifest.json"), &std::fs::read(sources.manifest).with_context(|| format!("reading {}", sources.manifest.display()))?)?;
+    write_if_changed(
+        &dir.join("manifest.json"),
+        &std::fs::read(sources.manifest).with_context(|| format!("reading {}", sources.manifest.display()))?,
+    )?;
     if let Some(ui) = sources.ui {
         copy_tree(ui, &dir.join("ui"))?;
     }

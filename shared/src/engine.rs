@@ -30,12 +30,7 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self {
-            pooling: true,
-            pool_instances: 32,
-            max_memory_bytes: 256 << 20,
-            fuel: false,
-        }
+        Self { pooling: true, pool_instances: 32, max_memory_bytes: 256 << 20, fuel: false }
     }
 }
 
@@ -85,9 +80,7 @@ impl KelpEngine {
 }
 
 fn build_on_demand(settings: &EngineSettings) -> Result<Engine> {
-    Engine::new(&base_config(settings, None))
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
-        .context("creating wasmtime engine")
+    Engine::new(&base_config(settings, None)).map_err(|e| anyhow::anyhow!("{e:#}")).context("creating wasmtime engine")
 }
 
 fn base_config(settings: &EngineSettings, pool: Option<PoolingAllocationConfig>) -> Config {

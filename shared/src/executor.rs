@@ -93,7 +93,10 @@ impl Executor {
         limits: ExecLimits,
     ) -> Result<Duration, ExecError> {
         let (loaded, _) = self.cache.get(component_hash, component_key).await?;
-        let mut store = Store::new(&self.cache.engine().engine, HostState::new(invocation, limits.max_memory_bytes, limits.max_output_bytes));
+        let mut store = Store::new(
+            &self.cache.engine().engine,
+            HostState::new(invocation, limits.max_memory_bytes, limits.max_output_bytes),
+        );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(u64::MAX / 2);
         if self.cache.engine().settings.fuel {
@@ -123,7 +126,8 @@ impl Executor {
         invocation.deadline = deadline;
         let debug = invocation.debug.clone();
         let engine = &self.cache.engine().engine;
-        let mut store = Store::new(engine, HostState::new(invocation, limits.max_memory_bytes, limits.max_output_bytes));
+        let mut store =
+            Store::new(engine, HostState::new(invocation, limits.max_memory_bytes, limits.max_output_bytes));
         store.limiter(|s| &mut s.limiter);
         if self.cache.engine().settings.fuel {
             store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| ExecError::Trap(format!("{e:#}")))?;

@@ -20,7 +20,10 @@ pub struct UnsupportedEvent {
 }
 
 fn parse(function: &'static str, payload: Value) -> Result<LambdaRequest, UnsupportedEvent> {
-    let keys = payload.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_else(|| "not an object".into());
+    let keys = payload
+        .as_object()
+        .map(|o| o.keys().cloned().collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|| "not an object".into());
     // lambda_http is built without its pass-through mode, so any other shape fails here.
     serde_json::from_value::<LambdaRequest>(payload).map_err(|_| UnsupportedEvent { function, keys })
 }
@@ -41,7 +44,12 @@ pub async fn run_streaming(function: &'static str, app: Router) -> Result<(), la
 fn checked<A>(
     function: &'static str,
     adapter: A,
-) -> impl Service<LambdaEvent<Value>, Response = A::Response, Error = lambda_http::Error, Future = impl std::future::Future<Output = Result<A::Response, lambda_http::Error>>>
+) -> impl Service<
+    LambdaEvent<Value>,
+    Response = A::Response,
+    Error = lambda_http::Error,
+    Future = impl std::future::Future<Output = Result<A::Response, lambda_http::Error>>,
+>
 where
     A: Service<LambdaEvent<LambdaRequest>, Error = std::convert::Infallible> + Clone,
 {

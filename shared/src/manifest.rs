@@ -182,7 +182,8 @@ impl Manifest {
         if bytes.len() > MAX_MANIFEST_BYTES {
             return Err(bad(format!("manifest.json is {} bytes; the limit is {MAX_MANIFEST_BYTES}", bytes.len())));
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("manifest.json is not valid JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| bad(format!("manifest.json is not valid JSON: {e}")))?;
         Self::from_value(value)
     }
 
@@ -300,10 +301,8 @@ fn parse_api(v: &Value) -> Result<ApiSpec, ManifestError> {
         if !ENDPOINT_METHODS.contains(&method.as_str()) {
             return Err(bad(format!("api.endpoints[{i}].method {method:?} is not one of {ENDPOINT_METHODS:?}")));
         }
-        let raw_path = e
-            .get("path")
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(format!("api.endpoints[{i}].path is required")))?;
+        let raw_path =
+            e.get("path").and_then(Value::as_str).ok_or_else(|| bad(format!("api.endpoints[{i}].path is required")))?;
         if raw_path.chars().any(char::is_whitespace) || raw_path.contains("..") {
             return Err(bad(format!("api.endpoints[{i}].path must not contain whitespace or '..'")));
         }
@@ -354,8 +353,8 @@ fn match_endpoint<'a>(endpoints: &'a [Endpoint], method: &str, path: &str) -> En
     let mut allowed = Vec::new();
     for e in endpoints {
         let template: Vec<&str> = e.path.split('/').filter(|s| !s.is_empty()).collect();
-        let path_matches = template.len() == request.len()
-            && template.iter().zip(&request).all(|(t, r)| t.starts_with(':') || t == r);
+        let path_matches =
+            template.len() == request.len() && template.iter().zip(&request).all(|(t, r)| t.starts_with(':') || t == r);
         if !path_matches {
             continue;
         }
@@ -422,7 +421,10 @@ mod tests {
         assert_eq!(m.endpoints()[0].path, "/items/:id");
         assert!(matches!(m.match_endpoint("GET", "/items/7"), EndpointMatch::Matched(e) if e.path == "/items/:id"));
         assert!(matches!(m.match_endpoint("HEAD", "/items/7/"), EndpointMatch::Matched(_)));
-        assert_eq!(m.match_endpoint("DELETE", "/items/7"), EndpointMatch::MethodNotAllowed(vec!["GET".into(), "HEAD".into()]));
+        assert_eq!(
+            m.match_endpoint("DELETE", "/items/7"),
+            EndpointMatch::MethodNotAllowed(vec!["GET".into(), "HEAD".into()])
+        );
         assert_eq!(m.match_endpoint("GET", "/items/7/x"), EndpointMatch::NotFound);
         assert_eq!(m.match_endpoint("GET", "/items"), EndpointMatch::MethodNotAllowed(vec!["POST".into()]));
         let no_api = manifest(json!({})).unwrap();

@@ -5,7 +5,10 @@
 pub fn init() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("KELP_LOG_FORMAT").map(|f| f == "json").unwrap_or(std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some());
+    let json = std::env::var("KELP_LOG_FORMAT")
+        .map(|f| f == "json")
+        .unwrap_or(std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().flatten_event(true).without_time().try_init() } else { builder.compact().try_init() };
+    let _ =
+        if json { builder.json().flatten_event(true).without_time().try_init() } else { builder.compact().try_init() };
 }

@@ -23,7 +23,14 @@ async fn serves_the_examples_over_dynamodb_s3_and_secrets_manager() {
     let t = token("acme", RW);
     assert_eq!(json_body(kelp.get(&format!("{JS}/hello"), &t).await).await["message"], "Hello, acme!");
     assert_eq!(json_body(kelp.get(&format!("{JS}/secret"), &t).await).await["length"], 20);
-    let r = kelp.client.put(format!("{}{JS}/notes/n1", kelp.base)).bearer_auth(&t).body(r#"{"text":"dynamo"}"#).send().await.unwrap();
+    let r = kelp
+        .client
+        .put(format!("{}{JS}/notes/n1", kelp.base))
+        .bearer_auth(&t)
+        .body(r#"{"text":"dynamo"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json_body(r).await["revision"], 1);
     assert_eq!(json_body(kelp.get(&format!("{JS}/notes/n1"), &t).await).await["text"], "dynamo");
     assert_eq!(kelp.get(&format!("{JS}/hello"), &token("globex", RW)).await.status(), 404);
@@ -31,7 +38,11 @@ async fn serves_the_examples_over_dynamodb_s3_and_secrets_manager() {
 
 /// A gateway whose DynamoDB, S3 and Secrets Manager each go through their own cuttable proxy.
 async fn kelp_behind_proxies(extra: &[(&str, &str)]) -> (TestKelp, FaultProxy, FaultProxy, FaultProxy) {
-    let (ddb, s3, sm) = (FaultProxy::start(moto().port).await, FaultProxy::start(moto().port).await, FaultProxy::start(moto().port).await);
+    let (ddb, s3, sm) = (
+        FaultProxy::start(moto().port).await,
+        FaultProxy::start(moto().port).await,
+        FaultProxy::start(moto().port).await,
+    );
     let mut env = aws_env(&moto_url());
     env.insert("AWS_ENDPOINT_URL_DYNAMODB".into(), ddb.url());
     env.insert("AWS_ENDPOINT_URL_S3".into(), s3.url());
@@ -118,7 +129,9 @@ async fn the_last_invocations_events_reach_redis_before_the_response() {
     let redis = shared_redis();
     let settings = redis_settings(&redis);
     let prefix = settings.prefix.clone();
-    let kelp = TestKelp::start_with(&[("RUNNER_DEBUG_REDIS_URL", &redis), ("RUNNER_DEBUG_REDIS_STREAM_PREFIX", &prefix)]).await;
+    let kelp =
+        TestKelp::start_with(&[("RUNNER_DEBUG_REDIS_URL", &redis), ("RUNNER_DEBUG_REDIS_STREAM_PREFIX", &prefix)])
+            .await;
     let published = kelp.publish(&staged_example("js-notes")).await;
     kelp.install(&published, "acme", &[]).await;
     let app = kelp_runtime::gateway::lambda_router(kelp_runtime::gateway::Gateway::new(kelp.platform.clone()));
@@ -142,13 +155,22 @@ async fn redis_down_never_fails_or_slows_requests_and_publishing_resumes() {
     let redis = OwnRedis::start();
     let settings = redis_settings(&redis.url());
     let prefix = settings.prefix.clone();
-    let kelp = TestKelp::start_with(&[("RUNNER_DEBUG_REDIS_URL", &redis.url()), ("RUNNER_DEBUG_REDIS_STREAM_PREFIX", &prefix), ("KELP_RATE_BURST", "1000")]).await;
+    let kelp = TestKelp::start_with(&[
+        ("RUNNER_DEBUG_REDIS_URL", &redis.url()),
+        ("RUNNER_DEBUG_REDIS_STREAM_PREFIX", &prefix),
+        ("KELP_RATE_BURST", "1000"),
+    ])
+    .await;
     let published = kelp.publish(&staged_example("wat-hello")).await;
     kelp.install(&published, "acme", &[]).await;
     let path = "/api/ext/com.kelp.examples.wat-hello/hello";
     let mut healthy = Vec::new();
     for _ in 0..20 {
-        let (s, took) = { let t = Instant::now(); let r = kelp.get(path, &token("acme", RW)).await; (r.status(), t.elapsed()) };
+        let (s, took) = {
+            let t = Instant::now();
+            let r = kelp.get(path, &token("acme", RW)).await;
+            (r.status(), t.elapsed())
+        };
         assert_eq!(s, 200);
         healthy.push(took);
     }
@@ -161,7 +183,12 @@ async fn redis_down_never_fails_or_slows_requests_and_publishing_resumes() {
     }
     healthy.sort();
     down.sort();
-    assert!(down[10] < healthy[10] + Duration::from_millis(50), "p50 with Redis down {:?} vs up {:?}", down[10], healthy[10]);
+    assert!(
+        down[10] < healthy[10] + Duration::from_millis(50),
+        "p50 with Redis down {:?} vs up {:?}",
+        down[10],
+        healthy[10]
+    );
     assert!(down[19] < Duration::from_secs(1), "no request waits on Redis: max {:?}", down[19]);
     kelp.platform.debug.flush(Duration::from_secs(2)).await;
     assert!(kelp.platform.debug.stats().fallback > 0, "events went to the in-process bus, counted");
@@ -188,7 +215,8 @@ async fn redis_down_never_fails_or_slows_requests_and_publishing_resumes() {
 #[tokio::test]
 async fn rate_limits_are_shared_through_redis_and_fall_back_per_instance() {
     let redis = OwnRedis::start();
-    let env = [("RUNNER_DEBUG_REDIS_URL", redis.url()), ("KELP_RATE_BURST", "4".into()), ("KELP_RATE_PER_SEC", "0.1".into())];
+    let env =
+        [("RUNNER_DEBUG_REDIS_URL", redis.url()), ("KELP_RATE_BURST", "4".into()), ("KELP_RATE_PER_SEC", "0.1".into())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // Two gateway instances over one Redis: one bucket between them.
     let a = TestKelp::start_with(&env).await;
@@ -204,7 +232,10 @@ async fn rate_limits_are_shared_through_redis_and_fall_back_per_instance() {
             a.get(path, &t).await.status().as_u16()
         } else {
             use tower::ServiceExt;
-            let req = axum::http::Request::get(path).header("authorization", format!("Bearer {t}")).body(axum::body::Body::empty()).unwrap();
+            let req = axum::http::Request::get(path)
+                .header("authorization", format!("Bearer {t}"))
+                .body(axum::body::Body::empty())
+                .unwrap();
             app_b.clone().oneshot(req).await.unwrap().status().as_u16()
         };
         statuses.push(status);

@@ -15,14 +15,24 @@ fn artifacts_dir() -> PathBuf {
 
 /// Run tools/browser/check.mjs; while the page loads, `during` runs once the page shows
 /// `ready_selector`. Returns the JSON the script printed.
-pub async fn browse<F, Fut>(url: &str, ready_selector: &str, selector: &str, expected: &str, screenshot: &str, during: F) -> serde_json::Value
+pub async fn browse<F, Fut>(
+    url: &str,
+    ready_selector: &str,
+    selector: &str,
+    expected: &str,
+    screenshot: &str,
+    during: F,
+) -> serde_json::Value
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let root = repo_root();
     kelp_runtime::devtools::ensure_npm_packages(&root.join("tools/browser")).expect("npm ci in tools/browser");
-    assert!(std::path::Path::new("/usr/bin/chromium").exists(), "Debian's chromium is needed (apt-get install chromium); .ci/run installs it");
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "Debian's chromium is needed (apt-get install chromium); .ci/run installs it"
+    );
     let ready = tempfile::NamedTempFile::new().unwrap().into_temp_path();
     std::fs::remove_file(&ready).ok();
     let shot = artifacts_dir().join(screenshot);
@@ -52,7 +62,8 @@ where
     })
     .await
     .expect("browser check finished");
-    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("browser output: {out}"));
+    let result: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("browser output: {out}"));
     assert!(shot.exists(), "screenshot kept at {}", shot.display());
     result
 }
@@ -63,7 +74,8 @@ async fn the_debug_console_shows_a_requests_log_line_live() {
     let published = kelp.publish(&staged_example("js-notes")).await;
     kelp.install(&published, "acme", &[]).await;
     let t = token("acme", &["extension:read", "extension:debug"]);
-    let url = format!("{}/api/ext-debug/console#token={t}&extension=com.kelp.examples.js-notes&autoconnect=1", kelp.base);
+    let url =
+        format!("{}/api/ext-debug/console#token={t}&extension=com.kelp.examples.js-notes&autoconnect=1", kelp.base);
     let result = browse(&url, "#status.live", ".line .msg", "wrote 2 lines to stdout", "debug-console.png", || async {
         let r = kelp
             .client

@@ -13,7 +13,10 @@ async fn the_first_request_after_publish_uses_the_precompiled_artifact() {
     let stats = &kelp.platform.cache().stats;
     let compiles = stats.compiles.load(Ordering::Relaxed);
     assert!(compiles <= 1, "publish compiles at most once (not when the artifact is already built)");
-    assert!(kelp.platform.cache().has_blob_artifact(&published.version.component_hash).await, "publish stored the artifact");
+    assert!(
+        kelp.platform.cache().has_blob_artifact(&published.version.component_hash).await,
+        "publish stored the artifact"
+    );
     let r = kelp.get("/api/ext/com.kelp.examples.js-notes/hello", &token("acme", RW)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(stats.compiles.load(Ordering::Relaxed), compiles, "no compile on the request path");
@@ -74,7 +77,11 @@ async fn a_corrupt_blob_artifact_is_recompiled() {
     let r = kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &token("acme", RW)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(cache.stats.compiles.load(Ordering::Relaxed), compiles + 1, "the tampered artifact was not trusted");
-    assert_eq!(kelp.platform.blobs.get(&key).await.unwrap().unwrap(), b"tampered", "the request path never writes shared artifacts");
+    assert_eq!(
+        kelp.platform.blobs.get(&key).await.unwrap().unwrap(),
+        b"tampered",
+        "the request path never writes shared artifacts"
+    );
 }
 
 #[tokio::test]
@@ -87,17 +94,35 @@ async fn a_planted_artifact_with_a_matching_digest_beside_it_is_not_trusted() {
     // Whoever can write the bucket plants another valid artifact of this engine (here: the
     // artifact of a different component) and a sha256 sidecar that matches it.
     let other = kelp.publish(&staged_wat("test.planted", "unreachable")).await;
-    let planted = kelp.platform.blobs.get(&kelp_runtime::blobs::artifact_key(&compat, &other.version.component_hash)).await.unwrap().unwrap();
+    let planted = kelp
+        .platform
+        .blobs
+        .get(&kelp_runtime::blobs::artifact_key(&compat, &other.version.component_hash))
+        .await
+        .unwrap()
+        .unwrap();
     let key = kelp_runtime::blobs::artifact_key(&compat, hash);
     kelp.platform.blobs.put(&key, &planted).await.unwrap();
-    kelp.platform.blobs.put(&format!("{key}.sha256"), hex::encode(sha2::Sha256::digest(&planted)).as_bytes()).await.unwrap();
+    kelp.platform
+        .blobs
+        .put(&format!("{key}.sha256"), hex::encode(sha2::Sha256::digest(&planted)).as_bytes())
+        .await
+        .unwrap();
     std::fs::remove_file(cache.local_artifact_path(hash)).unwrap();
     cache.clear_memory();
-    let (compiles, corrupt) = (cache.stats.compiles.load(Ordering::Relaxed), cache.stats.corrupt_artifacts.load(Ordering::Relaxed));
+    let (compiles, corrupt) =
+        (cache.stats.compiles.load(Ordering::Relaxed), cache.stats.corrupt_artifacts.load(Ordering::Relaxed));
     let r = kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &token("acme", RW)).await;
     assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().starts_with("hello from wat"), "the real component ran, not the planted (trapping) one");
-    assert_eq!(cache.stats.compiles.load(Ordering::Relaxed), compiles + 1, "compiled from the verified component bytes");
+    assert!(
+        r.text().await.unwrap().starts_with("hello from wat"),
+        "the real component ran, not the planted (trapping) one"
+    );
+    assert_eq!(
+        cache.stats.compiles.load(Ordering::Relaxed),
+        compiles + 1,
+        "compiled from the verified component bytes"
+    );
     assert_eq!(cache.stats.corrupt_artifacts.load(Ordering::Relaxed), corrupt + 1, "the planted artifact was detected");
 }
 
@@ -135,11 +160,18 @@ export function handler(request) {
         world: "alga:extension/runner",
         ui: None,
     };
-    let dir = kelp_runtime::devtools::stage_guest(&root, "alga-js", &guest, &fixtures_dir().join("staged-alga-world")).unwrap();
+    let dir = kelp_runtime::devtools::stage_guest(&root, "alga-js", &guest, &fixtures_dir().join("staged-alga-world"))
+        .unwrap();
     let kelp = TestKelp::start().await;
     let published = kelp.publish(&dir).await;
     kelp.install(&published, "acme", &[]).await;
-    let r = kelp.client.post(format!("{}/api/ext/test.alga-js/items/7?x=1", kelp.base)).bearer_auth(token("acme", RW)).send().await.unwrap();
+    let r = kelp
+        .client
+        .post(format!("{}/api/ext/test.alga-js/items/7?x=1", kelp.base))
+        .bearer_auth(token("acme", RW))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(r.headers()["x-ext-world"], "alga");
     assert_eq!(r.text().await.unwrap(), "acme POST /items/7?x=1");

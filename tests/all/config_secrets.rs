@@ -38,7 +38,9 @@ async fn an_expired_envelope_is_refused() {
     let published = kelp.publish(&staged_example("js-notes")).await;
     let install = kelp.install(&published, "acme", &[]).await;
     let secrets = BTreeMap::from([("api_key".to_string(), "old".to_string())]);
-    set_secrets(&kelp.platform, "acme", &install.install_id, &secrets, Some("2001-01-01T00:00:00Z".into())).await.unwrap();
+    set_secrets(&kelp.platform, "acme", &install.install_id, &secrets, Some("2001-01-01T00:00:00Z".into()))
+        .await
+        .unwrap();
     let secret = json_body(kelp.get(&format!("{JS}/secret"), &token("acme", RW)).await).await;
     assert_eq!(secret["present"], false);
     assert_eq!(secret["error"], "expired");
@@ -83,13 +85,22 @@ async fn concurrent_secret_writes_leave_the_winners_values_live_and_uninstall_de
         let envelope = source.fetch(live.secrets_ref.as_deref().unwrap()).await.unwrap();
         let who = envelope.decode().unwrap().0["who"].clone();
         let last_winner = live.secrets_version - before.secrets_version;
-        assert!(winners.iter().any(|w| who.starts_with(w)), "round {round}: live values {who:?} belong to a caller answered 2xx {winners:?}");
+        assert!(
+            winners.iter().any(|w| who.starts_with(w)),
+            "round {round}: live values {who:?} belong to a caller answered 2xx {winners:?}"
+        );
         assert!(last_winner as usize == winners.len(), "one version per successful write");
         if let Some(replaced) = &before.secrets_ref {
-            assert!(matches!(source.fetch(replaced).await, Err(SecretsError::NotFound)), "round {round}: the replaced envelope is deleted");
+            assert!(
+                matches!(source.fetch(replaced).await, Err(SecretsError::NotFound)),
+                "round {round}: the replaced envelope is deleted"
+            );
         }
     }
     let live = kelp.platform.installs.get_install("acme", &install.install_id).await.unwrap().unwrap();
     uninstall(&kelp.platform, "acme", &install.install_id, false).await.unwrap();
-    assert!(matches!(source.fetch(live.secrets_ref.as_deref().unwrap()).await, Err(SecretsError::NotFound)), "uninstall deletes the envelope");
+    assert!(
+        matches!(source.fetch(live.secrets_ref.as_deref().unwrap()).await, Err(SecretsError::NotFound)),
+        "uninstall deletes the envelope"
+    );
 }

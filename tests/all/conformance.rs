@@ -20,7 +20,10 @@ fn uid() -> String {
 }
 
 fn manifest(name: &str, version: &str) -> Manifest {
-    Manifest::from_value(json!({"name": name, "version": version, "runtime": "wasm-js@1", "capabilities": ["storage.kv"]})).unwrap()
+    Manifest::from_value(
+        json!({"name": name, "version": version, "runtime": "wasm-js@1", "capabilities": ["storage.kv"]}),
+    )
+    .unwrap()
 }
 
 fn version(ext: &str, v: &str, hash: &str) -> VersionRecord {
@@ -41,7 +44,12 @@ fn version(ext: &str, v: &str, hash: &str) -> VersionRecord {
 
 async fn registry_conformance(r: Arc<dyn Registry>) {
     let name = format!("conf.{}", uid());
-    let ext = ExtensionRecord { id: uid(), name: name.clone(), publisher: Some("ü Publisher".into()), created_at: now_rfc3339() };
+    let ext = ExtensionRecord {
+        id: uid(),
+        name: name.clone(),
+        publisher: Some("ü Publisher".into()),
+        created_at: now_rfc3339(),
+    };
     let stored = r.ensure_extension(&ext).await.unwrap();
     assert_eq!(stored, ext);
     // A second publisher of the same name gets the existing record, not a new id.
@@ -132,7 +140,10 @@ async fn installs_conformance(s: Arc<dyn Installs>) {
     let ext = uid();
     let a = install(&ta, &ext);
     s.create_install(&a).await.unwrap();
-    assert!(matches!(s.create_install(&install(&ta, &ext)).await, Err(StoreError::Conflict(_))), "one install per tenant and extension");
+    assert!(
+        matches!(s.create_install(&install(&ta, &ext)).await, Err(StoreError::Conflict(_))),
+        "one install per tenant and extension"
+    );
     assert_eq!(s.get_install(&ta, &a.install_id).await.unwrap(), Some(a.clone()));
     assert_eq!(s.find_install(&ta, &ext).await.unwrap().map(|i| i.install_id), Some(a.install_id.clone()));
     // Tenant isolation through every method.
@@ -227,17 +238,36 @@ async fn audit_conformance(a: Arc<dyn AuditLog>) {
     }
     ids.reverse();
     assert_eq!(seen, ids, "newest first, every row once across pages");
-    let by_actor = a.query(&AuditFilter { actor: Some(actor.clone()), ..Default::default() }, &PageRequest::default()).await.unwrap();
+    let by_actor = a
+        .query(&AuditFilter { actor: Some(actor.clone()), ..Default::default() }, &PageRequest::default())
+        .await
+        .unwrap();
     assert_eq!(by_actor.items.len(), 4);
     let by_action = a
-        .query(&AuditFilter { tenant_id: Some(tenant.clone()), action: Some("config.set".into()), ..Default::default() }, &PageRequest::default())
+        .query(
+            &AuditFilter { tenant_id: Some(tenant.clone()), action: Some("config.set".into()), ..Default::default() },
+            &PageRequest::default(),
+        )
         .await
         .unwrap();
     assert_eq!(by_action.items.len(), 2);
-    let other = a.query(&AuditFilter { tenant_id: Some(format!("other-{}", uid())), ..Default::default() }, &PageRequest::default()).await.unwrap();
+    let other = a
+        .query(
+            &AuditFilter { tenant_id: Some(format!("other-{}", uid())), ..Default::default() },
+            &PageRequest::default(),
+        )
+        .await
+        .unwrap();
     assert!(other.items.is_empty(), "tenant isolation");
     let future = a
-        .query(&AuditFilter { tenant_id: Some(tenant.clone()), since: Some("2999-01-01T00:00:00Z".into()), ..Default::default() }, &PageRequest::default())
+        .query(
+            &AuditFilter {
+                tenant_id: Some(tenant.clone()),
+                since: Some("2999-01-01T00:00:00Z".into()),
+                ..Default::default()
+            },
+            &PageRequest::default(),
+        )
         .await
         .unwrap();
     assert!(future.items.is_empty(), "time filter");
@@ -304,14 +334,17 @@ async fn kv_conformance(kv: Arc<dyn KvStore>) {
     }
 
     // Concurrent compare-and-set from the same revision: exactly one wins.
-    let (w1, w2) = tokio::join!(kv.put(&a, "ns", &key, b"w1", Some(3), &limits), kv.put(&a, "ns", &key, b"w2", Some(3), &limits));
+    let (w1, w2) =
+        tokio::join!(kv.put(&a, "ns", &key, b"w1", Some(3), &limits), kv.put(&a, "ns", &key, b"w2", Some(3), &limits));
     assert_eq!([w1.is_ok(), w2.is_ok()].iter().filter(|ok| **ok).count(), 1, "{w1:?} {w2:?}");
     assert_eq!(kv.get(&a, "ns", &key).await.unwrap().unwrap().revision, 4);
 
     // Large values at the limit (the size check itself is in storage::validate).
     let big = vec![7u8; limits.max_value_bytes];
     assert_eq!(kv.put(&a, "big", "k", &big, None, &limits).await.unwrap().value.len(), big.len());
-    assert!(kelp_runtime::storage::validate("big", Some("k"), Some(&vec![0; limits.max_value_bytes + 1]), &limits).is_err());
+    assert!(
+        kelp_runtime::storage::validate("big", Some("k"), Some(&vec![0; limits.max_value_bytes + 1]), &limits).is_err()
+    );
 
     // Paging in key order across page boundaries (byte order of UTF-8 keys).
     let keys: Vec<String> = ["b", "a", "é", "z", "Z", "0", "ä", "m"].iter().map(|s| s.to_string()).collect();
@@ -338,10 +371,16 @@ async fn kv_conformance(kv: Arc<dyn KvStore>) {
     for k in ["1", "2", "3"] {
         kv.put(&c, "one", k, b"x", None, &small).await.unwrap();
     }
-    assert!(matches!(kv.put(&c, "one", "4", b"x", None, &small).await, Err(KvError::Limit(_))), "4th key over a 3-key limit");
+    assert!(
+        matches!(kv.put(&c, "one", "4", b"x", None, &small).await, Err(KvError::Limit(_))),
+        "4th key over a 3-key limit"
+    );
     kv.put(&c, "one", "3", b"update", None, &small).await.expect("updating an existing key is not a new key");
     kv.put(&c, "two", "k", b"x", None, &small).await.unwrap();
-    assert!(matches!(kv.put(&c, "three", "k", b"x", None, &small).await, Err(KvError::Limit(_))), "3rd namespace over a 2-namespace limit");
+    assert!(
+        matches!(kv.put(&c, "three", "k", b"x", None, &small).await, Err(KvError::Limit(_))),
+        "3rd namespace over a 2-namespace limit"
+    );
     kv.delete(&c, "two", "k").await.unwrap();
     kv.put(&c, "three", "k", b"x", None, &small).await.expect("an emptied namespace no longer counts");
     kv.delete(&c, "one", "1").await.unwrap();
@@ -460,7 +499,11 @@ async fn debug_bus_conformance(bus: Arc<dyn DebugBus>) {
     assert_eq!(msgs, ["m2 ✓", "m3 ✓", "m4 ✓"], "the last N, oldest first");
     assert_eq!(backlog[0].event.tenant_id, tenant, "fields survive the round trip");
     let after = bus.read_after(&tenant, &ext, &backlog[0].id, 100, Duration::from_millis(10)).await.unwrap();
-    assert_eq!(after.iter().map(|e| e.event.message.as_str()).collect::<Vec<_>>(), ["m3 ✓", "m4 ✓"], "resume after an id: no gap, no duplicate");
+    assert_eq!(
+        after.iter().map(|e| e.event.message.as_str()).collect::<Vec<_>>(),
+        ["m3 ✓", "m4 ✓"],
+        "resume after an id: no gap, no duplicate"
+    );
     let reader = {
         let bus = bus.clone();
         let (t, e, last) = (tenant.clone(), ext.clone(), backlog[2].id.clone());

@@ -26,7 +26,12 @@ fn sam_venv() -> std::path::PathBuf {
     if venv.join("bin/cfn-lint").is_file() && venv.join("bin/sam").is_file() {
         return venv;
     }
-    let lock = std::fs::File::options().create(true).truncate(false).write(true).open(fixtures_dir().join("venv-sam.lock")).unwrap();
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(fixtures_dir().join("venv-sam.lock"))
+        .unwrap();
     lock.lock().unwrap();
     if !(venv.join("bin/cfn-lint").is_file() && venv.join("bin/sam").is_file()) {
         assert!(Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap().success());
@@ -45,7 +50,12 @@ fn the_template_passes_cfn_lint_and_sam_validate() {
     let venv = sam_venv();
     let root = repo_root();
     let lint = Command::new(venv.join("bin/cfn-lint")).arg("template.yaml").current_dir(&root).output().unwrap();
-    assert!(lint.status.success(), "cfn-lint:\n{}{}", String::from_utf8_lossy(&lint.stdout), String::from_utf8_lossy(&lint.stderr));
+    assert!(
+        lint.status.success(),
+        "cfn-lint:\n{}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
     let validate = Command::new(venv.join("bin/sam"))
         .args(["validate", "--lint", "--template", "template.yaml", "--region", "us-east-1"])
         .env("SAM_CLI_TELEMETRY", "0")
@@ -65,7 +75,17 @@ fn every_runtime_setting_is_configurable_in_the_template() {
         }
         assert!(template.contains(&format!("{var}:")), "{var} is read by the runtime but not set in template.yaml");
     }
-    for needle in ["BuildMethod: rust-cargolambda", "provided.al2023", "arm64", "InvokeMode: RESPONSE_STREAM", "PointInTimeRecoveryEnabled: true", "TransitEncryptionEnabled: true", "AuthToken:", "VpcEndpointType: Gateway", "secretsmanager"] {
+    for needle in [
+        "BuildMethod: rust-cargolambda",
+        "provided.al2023",
+        "arm64",
+        "InvokeMode: RESPONSE_STREAM",
+        "PointInTimeRecoveryEnabled: true",
+        "TransitEncryptionEnabled: true",
+        "AuthToken:",
+        "VpcEndpointType: Gateway",
+        "secretsmanager",
+    ] {
         assert!(template.contains(needle), "template.yaml lacks {needle}");
     }
     // Least privilege, statement by statement.
@@ -84,9 +104,18 @@ fn every_runtime_setting_is_configurable_in_the_template() {
             assert!(!WRITES.iter().any(|w| st.contains(w)), "the relay only reads installs for its access checks:{st}");
         }
         if st.contains("secretsmanager:") {
-            assert!(st.contains("RedisAuthSecret") && !st.contains("secret:${AWS::StackName}"), "the relay reads only the Redis AUTH secret:{st}");
+            assert!(
+                st.contains("RedisAuthSecret") && !st.contains("secret:${AWS::StackName}"),
+                "the relay reads only the Redis AUTH secret:{st}"
+            );
         }
     }
-    let secrets = statements(&block("  GatewayFunction:", "  DebugRelayFunction:")).into_iter().find(|s| s.contains("SecretEnvelopes")).unwrap();
-    assert!(secrets.contains("secret:${AWS::StackName}/*") && !secrets.contains("secret:*"), "secret access is limited to the Kelp prefix");
+    let secrets = statements(&block("  GatewayFunction:", "  DebugRelayFunction:"))
+        .into_iter()
+        .find(|s| s.contains("SecretEnvelopes"))
+        .unwrap();
+    assert!(
+        secrets.contains("secret:${AWS::StackName}/*") && !secrets.contains("secret:*"),
+        "secret access is limited to the Kelp prefix"
+    );
 }

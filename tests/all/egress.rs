@@ -81,7 +81,11 @@ async fn transport_errors_name_the_host_but_never_the_url() {
     let warning = events.iter().find(|e| e.event.message.contains("transport error")).expect("a transport warning");
     assert!(warning.event.message.contains("localhost"), "{}", warning.event.message);
     for e in &events {
-        assert!(!e.event.message.contains("s3cr3t-query") && !e.event.message.contains("hunter2"), "URL leaked: {}", e.event.message);
+        assert!(
+            !e.event.message.contains("s3cr3t-query") && !e.event.message.contains("hunter2"),
+            "URL leaked: {}",
+            e.event.message
+        );
     }
     assert!(!body.to_string().contains("s3cr3t-query"), "{body}");
 }

@@ -20,7 +20,11 @@ async fn a_guest_that_loops_forever_is_stopped_at_its_timeout_and_the_next_reque
     let started = std::time::Instant::now();
     let (status, code) = error_code(kelp.get("/api/ext/test.spin/run", &t).await).await;
     assert_eq!((status, code.as_str()), (504, "extension_timeout"));
-    assert!(started.elapsed() < std::time::Duration::from_secs(3), "stopped near its 300 ms budget, took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "stopped near its 300 ms budget, took {:?}",
+        started.elapsed()
+    );
     let r = kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &t).await;
     assert_eq!(r.status(), 200, "the instance keeps serving");
     // The same looping extension again: still a clean timeout, no stuck state.
@@ -30,13 +34,18 @@ async fn a_guest_that_loops_forever_is_stopped_at_its_timeout_and_the_next_reque
 #[tokio::test]
 async fn a_guest_that_grows_memory_without_bound_is_stopped() {
     let kelp = TestKelp::start_with(&[("KELP_MAX_MEMORY_MB", "32")]).await;
-    let grow = kelp.publish(&staged_wat("test.grow", "(loop $more (drop (memory.grow (i32.const 16))) (br $more))")).await;
+    let grow =
+        kelp.publish(&staged_wat("test.grow", "(loop $more (drop (memory.grow (i32.const 16))) (br $more))")).await;
     kelp.install(&grow, "acme", &[]).await;
     let t = token("acme", RW);
     let (status, code) = error_code(kelp.get("/api/ext/test.grow/run", &t).await).await;
     assert_eq!((status, code.as_str()), (500, "extension_memory_limit"));
     let (status, code) = error_code(kelp.get("/api/ext/test.grow/run", &t).await).await;
-    assert_eq!((status, code.as_str()), (500, "extension_memory_limit"), "and again: the pool slot was recycled cleanly");
+    assert_eq!(
+        (status, code.as_str()),
+        (500, "extension_memory_limit"),
+        "and again: the pool slot was recycled cleanly"
+    );
 }
 
 #[tokio::test]
@@ -51,7 +60,9 @@ async fn memory_is_limited_across_all_memories_of_a_guest() {
     // when it is published, before it can run (k memories there take k core instances, which
     // the `host::limits` unit tests cover on both allocators).
     let pooled = TestKelp::start_with(&[("KELP_MAX_MEMORY_MB", "64")]).await;
-    let refused = kelp_runtime::publish::publish_dir(&pooled.platform, &staged_wat_with("test.memories", declarations, prelude)).await;
+    let refused =
+        kelp_runtime::publish::publish_dir(&pooled.platform, &staged_wat_with("test.memories", declarations, prelude))
+            .await;
     let message = format!("{:#}", refused.expect_err("a four-memory module does not fit the pool"));
     assert!(message.contains("invalid component") && message.contains("memories"), "{message}");
     // On-demand allocation runs it, and the call's total is what stops it.
@@ -119,7 +130,11 @@ async fn fuel_metering_stops_a_spinning_guest_when_configured() {
     let started = std::time::Instant::now();
     let (status, code) = error_code(kelp.get("/api/ext/test.spin-fuel/run", &token("acme", RW)).await).await;
     assert_eq!((status, code.as_str()), (504, "extension_timeout"));
-    assert!(started.elapsed() < std::time::Duration::from_secs(10), "fuel ran out long before the 20 s wall clock: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "fuel ran out long before the 20 s wall clock: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

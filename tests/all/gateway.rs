@@ -74,7 +74,10 @@ async fn refuses_missing_bad_and_expired_tokens_with_401() {
     assert!(body["error"]["message"].as_str().unwrap().contains("invalid token"));
     let expired = token_with(json!({"sub": "u", "tenant": "acme", "perms": RW, "exp": 1000}));
     assert_eq!(error_of(kelp.get(&format!("/api/ext/{WAT}/hello"), &expired).await).await.0, 401);
-    let forged = kelp_runtime::auth::mint_hs256(b"another-secret", &json!({"sub": "u", "tenant": "acme", "perms": RW, "exp": 9999999999u64}));
+    let forged = kelp_runtime::auth::mint_hs256(
+        b"another-secret",
+        &json!({"sub": "u", "tenant": "acme", "perms": RW, "exp": 9999999999u64}),
+    );
     assert_eq!(error_of(kelp.get(&format!("/api/ext/{WAT}/hello"), &forged).await).await.0, 401);
 }
 
@@ -85,7 +88,8 @@ async fn refuses_missing_permissions_and_tenant_mismatch_with_403() {
     kelp.install(&published, "acme", &[]).await;
     let read_only = token("acme", &["extension:read"]);
     assert_eq!(kelp.get(&format!("/api/ext/{WAT}/hello"), &read_only).await.status(), 200);
-    let r = kelp.client.post(format!("{}/api/ext/{WAT}/hello", kelp.base)).bearer_auth(&read_only).send().await.unwrap();
+    let r =
+        kelp.client.post(format!("{}/api/ext/{WAT}/hello", kelp.base)).bearer_auth(&read_only).send().await.unwrap();
     let (s, code, body) = error_of(r).await;
     assert_eq!((s, code.as_str()), (403, "forbidden"));
     assert!(body["error"]["message"].as_str().unwrap().contains("extension:write"));
@@ -107,7 +111,8 @@ async fn client_portal_users_need_the_portal_hook_and_a_client_id() {
     let kelp = TestKelp::start().await;
     let published = kelp.publish(&staged_example("wat-hello")).await;
     kelp.install(&published, "acme", &[]).await;
-    let client = token_with(json!({"sub": "c1", "tenant": "acme", "perms": RW, "user_type": "client", "client_id": "cl-1"}));
+    let client =
+        token_with(json!({"sub": "c1", "tenant": "acme", "perms": RW, "user_type": "client", "client_id": "cl-1"}));
     let (s, code, _) = error_of(kelp.get(&format!("/api/ext/{WAT}/hello"), &client).await).await;
     assert_eq!((s, code.as_str()), (403, "forbidden"), "wat-hello has no clientPortalMenu hook");
 }
@@ -148,7 +153,13 @@ async fn enforces_manifest_endpoints_with_404_and_405() {
     let head = kelp.client.head(format!("{}/api/ext/{WAT}/hello", kelp.base)).bearer_auth(&t).send().await.unwrap();
     assert_eq!(head.status(), 200, "HEAD is served as GET");
     assert!(head.bytes().await.unwrap().is_empty());
-    let r = kelp.client.request(reqwest::Method::from_bytes(b"TRACE").unwrap(), format!("{}/api/ext/{WAT}/hello", kelp.base)).bearer_auth(&t).send().await.unwrap();
+    let r = kelp
+        .client
+        .request(reqwest::Method::from_bytes(b"TRACE").unwrap(), format!("{}/api/ext/{WAT}/hello", kelp.base))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
 }
 
@@ -161,7 +172,8 @@ async fn refuses_oversized_bodies_with_413() {
     let t = token("acme", RW);
     let ok = kelp.client.post(&url).bearer_auth(&t).body(vec![b'a'; 1024]).send().await.unwrap();
     assert_eq!(ok.status(), 200);
-    let (s, code, _) = error_of(kelp.client.post(&url).bearer_auth(&t).body(vec![b'a'; 1025]).send().await.unwrap()).await;
+    let (s, code, _) =
+        error_of(kelp.client.post(&url).bearer_auth(&t).body(vec![b'a'; 1025]).send().await.unwrap()).await;
     assert_eq!((s, code.as_str()), (413, "payload_too_large"));
     // Chunked (no Content-Length) is capped too.
     let stream = futures_body(vec![b'a'; 4096]);
@@ -179,10 +191,22 @@ fn futures_body(bytes: Vec<u8>) -> reqwest::Body {
 async fn answers_preflight_for_allowed_origins_only_and_echoes_request_ids() {
     let kelp = TestKelp::start_with(&[("KELP_CORS_ORIGINS", "https://app.example.com")]).await;
     let url = format!("{}/api/ext/{WAT}/hello", kelp.base);
-    let r = kelp.client.request(reqwest::Method::OPTIONS, &url).header("origin", "https://app.example.com").send().await.unwrap();
+    let r = kelp
+        .client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
-    let r = kelp.client.request(reqwest::Method::OPTIONS, &url).header("origin", "https://evil.example").send().await.unwrap();
+    let r = kelp
+        .client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert!(r.headers().get("access-control-allow-origin").is_none(), "never echo an arbitrary origin");
     let r = kelp.client.get(&url).header("x-request-id", "abc-123").send().await.unwrap();
@@ -204,7 +228,11 @@ async fn rate_limits_per_tenant_and_extension() {
     let r = kelp.get(&format!("/api/ext/{WAT}/hello"), &t).await;
     assert_eq!(r.headers()["retry-after"], "2");
     assert_eq!(error_of(r).await.1, "rate_limited");
-    assert_eq!(kelp.get(&format!("/api/ext/{WAT}/hello"), &token("globex", RW)).await.status(), 200, "another tenant has its own bucket");
+    assert_eq!(
+        kelp.get(&format!("/api/ext/{WAT}/hello"), &token("globex", RW)).await.status(),
+        200,
+        "another tenant has its own bucket"
+    );
 }
 
 #[tokio::test]
@@ -213,10 +241,25 @@ async fn execution_records_and_refusals_reach_the_audit_log() {
     let published = kelp.publish(&staged_example("wat-hello")).await;
     let install = kelp.install(&published, "acme", &[]).await;
     assert_eq!(kelp.get(&format!("/api/ext/{WAT}/hello"), &token("acme", RW)).await.status(), 200);
-    let denied = kelp.client.post(format!("{}/api/ext/{WAT}/hello", kelp.base)).bearer_auth(token("acme", &["extension:read"])).send().await.unwrap();
+    let denied = kelp
+        .client
+        .post(format!("{}/api/ext/{WAT}/hello", kelp.base))
+        .bearer_auth(token("acme", &["extension:read"]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(denied.status(), 403);
-    let rows = kelp.platform.audit.query(&kelp_runtime::stores::AuditFilter { tenant_id: Some("acme".into()), ..Default::default() }, &Default::default()).await.unwrap();
-    let exec = rows.items.iter().find(|r| r.action == "extension.execute" && r.outcome == "ok").expect("an execution record");
+    let rows = kelp
+        .platform
+        .audit
+        .query(
+            &kelp_runtime::stores::AuditFilter { tenant_id: Some("acme".into()), ..Default::default() },
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let exec =
+        rows.items.iter().find(|r| r.action == "extension.execute" && r.outcome == "ok").expect("an execution record");
     assert_eq!(exec.target.as_deref(), Some(install.install_id.as_str()));
     assert_eq!(exec.details["endpoint"], "/hello");
     assert_eq!(exec.details["http_status"], 200);
@@ -249,7 +292,10 @@ async fn header_allow_lists_hold_both_ways() {
     assert!(h.get("x-ext-bad").is_none(), "invalid value dropped, no panic");
     let echo = json_body(r).await;
     let seen = echo["headers"].as_object().unwrap();
-    assert!(seen.get("authorization").is_none() && seen.get("cookie").is_none() && seen.get("x-custom").is_none(), "{seen:?}");
+    assert!(
+        seen.get("authorization").is_none() && seen.get("cookie").is_none() && seen.get("x-custom").is_none(),
+        "{seen:?}"
+    );
     assert_eq!(seen["user-agent"], "kelp-test");
     assert_eq!(seen["x-idempotency-key"], "idem-1");
     assert_eq!(seen["x-alga-tenant"], "acme");
@@ -258,7 +304,10 @@ async fn header_allow_lists_hold_both_ways() {
     assert_eq!(echo["body"], "payload");
     assert_eq!(echo["context"]["installId"], install.install_id.as_str());
     let events = kelp.platform.debug.backlog("acme", &published.extension.id, 50).await.unwrap();
-    assert!(events.iter().any(|e| e.event.message.contains("x-powered-by") && e.event.level == "warn"), "dropped headers are reported");
+    assert!(
+        events.iter().any(|e| e.event.message.contains("x-powered-by") && e.event.level == "warn"),
+        "dropped headers are reported"
+    );
     // The guest's status is the HTTP status; an impossible one is a 502.
     assert_eq!(kelp.get("/api/ext/test.echo/echo?status=418", &token("acme", RW)).await.status(), 418);
     let bad = kelp.get("/api/ext/test.echo/echo?status=1000", &token("acme", RW)).await;
@@ -283,7 +332,11 @@ async fn a_guest_flooding_response_headers_gets_a_capped_answer_and_one_warning(
     assert!(flooded <= kelp_runtime::gateway::headers::MAX_RESPONSE_HEADERS, "{flooded} guest headers passed");
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("sandbox"));
-    assert!(started.elapsed() < std::time::Duration::from_secs(5), "answered within the limit plus grace: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "answered within the limit plus grace: {:?}",
+        started.elapsed()
+    );
     let events = kelp.platform.debug.backlog("acme", &published.extension.id, 1000).await.unwrap();
     let warnings: Vec<_> = events.iter().filter(|e| e.event.message.starts_with("response headers dropped")).collect();
     assert_eq!(warnings.len(), 1, "one summary warning per response");
@@ -295,8 +348,13 @@ async fn client_portal_users_are_admitted_with_the_hook_and_a_client_id() {
     let kelp = TestKelp::start().await;
     let published = kelp.publish(&staged_fixture("echo")).await;
     kelp.install(&published, "acme", &[]).await;
-    let with_id = token_with(json!({"sub": "c1", "tenant": "acme", "perms": RW, "user_type": "client", "client_id": "cl-1"}));
+    let with_id =
+        token_with(json!({"sub": "c1", "tenant": "acme", "perms": RW, "user_type": "client", "client_id": "cl-1"}));
     assert_eq!(kelp.get("/api/ext/test.echo/echo", &with_id).await.status(), 200);
     let without = token_with(json!({"sub": "c1", "tenant": "acme", "perms": RW, "user_type": "client"}));
-    assert_eq!(kelp.get("/api/ext/test.echo/echo", &without).await.status(), 403, "a client-portal user needs a client_id");
+    assert_eq!(
+        kelp.get("/api/ext/test.echo/echo", &without).await.status(),
+        403,
+        "a client-portal user needs a client_id"
+    );
 }

@@ -17,26 +17,47 @@ struct Seen {
     calls: Vec<(String, Value, Value)>,
 }
 
-async fn psa(State(seen): State<Arc<Mutex<Seen>>>, Path(op): Path<String>, headers: HeaderMap, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
-    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+async fn psa(
+    State(seen): State<Arc<Mutex<Seen>>>,
+    Path(op): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
     v.set_audience(&["alga-host-api"]);
-    let Ok(claims) = jsonwebtoken::decode::<Value>(token, &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()), &v) else {
+    let Ok(claims) =
+        jsonwebtoken::decode::<Value>(token, &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()), &v)
+    else {
         return (StatusCode::UNAUTHORIZED, Json(json!({"error": "bad service token"})));
     };
     seen.lock().unwrap().calls.push((op.clone(), claims.claims, body.clone()));
     match op.as_str() {
-        "clients.list" => (StatusCode::OK, Json(json!({"items": [{"client_id": "c1", "client_name": "Acme Corp", "client_type": null, "is_inactive": false,
+        "clients.list" => (
+            StatusCode::OK,
+            Json(
+                json!({"items": [{"client_id": "c1", "client_name": "Acme Corp", "client_type": null, "is_inactive": false,
             "default_currency_code": "USD", "account_manager_id": null, "account_manager_name": null, "billing_email": "ap@acme.test"}],
-            "total_count": 1, "page": 1, "page_size": 10}))),
+            "total_count": 1, "page": 1, "page_size": 10}),
+            ),
+        ),
         "clients.get" => (StatusCode::NOT_FOUND, Json(json!({}))),
         "services.list" => (StatusCode::FORBIDDEN, Json(json!({"error": "no"}))),
         "scheduler.list" => {
             tokio::time::sleep(std::time::Duration::from_secs(3)).await;
             (StatusCode::OK, Json(json!([])))
         }
-        "scheduler.create" => (StatusCode::OK, Json(json!({"success": true, "schedule_id": "sch-1", "error": null, "field_errors": null}))),
-        "invoicing.create-manual-invoice" => (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": "rate must be positive"}))),
+        "scheduler.create" => (
+            StatusCode::OK,
+            Json(json!({"success": true, "schedule_id": "sch-1", "error": null, "field_errors": null})),
+        ),
+        "invoicing.create-manual-invoice" => {
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({"error": "rate must be positive"})))
+        }
         "ui-proxy.call-route" => (StatusCode::OK, Json(json!({"body_b64": "eyJvayI6dHJ1ZX0="}))),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({}))),
     }
@@ -52,7 +73,13 @@ async fn fake_psa() -> (String, Arc<Mutex<Seen>>) {
 }
 
 async fn route(kelp: &TestKelp, method: reqwest::Method, path: &str) -> Value {
-    let r = kelp.client.request(method, format!("{}/api/ext/test.business{path}", kelp.base)).bearer_auth(token("acme", RW)).send().await.unwrap();
+    let r = kelp
+        .client
+        .request(method, format!("{}/api/ext/test.business{path}", kelp.base))
+        .bearer_auth(token("acme", RW))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{path}");
     r.json().await.unwrap()
 }
@@ -60,7 +87,12 @@ async fn route(kelp: &TestKelp, method: reqwest::Method, path: &str) -> Value {
 #[tokio::test]
 async fn business_interfaces_call_the_host_api_with_a_signed_token_and_context() {
     let (url, seen) = fake_psa().await;
-    let kelp = TestKelp::start_with(&[("KELP_HOST_API_URL", &url), ("KELP_HOST_API_SECRET", SECRET), ("KELP_HOST_API_TIMEOUT_MS", "1000")]).await;
+    let kelp = TestKelp::start_with(&[
+        ("KELP_HOST_API_URL", &url),
+        ("KELP_HOST_API_SECRET", SECRET),
+        ("KELP_HOST_API_TIMEOUT_MS", "1000"),
+    ])
+    .await;
     let published = kelp.publish(&staged_fixture("business")).await;
     let install = kelp.install(&published, "acme", &[]).await;
     let clients = route(&kelp, reqwest::Method::GET, "/clients").await;
@@ -76,8 +108,16 @@ async fn business_interfaces_call_the_host_api_with_a_signed_token_and_context()
         assert_eq!(body["user"]["user_id"], "user-1");
         assert_eq!(body["payload"]["search"], "ac");
     }
-    assert_eq!(route(&kelp, reqwest::Method::GET, "/client").await, json!({}), "404 from the PSA is none (undefined in JS)");
-    assert_eq!(route(&kelp, reqwest::Method::GET, "/services").await, json!({"err": "not-allowed"}), "403 from the PSA");
+    assert_eq!(
+        route(&kelp, reqwest::Method::GET, "/client").await,
+        json!({}),
+        "404 from the PSA is none (undefined in JS)"
+    );
+    assert_eq!(
+        route(&kelp, reqwest::Method::GET, "/services").await,
+        json!({"err": "not-allowed"}),
+        "403 from the PSA"
+    );
     let started = std::time::Instant::now();
     assert_eq!(route(&kelp, reqwest::Method::GET, "/schedules").await, json!({"err": "internal"}), "timeout");
     assert!(started.elapsed() < std::time::Duration::from_millis(2500), "the host API timeout bounds the call");
@@ -122,7 +162,11 @@ async fn without_a_host_api_or_the_capability_they_return_their_denied_case() {
     assert_eq!(route(&kelp, reqwest::Method::GET, "/schedules").await, json!({"err": "denied"}));
     let invoice = route(&kelp, reqwest::Method::POST, "/invoice").await;
     assert_eq!(invoice["ok"]["success"], false);
-    assert_eq!(route(&kelp, reqwest::Method::GET, "/endpoints").await["ok"].as_array().unwrap().len(), 10, "get-endpoints needs no host API");
+    assert_eq!(
+        route(&kelp, reqwest::Method::GET, "/endpoints").await["ok"].as_array().unwrap().len(),
+        10,
+        "get-endpoints needs no host API"
+    );
 
     let (url, seen) = fake_psa().await;
     let kelp = TestKelp::start_with(&[("KELP_HOST_API_URL", &url), ("KELP_HOST_API_SECRET", SECRET)]).await;
@@ -130,5 +174,8 @@ async fn without_a_host_api_or_the_capability_they_return_their_denied_case() {
     kelp.install_granting(&published, "acme", vec!["cap:service.read".into()], &[]).await;
     assert_eq!(route(&kelp, reqwest::Method::GET, "/clients").await, json!({"err": "not-allowed"}), "not granted");
     assert_eq!(route(&kelp, reqwest::Method::GET, "/endpoints").await, json!({"err": "denied"}));
-    assert!(seen.lock().unwrap().calls.iter().all(|(op, _, _)| op != "clients.list"), "an ungranted call never reaches the PSA");
+    assert!(
+        seen.lock().unwrap().calls.iter().all(|(op, _, _)| op != "clients.list"),
+        "an ungranted call never reaches the PSA"
+    );
 }

@@ -1,14 +1,14 @@
 //! End-to-end tests: real components, real HTTP on loopback, the embedded default.
 
-mod browser;
-mod cache;
 mod admin;
 mod aws_backends;
-mod conformance;
+mod browser;
+mod cache;
 mod config_secrets;
+mod conformance;
 mod debug_events;
-mod egress;
 mod deploy;
+mod egress;
 mod faults;
 mod gateway;
 mod host_api;

@@ -16,7 +16,9 @@ fn stream_url(kelp: &TestKelp, extra: &str) -> String {
     format!("{}/api/ext-debug/stream?extensionId={EXT}{extra}", kelp.base)
 }
 
-async fn setup(extra: &[(&str, &str)]) -> (TestKelp, kelp_runtime::publish::Published, kelp_runtime::stores::InstallRecord) {
+async fn setup(
+    extra: &[(&str, &str)],
+) -> (TestKelp, kelp_runtime::publish::Published, kelp_runtime::stores::InstallRecord) {
     let kelp = TestKelp::start_with(extra).await;
     let published = kelp.publish(&staged_example("js-notes")).await;
     let install = kelp.install(&published, "acme", &[]).await; // grants cap:debug.logs
@@ -117,14 +119,24 @@ async fn gates_on_permission_capability_tenant_and_grants() {
     assert_eq!(Sse::open(&format!("{url}&tenantId=acme"), &other, None).await.status, 403, "grants are per viewer");
     // The same `sub` in another tenant is another person: the grant does not open for them.
     let namesake = token_with(json!({"sub": "support-7", "tenant": "globex", "perms": []}));
-    assert_eq!(Sse::open(&format!("{url}&tenantId=acme"), &namesake, None).await.status, 403, "grants name the viewer's tenant");
+    assert_eq!(
+        Sse::open(&format!("{url}&tenantId=acme"), &namesake, None).await.status,
+        403,
+        "grants name the viewer's tenant"
+    );
     // A grant limited to one issuer refuses the same sub and tenant from another issuer.
     let mut by_issuer = grant("support-10");
     by_issuer.viewer_issuer = Some("https://idp.example".into());
     kelp.platform.grants.create_grant(&by_issuer).await.unwrap();
-    let other_iss = token_with(json!({"sub": "support-10", "tenant": "kelp-ops", "iss": "https://evil.example", "perms": []}));
-    assert_eq!(Sse::open(&format!("{url}&tenantId=acme"), &other_iss, None).await.status, 403, "grants name the issuer");
-    let right_iss = token_with(json!({"sub": "support-10", "tenant": "kelp-ops", "iss": "https://idp.example", "perms": []}));
+    let other_iss =
+        token_with(json!({"sub": "support-10", "tenant": "kelp-ops", "iss": "https://evil.example", "perms": []}));
+    assert_eq!(
+        Sse::open(&format!("{url}&tenantId=acme"), &other_iss, None).await.status,
+        403,
+        "grants name the issuer"
+    );
+    let right_iss =
+        token_with(json!({"sub": "support-10", "tenant": "kelp-ops", "iss": "https://idp.example", "perms": []}));
     assert_eq!(Sse::open(&format!("{url}&tenantId=acme"), &right_iss, None).await.status, 200);
     let mut expired = grant("support-9");
     expired.expires_at = "2001-01-01T00:00:00.000Z".into();
@@ -135,16 +147,24 @@ async fn gates_on_permission_capability_tenant_and_grants() {
     let denied = kelp
         .platform
         .audit
-        .query(&kelp_runtime::stores::AuditFilter { action: Some("access.denied".into()), ..Default::default() }, &Default::default())
+        .query(
+            &kelp_runtime::stores::AuditFilter { action: Some("access.denied".into()), ..Default::default() },
+            &Default::default(),
+        )
         .await
         .unwrap();
     assert!(denied.items.len() >= 4, "denied attempts are audited");
     // A refused cross-tenant attempt is audited in the viewer's own tenant, never written
     // into the log of the tenant it named.
-    let globex_row = denied.items.iter().find(|r| r.details["requested_tenant"] == "acme" && r.tenant_id.as_deref() == Some("globex"));
+    let globex_row = denied
+        .items
+        .iter()
+        .find(|r| r.details["requested_tenant"] == "acme" && r.tenant_id.as_deref() == Some("globex"));
     assert!(globex_row.is_some(), "globex's attempt on acme is in globex's audit: {:?}", denied.items);
     assert!(
-        !denied.items.iter().any(|r| r.tenant_id.as_deref() == Some("acme") && r.details["requested_tenant"] == "acme" && r.actor == "support-7"),
+        !denied.items.iter().any(|r| r.tenant_id.as_deref() == Some("acme")
+            && r.details["requested_tenant"] == "acme"
+            && r.actor == "support-7"),
         "nothing from other tenants' viewers lands in acme's audit"
     );
 }
@@ -168,7 +188,13 @@ async fn sessions_end_after_the_maximum_duration_and_are_audited() {
     assert!(started.elapsed() < Duration::from_secs(4));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let ops = token_with(json!({"sub": "ops-1", "tenant": "kelp-ops", "perms": ["platform:ops"]}));
-    let r = kelp.client.get(format!("{}/api/ext-debug/sessions?tenant=acme&viewer=dev-1", kelp.base)).bearer_auth(&ops).send().await.unwrap();
+    let r = kelp
+        .client
+        .get(format!("{}/api/ext-debug/sessions?tenant=acme&viewer=dev-1", kelp.base))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap();
     let sessions: Value = r.json().await.unwrap();
     let s = &sessions["items"][0];
     assert_eq!(s["viewer"], "dev-1");
@@ -185,7 +211,14 @@ async fn polling_clients_get_events_and_a_last_id() {
     let (kelp, _, _) = setup(&[]).await;
     hit(&kelp, "/hello", "p1").await;
     let t = token("acme", DEBUGGER);
-    let post = |body: Value| kelp.client.post(stream_url(&kelp, "")).bearer_auth(&t).header("content-type", "application/json").body(body.to_string()).send();
+    let post = |body: Value| {
+        kelp.client
+            .post(stream_url(&kelp, ""))
+            .bearer_auth(&t)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
     let first: Value = post(json!({})).await.unwrap().json().await.unwrap();
     let last = first["lastId"].as_str().unwrap().to_string();
     assert!(first["events"].as_array().unwrap().iter().any(|e| e["event"]["requestId"] == "p1"));
@@ -194,7 +227,8 @@ async fn polling_clients_get_events_and_a_last_id() {
     assert_eq!(none["lastId"], last.as_str());
     hit(&kelp, "/hello", "p2").await;
     let next: Value = post(json!({"lastId": last})).await.unwrap().json().await.unwrap();
-    let reqs: Vec<&str> = next["events"].as_array().unwrap().iter().map(|e| e["event"]["requestId"].as_str().unwrap()).collect();
+    let reqs: Vec<&str> =
+        next["events"].as_array().unwrap().iter().map(|e| e["event"]["requestId"].as_str().unwrap()).collect();
     assert!(!reqs.is_empty() && reqs.iter().all(|r| *r == "p2"), "{reqs:?}");
     let bad = kelp.client.post(stream_url(&kelp, "")).bearer_auth(&t).body("{nope").send().await.unwrap();
     assert_eq!(bad.status(), 400);
@@ -259,7 +293,8 @@ async fn ten_thousand_lines_reach_two_viewers_without_loss_and_a_stalled_viewer_
 async fn redis_down_mid_stream_warns_within_two_seconds_and_recovers() {
     let redis = OwnRedis::start();
     let prefix = redis_settings(&redis.url()).prefix;
-    let (kelp, _, _) = setup(&[("RUNNER_DEBUG_REDIS_URL", &redis.url()), ("RUNNER_DEBUG_REDIS_STREAM_PREFIX", &prefix)]).await;
+    let (kelp, _, _) =
+        setup(&[("RUNNER_DEBUG_REDIS_URL", &redis.url()), ("RUNNER_DEBUG_REDIS_STREAM_PREFIX", &prefix)]).await;
     let t = token("acme", DEBUGGER);
     hit(&kelp, "/hello", "up-1").await;
     let mut sse = Sse::open(&stream_url(&kelp, ""), &t, None).await;
@@ -316,7 +351,14 @@ async fn malformed_last_event_ids_are_refused_and_a_far_future_one_does_not_floo
         let sse = Sse::open(&stream_url(&kelp, ""), &t, Some(bad)).await;
         assert_eq!(sse.status, 400, "Last-Event-ID {bad:?}");
         assert_eq!(sse.error["error"]["code"], "invalid_last_event_id");
-        let polled = kelp.client.post(stream_url(&kelp, "")).bearer_auth(&t).body(json!({"lastId": bad}).to_string()).send().await.unwrap();
+        let polled = kelp
+            .client
+            .post(stream_url(&kelp, ""))
+            .bearer_auth(&t)
+            .body(json!({"lastId": bad}).to_string())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(polled.status(), 400, "lastId {bad:?}");
     }
     // Valid syntax past every event: a quiet session (only the retry line), not a frame flood.
@@ -348,8 +390,19 @@ async fn tenants_differing_only_in_case_never_see_each_others_events() {
         assert_eq!(r.status(), 200);
     }
     let url = format!("{}/api/ext-debug/stream?extensionId=com.kelp.examples.wat-hello", kelp.base);
-    let polled: Value = kelp.client.post(&url).bearer_auth(token("acme", DEBUGGER)).body("{}").send().await.unwrap().json().await.unwrap();
-    let seen: Vec<&str> = polled["events"].as_array().unwrap().iter().map(|e| e["event"]["requestId"].as_str().unwrap()).collect();
+    let polled: Value = kelp
+        .client
+        .post(&url)
+        .bearer_auth(token("acme", DEBUGGER))
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let seen: Vec<&str> =
+        polled["events"].as_array().unwrap().iter().map(|e| e["event"]["requestId"].as_str().unwrap()).collect();
     assert!(seen.contains(&"lower-1") && !seen.contains(&"upper-1"), "{seen:?}");
     let mut sse = Sse::open(&url, &token("Acme", DEBUGGER), None).await;
     let mut streamed = Vec::new();
@@ -376,7 +429,10 @@ async fn refused_viewers_are_slowed_down_and_cannot_flood_the_audit_log() {
     let rows = kelp
         .platform
         .audit
-        .query(&kelp_runtime::stores::AuditFilter { action: Some("access.denied".into()), ..Default::default() }, &kelp_runtime::stores::PageRequest { limit: 200, cursor: None })
+        .query(
+            &kelp_runtime::stores::AuditFilter { action: Some("access.denied".into()), ..Default::default() },
+            &kelp_runtime::stores::PageRequest { limit: 200, cursor: None },
+        )
         .await
         .unwrap();
     let nosy_rows = rows.items.iter().filter(|r| r.actor == "nosy").count();

@@ -82,9 +82,23 @@ async fn refuses_bad_tokens_missing_headers_and_malformed_json() {
     let url = format!("{}/v1/execute", kelp.base);
     let r = kelp.client.post(&url).json(&body(&p, "/hello")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = kelp.client.post(&url).header("x-runner-service-token", "wrong").json(&body(&p, "/hello")).send().await.unwrap();
+    let r = kelp
+        .client
+        .post(&url)
+        .header("x-runner-service-token", "wrong")
+        .json(&body(&p, "/hello"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = kelp.client.post(&url).header("x-runner-service-token", SERVICE_TOKEN).json(&body(&p, "/hello")).send().await.unwrap();
+    let r = kelp
+        .client
+        .post(&url)
+        .header("x-runner-service-token", SERVICE_TOKEN)
+        .json(&body(&p, "/hello"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(json_body(r).await["error"]["message"].as_str().unwrap().contains("x-alga-tenant"));
     let r = kelp
@@ -109,7 +123,14 @@ async fn refuses_bad_tokens_missing_headers_and_malformed_json() {
 #[tokio::test]
 async fn the_api_is_closed_without_a_configured_token() {
     let kelp = TestKelp::start().await;
-    let r = kelp.client.post(format!("{}/v1/execute", kelp.base)).header("x-runner-service-token", "").body("{}").send().await.unwrap();
+    let r = kelp
+        .client
+        .post(format!("{}/v1/execute", kelp.base))
+        .header("x-runner-service-token", "")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 }
 
@@ -119,7 +140,8 @@ async fn replays_an_idempotent_answer() {
     let put = |text: &str| {
         let mut b = body(&p, "/notes/idem");
         b["http"]["method"] = json!("PUT");
-        b["http"]["body_b64"] = json!(base64::engine::general_purpose::STANDARD.encode(json!({"text": text}).to_string()));
+        b["http"]["body_b64"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(json!({"text": text}).to_string()));
         b
     };
     let first = decoded(&json_body(call(&kelp, &put("one"), &[("x-idempotency-key", "k1")]).await).await);
@@ -132,7 +154,8 @@ async fn replays_an_idempotent_answer() {
 
 #[tokio::test]
 async fn bodies_are_capped_at_the_configured_limit_not_a_framework_default() {
-    let kelp = TestKelp::start_with(&[("KELP_RUNNER_SERVICE_TOKEN", SERVICE_TOKEN), ("KELP_MAX_BODY_BYTES", "4194304")]).await;
+    let kelp =
+        TestKelp::start_with(&[("KELP_RUNNER_SERVICE_TOKEN", SERVICE_TOKEN), ("KELP_MAX_BODY_BYTES", "4194304")]).await;
     let post = |size: usize| {
         kelp.client
             .post(format!("{}/v1/execute", kelp.base))
@@ -178,7 +201,8 @@ async fn kelps_reserved_tenants_cannot_be_named_by_a_caller() {
 #[tokio::test]
 async fn the_service_token_is_checked_whatever_its_length() {
     let (kelp, p) = kelp_with_hello().await;
-    for given in ["", "r", "runner-token-for-test", "runner-token-for-testsX", "runner-token-for-tests-but-much-longer"] {
+    for given in ["", "r", "runner-token-for-test", "runner-token-for-testsX", "runner-token-for-tests-but-much-longer"]
+    {
         let r = kelp
             .client
             .post(format!("{}/v1/execute", kelp.base))

@@ -22,7 +22,10 @@ async fn compare_and_set_conflicts_and_revisions_grow_by_one() {
     let kelp = TestKelp::start().await;
     let published = kelp.publish(&staged_example("js-notes")).await;
     kelp.install(&published, "acme", &[]).await;
-    assert_eq!(put(&kelp, "acme", "n1", json!({"text": "a"})).await, (200, json!({"id": "n1", "text": "a", "revision": 1})));
+    assert_eq!(
+        put(&kelp, "acme", "n1", json!({"text": "a"})).await,
+        (200, json!({"id": "n1", "text": "a", "revision": 1}))
+    );
     assert_eq!(put(&kelp, "acme", "n1", json!({"text": "b"})).await.1["revision"], 2);
     assert_eq!(put(&kelp, "acme", "n1", json!({"text": "c", "revision": 2})).await.1["revision"], 3);
     let (status, body) = put(&kelp, "acme", "n1", json!({"text": "stale", "revision": 2})).await;
@@ -54,7 +57,14 @@ async fn lists_in_key_order_across_pages_and_tenants_are_isolated() {
     kelp.install(&published, "globex", &[]).await;
     let scope = kelp_runtime::storage::Scope {
         tenant_id: "acme".into(),
-        install_id: kelp.platform.installs.find_install("acme", &published.extension.id).await.unwrap().unwrap().install_id,
+        install_id: kelp
+            .platform
+            .installs
+            .find_install("acme", &published.extension.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .install_id,
     };
     let limits = kelp_runtime::storage::KvLimits::default();
     for i in 0..150 {

@@ -19,7 +19,8 @@ async fn kelp_with_ui(extra: &[(&str, &str)]) -> (TestKelp, String) {
 /// A raw GET: the path is sent exactly as given (no client-side dot-segment normalisation).
 async fn raw_get(kelp: &TestKelp, path: &str, token: &str) -> u16 {
     let mut s = tokio::net::TcpStream::connect(kelp.addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
@@ -40,7 +41,14 @@ async fn serves_assets_with_types_etags_caching_and_csp_on_html_only() {
     let etag = js.headers()["etag"].to_str().unwrap().to_string();
     assert!(etag.starts_with('"') && etag.len() == 66, "strong sha256 ETag: {etag}");
     assert!(js.text().await.unwrap().contains("api/ext/com.kelp.examples.js-notes"));
-    let cached = kelp.client.get(format!("{}{base}/app.js", kelp.base)).bearer_auth(&t).header("if-none-match", &etag).send().await.unwrap();
+    let cached = kelp
+        .client
+        .get(format!("{}{base}/app.js", kelp.base))
+        .bearer_auth(&t)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cached.status(), 304);
     assert!(cached.bytes().await.unwrap().is_empty());
 
@@ -48,7 +56,10 @@ async fn serves_assets_with_types_etags_caching_and_csp_on_html_only() {
     assert_eq!(html.status(), 200);
     assert_eq!(html.headers()["content-type"], "text/html; charset=utf-8");
     let csp = html.headers()["content-security-policy"].to_str().unwrap().to_string();
-    assert!(csp.starts_with("default-src 'self'; script-src 'self';") && csp.contains("; frame-ancestors 'self'"), "{csp}");
+    assert!(
+        csp.starts_with("default-src 'self'; script-src 'self';") && csp.contains("; frame-ancestors 'self'"),
+        "{csp}"
+    );
     // Each UI document runs in its own opaque origin: never `allow-same-origin`.
     assert!(csp.ends_with(kelp_runtime::ui::UI_SANDBOX) && !csp.contains("allow-same-origin"), "{csp}");
     let entry = html.text().await.unwrap();
@@ -65,14 +76,35 @@ async fn refuses_traversal_other_tenants_unknown_hashes_and_oversized_files() {
     let (kelp, hash) = kelp_with_ui(&[("KELP_UI_MAX_FILE_BYTES", "1200")]).await;
     let t = token("acme", RW);
     let base = format!("/ext-ui/com.kelp.examples.js-notes/{hash}");
-    for bad in ["../../../etc/passwd", "%2e%2e/%2e%2e/secret", "..%2f..%2fsecret", "%2Fetc%2Fpasswd", "a%00.js", "a%5c..%5cb", "a\\b", "./index.html", "a//b"] {
+    for bad in [
+        "../../../etc/passwd",
+        "%2e%2e/%2e%2e/secret",
+        "..%2f..%2fsecret",
+        "%2Fetc%2Fpasswd",
+        "a%00.js",
+        "a%5c..%5cb",
+        "a\\b",
+        "./index.html",
+        "a//b",
+    ] {
         assert_eq!(raw_get(&kelp, &format!("{base}/{bad}"), &t).await, 400, "{bad} must be refused");
     }
     let globex = token("globex", RW);
     assert_eq!(kelp.get(&format!("{base}/index.html"), &globex).await.status(), 404, "another tenant's hash");
-    assert_eq!(kelp.get(&format!("/ext-ui/com.kelp.examples.js-notes/{}/index.html", "0".repeat(64)), &t).await.status(), 404);
-    assert_eq!(kelp.get(&format!("/ext-ui/com.kelp.examples.wat-hello/{hash}/index.html"), &t).await.status(), 404, "hash of another extension");
-    assert_eq!(kelp.client.get(format!("{}{base}/index.html", kelp.base)).send().await.unwrap().status(), 401, "private by default");
+    assert_eq!(
+        kelp.get(&format!("/ext-ui/com.kelp.examples.js-notes/{}/index.html", "0".repeat(64)), &t).await.status(),
+        404
+    );
+    assert_eq!(
+        kelp.get(&format!("/ext-ui/com.kelp.examples.wat-hello/{hash}/index.html"), &t).await.status(),
+        404,
+        "hash of another extension"
+    );
+    assert_eq!(
+        kelp.client.get(format!("{}{base}/index.html", kelp.base)).send().await.unwrap().status(),
+        401,
+        "private by default"
+    );
     assert_eq!(kelp.get(&format!("{base}/style.css"), &t).await.status(), 200, "small file");
     let big = kelp.get(&format!("{base}/app.js"), &t).await;
     assert_eq!(big.status(), 413, "app.js is over the 1200-byte cap");
@@ -90,7 +122,13 @@ async fn public_mode_serves_published_hashes_without_identity() {
 
 /// Exchange a user's token for a UI token of `extension`.
 async fn ui_token(kelp: &TestKelp, extension: &str, user_token: &str) -> (u16, serde_json::Value) {
-    let r = kelp.client.post(format!("{}/api/ext-ui-token/{extension}", kelp.base)).bearer_auth(user_token).send().await.unwrap();
+    let r = kelp
+        .client
+        .post(format!("{}/api/ext-ui-token/{extension}", kelp.base))
+        .bearer_auth(user_token)
+        .send()
+        .await
+        .unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or_default())
 }
 
@@ -128,8 +166,15 @@ async fn a_ui_token_reaches_only_its_extensions_api_and_ui() {
     assert!(r.text().await.unwrap().starts_with("hello from wat"));
     let _ = globex_wat;
     // A forged UI token (another key) is refused.
-    let forged = kelp_runtime::auth::UiTokens::random(std::time::Duration::from_secs(60))
-        .mint(&kelp_runtime::auth::Identity { sub: "x".into(), tenant: "acme".into(), perms: vec!["extension:read".into()], ..Default::default() }, &wat.extension.id);
+    let forged = kelp_runtime::auth::UiTokens::random(std::time::Duration::from_secs(60)).mint(
+        &kelp_runtime::auth::Identity {
+            sub: "x".into(),
+            tenant: "acme".into(),
+            perms: vec!["extension:read".into()],
+            ..Default::default()
+        },
+        &wat.extension.id,
+    );
     assert_eq!(kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &forged).await.status(), 401);
 }
 
@@ -174,7 +219,8 @@ async fn the_example_ui_renders_its_handlers_answer_in_chromium() {
     let (kelp, hash) = kelp_with_ui(&[("KELP_UI_PUBLIC", "true")]).await;
     // The host page's part: a UI token of this extension only, in the iframe's fragment.
     let (_, minted) = ui_token(&kelp, "com.kelp.examples.js-notes", &token("acme", RW)).await;
-    let url = format!("{}/ext-ui/com.kelp.examples.js-notes/{hash}/#token={}", kelp.base, minted["token"].as_str().unwrap());
+    let url =
+        format!("{}/ext-ui/com.kelp.examples.js-notes/{hash}/#token={}", kelp.base, minted["token"].as_str().unwrap());
     let result = browse(&url, "h1", "#message", "Hello, acme!", "example-ui.png", || async {}).await;
     assert_eq!(result["ok"], true, "{result}");
 }

@@ -40,7 +40,8 @@ pub fn moto_url() -> String {
 /// Embedded backends over a temp dir (kept for the life of the process).
 pub fn embedded_backends() -> Backends {
     let dir = tempfile::tempdir().expect("tempdir").keep();
-    let env: HashMap<String, String> = [("KELP_DATA_DIR".to_string(), dir.to_string_lossy().into_owned())].into_iter().collect();
+    let env: HashMap<String, String> =
+        [("KELP_DATA_DIR".to_string(), dir.to_string_lossy().into_owned())].into_iter().collect();
     Backends::embedded(&Settings::from_map(&env).unwrap()).unwrap()
 }
 

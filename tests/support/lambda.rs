@@ -100,8 +100,14 @@ async fn next(State(shared): State<Shared>) -> Response {
                 let h = r.headers_mut();
                 h.insert("lambda-runtime-aws-request-id", p.id.parse().unwrap());
                 h.insert("lambda-runtime-deadline-ms", deadline.to_string().parse().unwrap());
-                h.insert("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:123456789012:function:kelp-test".parse().unwrap());
-                h.insert("lambda-runtime-trace-id", "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1".parse().unwrap());
+                h.insert(
+                    "lambda-runtime-invoked-function-arn",
+                    "arn:aws:lambda:us-east-1:123456789012:function:kelp-test".parse().unwrap(),
+                );
+                h.insert(
+                    "lambda-runtime-trace-id",
+                    "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1".parse().unwrap(),
+                );
                 return r;
             }
         }
@@ -109,11 +115,21 @@ async fn next(State(shared): State<Shared>) -> Response {
     }
 }
 
-async fn respond(State(shared): State<Shared>, UrlPath(id): UrlPath<String>, headers: HeaderMap, body: Body) -> StatusCode {
+async fn respond(
+    State(shared): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> StatusCode {
     finish(shared, id, headers, body, true).await
 }
 
-async fn error(State(shared): State<Shared>, UrlPath(id): UrlPath<String>, headers: HeaderMap, body: Body) -> StatusCode {
+async fn error(
+    State(shared): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> StatusCode {
     finish(shared, id, headers, body, false).await
 }
 
@@ -167,7 +183,10 @@ impl Emulator {
     /// Invoke and wait for the outcome.
     pub async fn call(&self, event: Value) -> Outcome {
         let inv = self.invoke(event);
-        tokio::time::timeout(Duration::from_secs(60), inv.done).await.expect("the function answered in time").expect("outcome")
+        tokio::time::timeout(Duration::from_secs(60), inv.done)
+            .await
+            .expect("the function answered in time")
+            .expect("outcome")
     }
 
     /// When the function first asked for an event (its init finished).
@@ -195,7 +214,12 @@ impl Emulator {
 }
 
 /// Spawn a function binary against the emulator with Lambda's environment plus `env`.
-pub fn spawn_function(binary: &Path, emulator: &Emulator, name: &str, env: &[(String, String)]) -> tokio::process::Child {
+pub fn spawn_function(
+    binary: &Path,
+    emulator: &Emulator,
+    name: &str,
+    env: &[(String, String)],
+) -> tokio::process::Child {
     let mut cmd = tokio::process::Command::new(binary);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -58,7 +58,8 @@ pub fn staged_wat_with(name: &str, declarations: &str, prelude: &str) -> PathBuf
     let anchor = "(call $log_info (i32.const 4240) (i32.const 27))";
     let memory = "(memory (export \"memory\") 1)";
     assert!(hello.contains(anchor) && hello.contains(memory), "hello.wat changed; update the test template");
-    let wat = hello.replace(anchor, &format!("{anchor}\n{prelude}")).replace(memory, &format!("{memory}\n{declarations}"));
+    let wat =
+        hello.replace(anchor, &format!("{anchor}\n{prelude}")).replace(memory, &format!("{memory}\n{declarations}"));
     let manifest = json!({
         "name": name, "publisher": "tests", "version": "1.0.0", "runtime": "wasm-wat@1",
         "capabilities": ["log.emit"],
@@ -198,7 +199,13 @@ impl TestKelp {
     }
 
     /// Install a published version for a tenant with exactly the `granted` capabilities.
-    pub async fn install_granting(&self, published: &Published, tenant: &str, granted: Vec<String>, egress: &[&str]) -> InstallRecord {
+    pub async fn install_granting(
+        &self,
+        published: &Published,
+        tenant: &str,
+        granted: Vec<String>,
+        egress: &[&str],
+    ) -> InstallRecord {
         create_install(
             &self.platform,
             NewInstall {

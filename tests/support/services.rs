@@ -28,7 +28,9 @@ pub fn free_port() -> u16 {
 fn wait_for_port(port: u16, within: Duration) -> bool {
     let until = Instant::now() + within;
     while Instant::now() < until {
-        if std::net::TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200)).is_ok() {
+        if std::net::TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200))
+            .is_ok()
+        {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -104,7 +106,10 @@ pub fn start_moto() -> Service {
     // Serialised requests: moto's conditional writes are not atomic under its threaded
     // server (see moto_serial.py); DynamoDB's are.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("support/moto_serial.py");
-    let child = spawn_watched(&venv.join("bin/python"), &[script.to_string_lossy().into_owned(), "127.0.0.1".into(), port.to_string()]);
+    let child = spawn_watched(
+        &venv.join("bin/python"),
+        &[script.to_string_lossy().into_owned(), "127.0.0.1".into(), port.to_string()],
+    );
     assert!(wait_for_port(port, Duration::from_secs(60)), "moto_server did not start on {port}");
     Service { child, port }
 }
@@ -125,7 +130,10 @@ pub fn shared_redis() -> String {
         let _ = Command::new("redis-server")
             .args(["--port", "6379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "yes"])
             .status();
-        assert!(wait_for_port(6379, Duration::from_secs(10)), "no redis-server on 127.0.0.1:6379 and none could be started");
+        assert!(
+            wait_for_port(6379, Duration::from_secs(10)),
+            "no redis-server on 127.0.0.1:6379 and none could be started"
+        );
     });
     "redis://127.0.0.1:6379".into()
 }
@@ -163,10 +171,11 @@ impl OwnRedis {
     /// Start it again on the same port.
     pub fn resume(&self) {
         let redis = which("redis-server").expect("redis-server on PATH");
-        let args: Vec<String> = ["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> =
+            ["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         let child = spawn_watched(&redis, &args);
         assert!(wait_for_port(self.port, Duration::from_secs(10)), "redis-server did not start");
         *self.server.lock().unwrap() = Some(Service { child, port: self.port });

@@ -44,7 +44,13 @@ impl Sse {
             return Self { status, stream: None, parser: SseParser::default(), ready: Default::default(), error };
         }
         assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-        Self { status, stream: Some(Box::pin(r.bytes_stream())), parser: SseParser::default(), ready: Default::default(), error: serde_json::Value::Null }
+        Self {
+            status,
+            stream: Some(Box::pin(r.bytes_stream())),
+            parser: SseParser::default(),
+            ready: Default::default(),
+            error: serde_json::Value::Null,
+        }
     }
 
     /// The next frame within `within` (`None` on timeout or end of stream).

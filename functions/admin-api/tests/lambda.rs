@@ -12,7 +12,12 @@ async fn the_admin_binary_answers_every_admin_fixture() {
     kelp.publish(&staged_example("wat-hello")).await;
     let emulator = Emulator::start().await;
     let spawned = Instant::now();
-    let _admin = spawn_function(std::path::Path::new(env!("CARGO_BIN_EXE_admin-api")), &emulator, "kelp-admin-api", &kelp.function_env(&[]));
+    let _admin = spawn_function(
+        std::path::Path::new(env!("CARGO_BIN_EXE_admin-api")),
+        &emulator,
+        "kelp-admin-api",
+        &kelp.function_env(&[]),
+    );
     eprintln!("admin-api init (cold start to first poll): {:?}", emulator.wait_ready(spawned).await);
     let cases: &[(&str, u16, &str)] = &[
         ("admin/openapi.json", 200, "\"3.0.3\""),

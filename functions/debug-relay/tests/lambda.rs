@@ -14,7 +14,9 @@ async fn the_relay_binary_streams_sse_and_answers_its_other_routes() {
     // Gateway (in this process) and relay (the binary) share Redis, as in AWS.
     let redis = shared_redis();
     let prefix = redis_settings(&redis).prefix;
-    let kelp = TestKelp::start_with(&[("RUNNER_DEBUG_REDIS_URL", &redis), ("RUNNER_DEBUG_REDIS_STREAM_PREFIX", &prefix)]).await;
+    let kelp =
+        TestKelp::start_with(&[("RUNNER_DEBUG_REDIS_URL", &redis), ("RUNNER_DEBUG_REDIS_STREAM_PREFIX", &prefix)])
+            .await;
     let js = kelp.publish(&staged_example("js-notes")).await;
     kelp.install(&js, "demo", &[]).await;
     let hit = |rid: &'static str| {
@@ -34,7 +36,8 @@ async fn the_relay_binary_streams_sse_and_answers_its_other_routes() {
         ("RUNNER_DEBUG_REDIS_STREAM_PREFIX", &prefix),
         ("KELP_DEBUG_SESSION_MAX_SECS", "3"),
     ]);
-    let _relay = spawn_function(std::path::Path::new(env!("CARGO_BIN_EXE_debug-relay")), &emulator, "kelp-debug-relay", &env);
+    let _relay =
+        spawn_function(std::path::Path::new(env!("CARGO_BIN_EXE_debug-relay")), &emulator, "kelp-debug-relay", &env);
     eprintln!("debug-relay init (cold start to first poll): {:?}", emulator.wait_ready(spawned).await);
 
     // The stream: backlog first, then a live event, each in its own chunk as it happens.
@@ -42,7 +45,8 @@ async fn the_relay_binary_streams_sse_and_answers_its_other_routes() {
     let mut body = String::new();
     let mut first_event = None;
     while first_event.is_none() {
-        let (at, chunk) = tokio::time::timeout(Duration::from_secs(10), stream.chunks.recv()).await.expect("a chunk").expect("open");
+        let (at, chunk) =
+            tokio::time::timeout(Duration::from_secs(10), stream.chunks.recv()).await.expect("a chunk").expect("open");
         body.push_str(&String::from_utf8_lossy(&chunk));
         if body.contains("before-stream") {
             first_event = Some(at.duration_since(stream.started));
@@ -53,7 +57,10 @@ async fn the_relay_binary_streams_sse_and_answers_its_other_routes() {
     let published = Instant::now();
     assert_eq!(hit("live-event").await.unwrap().status(), 200);
     let live_latency = loop {
-        let (at, chunk) = tokio::time::timeout(Duration::from_secs(5), stream.chunks.recv()).await.expect("the live event arrives").expect("open");
+        let (at, chunk) = tokio::time::timeout(Duration::from_secs(5), stream.chunks.recv())
+            .await
+            .expect("the live event arrives")
+            .expect("open");
         body.push_str(&String::from_utf8_lossy(&chunk));
         if body.contains("live-event") {
             break at.duration_since(published);
@@ -62,7 +69,10 @@ async fn the_relay_binary_streams_sse_and_answers_its_other_routes() {
     eprintln!("relay live event (request → SSE chunk at the client): {live_latency:?}");
     assert!(live_latency < Duration::from_secs(2), "streamed promptly, not buffered until the end");
     let outcome = tokio::time::timeout(Duration::from_secs(10), stream.done).await.unwrap().unwrap();
-    assert_eq!(outcome.headers.get("lambda-runtime-function-response-mode").map(|v| v.to_str().unwrap()), Some("streaming"));
+    assert_eq!(
+        outcome.headers.get("lambda-runtime-function-response-mode").map(|v| v.to_str().unwrap()),
+        Some("streaming")
+    );
     let (prelude, sse) = outcome.streamed();
     assert_eq!(prelude["statusCode"], 200);
     assert_eq!(prelude["headers"]["content-type"], "text/event-stream");

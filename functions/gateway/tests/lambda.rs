@@ -30,7 +30,10 @@ async fn the_gateway_binary_answers_every_gateway_fixture() {
         std::path::Path::new(env!("CARGO_BIN_EXE_gateway")),
         &emulator,
         "kelp-gateway",
-        &kelp.function_env(&[("KELP_RUNNER_SERVICE_TOKEN", "kelp-events-runner-token"), ("KELP_CORS_ORIGINS", "https://app.example.com")]),
+        &kelp.function_env(&[
+            ("KELP_RUNNER_SERVICE_TOKEN", "kelp-events-runner-token"),
+            ("KELP_CORS_ORIGINS", "https://app.example.com"),
+        ]),
     );
     let init = emulator.wait_ready(spawned).await;
     eprintln!("gateway init (cold start to first poll): {init:?}");
@@ -92,7 +95,12 @@ async fn the_gateway_binary_answers_every_gateway_fixture() {
     assert!(!refused.ok);
     let error = refused.json();
     let message = error["errorMessage"].as_str().unwrap_or_default();
-    assert!(message.contains("accepts API Gateway HTTP API") && message.contains("Function URL") && message.contains("Records"), "{error}");
+    assert!(
+        message.contains("accepts API Gateway HTTP API")
+            && message.contains("Function URL")
+            && message.contains("Records"),
+        "{error}"
+    );
     // And the function keeps serving after it.
     assert_eq!(emulator.call(fixture("gateway/wat-hello-get.json")).await.json()["statusCode"], 200);
 }

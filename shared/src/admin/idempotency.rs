@@ -61,7 +61,9 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
 
 /// Look a key up (an unreadable store counts as fresh: the request still runs).
 pub async fn lookup(platform: &Platform, tenant: &str, actor: &str, key: &str, fingerprint: &str) -> Lookup {
-    let Ok(Some(entry)) = platform.kv.get(&scope(), &namespace(tenant), &entry_key(actor, key)).await else { return Lookup::Fresh };
+    let Ok(Some(entry)) = platform.kv.get(&scope(), &namespace(tenant), &entry_key(actor, key)).await else {
+        return Lookup::Fresh;
+    };
     let Ok(stored) = serde_json::from_slice::<Stored>(&entry.value) else { return Lookup::Fresh };
     if chrono::Utc::now().timestamp() - stored.stored_at > WINDOW_SECS {
         return Lookup::Fresh;
@@ -73,8 +75,21 @@ pub async fn lookup(platform: &Platform, tenant: &str, actor: &str, key: &str, f
 }
 
 /// Store a completed answer.
-pub async fn remember(platform: &Platform, tenant: &str, actor: &str, key: &str, fingerprint: &str, status: u16, body: &serde_json::Value) {
-    let stored = Stored { fingerprint: fingerprint.into(), status, body: body.clone(), stored_at: chrono::Utc::now().timestamp() };
+pub async fn remember(
+    platform: &Platform,
+    tenant: &str,
+    actor: &str,
+    key: &str,
+    fingerprint: &str,
+    status: u16,
+    body: &serde_json::Value,
+) {
+    let stored = Stored {
+        fingerprint: fingerprint.into(),
+        status,
+        body: body.clone(),
+        stored_at: chrono::Utc::now().timestamp(),
+    };
     let value = serde_json::to_vec(&stored).expect("serialising a stored answer");
     if value.len() > limits().max_value_bytes {
         return; // too large to keep; the request simply is not replayable
@@ -101,7 +116,8 @@ async fn sweep(platform: &Platform, ns: &str) {
         }
         after = page.last().map(|e| e.key.clone());
         for e in page {
-            let expired = serde_json::from_slice::<Stored>(&e.value).map(|s| now - s.stored_at > WINDOW_SECS).unwrap_or(true);
+            let expired =
+                serde_json::from_slice::<Stored>(&e.value).map(|s| now - s.stored_at > WINDOW_SECS).unwrap_or(true);
             if expired {
                 let _ = platform.kv.delete(&scope(), ns, &e.key).await;
             }

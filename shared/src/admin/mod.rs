@@ -55,8 +55,12 @@ impl From<AdminError> for ApiError {
 impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
         match e {
-            PublishError::Bundle(BundleError::TooLarge(m)) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m),
-            PublishError::Bundle(BundleError::Invalid(m)) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_bundle", m),
+            PublishError::Bundle(BundleError::TooLarge(m)) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
+            }
+            PublishError::Bundle(BundleError::Invalid(m)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_bundle", m)
+            }
             PublishError::Manifest(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_manifest", m.0),
             PublishError::Component(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_component", m),
             PublishError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "version_conflict", m),
@@ -103,4 +107,3 @@ pub fn target_tenant(caller: &Identity, requested: Option<&str>) -> Result<Strin
         Some(_) => Err(ApiError::forbidden("only platform:ops may act on another tenant")),
     }
 }
-

@@ -16,8 +16,10 @@ use serde_json::{json, Value};
 use super::idempotency::{self, Lookup};
 use super::service::{self, NewInstall};
 use super::{audit, target_tenant, Admin};
+use crate::auth::{
+    identify, Identity, PERM_EXTENSION_MANAGE, PERM_EXTENSION_READ, PERM_PLATFORM_OPS, PERM_PLATFORM_PUBLISH,
+};
 use crate::body::{BodyLimit, LimitedBytes};
-use crate::auth::{identify, Identity, PERM_EXTENSION_MANAGE, PERM_EXTENSION_READ, PERM_PLATFORM_OPS, PERM_PLATFORM_PUBLISH};
 use crate::error::ApiError;
 use crate::gateway::{request_id_layer, RequestId};
 use crate::manifest::CAP_DEBUG_LOGS;
@@ -32,7 +34,8 @@ type Answer = Result<Response, ApiError>;
 
 /// Who may read extensions and versions (manifests, content hashes): the registry is shared
 /// by all tenants, so reading it takes a permission, not just a valid token.
-const REGISTRY_READERS: &[&str] = &[PERM_EXTENSION_READ, PERM_EXTENSION_MANAGE, PERM_PLATFORM_PUBLISH, PERM_PLATFORM_OPS];
+const REGISTRY_READERS: &[&str] =
+    &[PERM_EXTENSION_READ, PERM_EXTENSION_MANAGE, PERM_PLATFORM_PUBLISH, PERM_PLATFORM_OPS];
 
 /// The admin router.
 pub fn router(admin: Arc<Admin>) -> Router {
@@ -101,10 +104,26 @@ impl Caller {
 
     async fn denied(&self, platform: &Platform, reason: &str) {
         let id = &self.identity;
-        audit(platform, &id.sub, Some(&id.tenant), "access.denied", None, "denied", json!({"api": "admin", "reason": reason})).await;
+        audit(
+            platform,
+            &id.sub,
+            Some(&id.tenant),
+            "access.denied",
+            None,
+            "denied",
+            json!({"api": "admin", "reason": reason}),
+        )
+        .await;
     }
 
-    async fn audit(&self, platform: &Platform, tenant: Option<&str>, action: &str, target: Option<&str>, details: Value) {
+    async fn audit(
+        &self,
+        platform: &Platform,
+        tenant: Option<&str>,
+        action: &str,
+        target: Option<&str>,
+        details: Value,
+    ) {
         audit(platform, &self.identity.sub, tenant, action, target, "ok", details).await;
     }
 }
@@ -143,7 +162,11 @@ where
     let key = match meta.headers.get("idempotency-key") {
         None => None,
         Some(v) => {
-            let k = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1-255 visible ASCII characters"))?;
+            let k = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1-255 visible ASCII characters"))?;
             Some(k.to_string())
         }
     };
@@ -159,17 +182,23 @@ where
             r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(r)
         }
-        Lookup::Mismatch => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", "this Idempotency-Key was used for a different request")),
+        Lookup::Mismatch => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request",
+        )),
         Lookup::Fresh => {
             let (status, body) = run().await?;
-            idempotency::remember(platform, tenant, &caller.identity.sub, &key, &fingerprint, status.as_u16(), &body).await;
+            idempotency::remember(platform, tenant, &caller.identity.sub, &key, &fingerprint, status.as_u16(), &body)
+                .await;
             Ok(json_response(status, body))
         }
     }
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("malformed JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("malformed JSON body: {e}")))
 }
 
 // ------------------------------------------------------------------ views
@@ -221,7 +250,12 @@ struct PublishByReference {
     bundle_key: String,
 }
 
-async fn publish_version(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, LimitedBytes(body): LimitedBytes) -> Response {
+async fn publish_version(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    meta: Meta,
+    LimitedBytes(body): LimitedBytes,
+) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_PLATFORM_PUBLISH], "publish").await?;
@@ -300,7 +334,12 @@ async fn get_extension(State(admin): State<Arc<Admin>>, caller: Caller, Path(ref
     finish(&caller.request_id, answer)
 }
 
-async fn list_versions(State(admin): State<Arc<Admin>>, caller: Caller, Path(reference): Path<String>, Query(p): Query<Paging>) -> Response {
+async fn list_versions(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(reference): Path<String>,
+    Query(p): Query<Paging>,
+) -> Response {
     let answer = async {
         caller.require(&admin.platform, REGISTRY_READERS, "read the extension registry").await?;
         let platform = &admin.platform;
@@ -316,7 +355,11 @@ async fn list_versions(State(admin): State<Arc<Admin>>, caller: Caller, Path(ref
     finish(&caller.request_id, answer)
 }
 
-async fn get_version(State(admin): State<Arc<Admin>>, caller: Caller, Path((reference, version)): Path<(String, String)>) -> Response {
+async fn get_version(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path((reference, version)): Path<(String, String)>,
+) -> Response {
     let answer = async {
         caller.require(&admin.platform, REGISTRY_READERS, "read the extension registry").await?;
         let platform = &admin.platform;
@@ -376,7 +419,12 @@ fn yes() -> bool {
     true
 }
 
-async fn create_install(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, LimitedBytes(body): LimitedBytes) -> Response {
+async fn create_install(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    meta: Meta,
+    LimitedBytes(body): LimitedBytes,
+) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "manage installs").await?;
@@ -422,7 +470,10 @@ async fn list_installs(State(admin): State<Arc<Admin>>, caller: Caller, Query(q)
             (None, true) => None,
             (requested, _) => Some(caller.tenant(platform, requested.as_deref()).await?),
         };
-        let page = platform.installs.list_installs(tenant.as_deref(), &PageRequest { limit: q.limit, cursor: q.cursor.clone() }).await?;
+        let page = platform
+            .installs
+            .list_installs(tenant.as_deref(), &PageRequest { limit: q.limit, cursor: q.cursor.clone() })
+            .await?;
         Ok(Json(page_view(page, install_view)).into_response())
     }
     .await;
@@ -430,10 +481,19 @@ async fn list_installs(State(admin): State<Arc<Admin>>, caller: Caller, Query(q)
 }
 
 async fn load_install(platform: &Platform, tenant: &str, id: &str) -> Result<InstallRecord, ApiError> {
-    platform.installs.get_install(tenant, id).await?.ok_or_else(|| ApiError::not_found(format!("install {id} not found")))
+    platform
+        .installs
+        .get_install(tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("install {id} not found")))
 }
 
-async fn get_install(State(admin): State<Arc<Admin>>, caller: Caller, Path(id): Path<String>, Query(q): Query<TenantQuery>) -> Response {
+async fn get_install(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "read installs").await?;
@@ -459,7 +519,14 @@ struct UpdateInstall {
     debug_logs: Option<bool>,
 }
 
-async fn update_install(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, Path(id): Path<String>, Query(q): Query<TenantQuery>, LimitedBytes(body): LimitedBytes) -> Response {
+async fn update_install(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    meta: Meta,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+    LimitedBytes(body): LimitedBytes,
+) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "manage installs").await?;
@@ -524,7 +591,13 @@ async fn update_install(State(admin): State<Arc<Admin>>, caller: Caller, meta: M
     finish(&caller.request_id, answer)
 }
 
-async fn delete_install(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, Path(id): Path<String>, Query(q): Query<TenantQuery>) -> Response {
+async fn delete_install(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    meta: Meta,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "uninstall").await?;
@@ -532,8 +605,19 @@ async fn delete_install(State(admin): State<Arc<Admin>>, caller: Caller, meta: M
         let purge = q.purge.unwrap_or(false);
         idempotent(&admin, &caller, &tenant, &meta, &[], || async {
             let purged = service::uninstall(platform, &tenant, &id, purge).await?;
-            caller.audit(platform, Some(&tenant), "install.delete", Some(&id), json!({"purge": purge, "purged_entries": purged})).await;
-            Ok((StatusCode::OK, json!({"deleted": id, "purged_entries": purged, "storage": if purge { "purged" } else { "kept" }})))
+            caller
+                .audit(
+                    platform,
+                    Some(&tenant),
+                    "install.delete",
+                    Some(&id),
+                    json!({"purge": purge, "purged_entries": purged}),
+                )
+                .await;
+            Ok((
+                StatusCode::OK,
+                json!({"deleted": id, "purged_entries": purged, "storage": if purge { "purged" } else { "kept" }}),
+            ))
         })
         .await
     }
@@ -547,7 +631,14 @@ struct ConfigBody {
     config: BTreeMap<String, String>,
 }
 
-async fn put_config(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, Path(id): Path<String>, Query(q): Query<TenantQuery>, LimitedBytes(body): LimitedBytes) -> Response {
+async fn put_config(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    meta: Meta,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+    LimitedBytes(body): LimitedBytes,
+) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "set config").await?;
@@ -556,7 +647,15 @@ async fn put_config(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta,
         idempotent(&admin, &caller, &tenant, &meta, &body, || async {
             let keys: Vec<&String> = req.config.keys().collect();
             let updated = service::set_config(platform, &tenant, &id, req.config.clone()).await?;
-            caller.audit(platform, Some(&tenant), "install.config", Some(&id), json!({"keys": keys, "config_version": updated.config_version})).await;
+            caller
+                .audit(
+                    platform,
+                    Some(&tenant),
+                    "install.config",
+                    Some(&id),
+                    json!({"keys": keys, "config_version": updated.config_version}),
+                )
+                .await;
             Ok((StatusCode::OK, json!({"install_id": id, "config_version": updated.config_version})))
         })
         .await
@@ -573,20 +672,36 @@ struct SecretsBody {
     expires_at: Option<String>,
 }
 
-async fn put_secrets(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, Path(id): Path<String>, Query(q): Query<TenantQuery>, LimitedBytes(body): LimitedBytes) -> Response {
+async fn put_secrets(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    meta: Meta,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+    LimitedBytes(body): LimitedBytes,
+) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "set secrets").await?;
         let req: SecretsBody = parse_json(&body)?;
         if let Some(ts) = &req.expires_at {
-            chrono::DateTime::parse_from_rfc3339(ts).map_err(|_| ApiError::bad_request("expires_at must be an RFC 3339 timestamp"))?;
+            chrono::DateTime::parse_from_rfc3339(ts)
+                .map_err(|_| ApiError::bad_request("expires_at must be an RFC 3339 timestamp"))?;
         }
         let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
         // The fingerprint (not the body) is what idempotency stores: values never persist there.
         idempotent(&admin, &caller, &tenant, &meta, &body, || async {
             let updated = service::set_secrets(platform, &tenant, &id, &req.secrets, req.expires_at.clone()).await?;
             let keys: Vec<&String> = req.secrets.keys().collect();
-            caller.audit(platform, Some(&tenant), "install.secrets", Some(&id), json!({"keys": keys, "secrets_version": updated.secrets_version})).await;
+            caller
+                .audit(
+                    platform,
+                    Some(&tenant),
+                    "install.secrets",
+                    Some(&id),
+                    json!({"keys": keys, "secrets_version": updated.secrets_version}),
+                )
+                .await;
             Ok((StatusCode::OK, json!({"install_id": id, "secrets_version": updated.secrets_version, "keys": keys})))
         })
         .await
@@ -618,7 +733,12 @@ struct GrantBody {
 /// Longest a debug grant may run.
 const MAX_GRANT_SECS: u64 = 7 * 24 * 3600;
 
-async fn create_grant(State(admin): State<Arc<Admin>>, caller: Caller, meta: Meta, LimitedBytes(body): LimitedBytes) -> Response {
+async fn create_grant(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    meta: Meta,
+    LimitedBytes(body): LimitedBytes,
+) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_PLATFORM_OPS], "grant debug access").await?;
@@ -672,7 +792,14 @@ async fn list_grants(State(admin): State<Arc<Admin>>, caller: Caller, Query(q): 
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_PLATFORM_OPS], "list debug grants").await?;
-        let page = platform.grants.list_grants(q.tenant.as_deref(), q.viewer.as_deref(), &PageRequest { limit: q.limit, cursor: q.cursor.clone() }).await?;
+        let page = platform
+            .grants
+            .list_grants(
+                q.tenant.as_deref(),
+                q.viewer.as_deref(),
+                &PageRequest { limit: q.limit, cursor: q.cursor.clone() },
+            )
+            .await?;
         Ok(Json(page_view(page, |g| {
             let mut v = serde_json::to_value(g).expect("plain data");
             v["active"] = json!(g.active());
@@ -684,7 +811,12 @@ async fn list_grants(State(admin): State<Arc<Admin>>, caller: Caller, Query(q): 
     finish(&caller.request_id, answer)
 }
 
-async fn revoke_grant(State(admin): State<Arc<Admin>>, caller: Caller, Path(id): Path<String>, Query(q): Query<TenantQuery>) -> Response {
+async fn revoke_grant(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_PLATFORM_OPS], "revoke debug grants").await?;
@@ -719,7 +851,12 @@ struct AuditQuery {
     cursor: Option<String>,
 }
 
-async fn query_audit(State(admin): State<Arc<Admin>>, caller: Caller, Extension(_id): Extension<RequestId>, Query(q): Query<AuditQuery>) -> Response {
+async fn query_audit(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Extension(_id): Extension<RequestId>,
+    Query(q): Query<AuditQuery>,
+) -> Response {
     let answer = async {
         let platform = &admin.platform;
         caller.require(platform, &[PERM_PLATFORM_OPS, PERM_EXTENSION_MANAGE], "read the audit log").await?;
@@ -729,9 +866,16 @@ async fn query_audit(State(admin): State<Arc<Admin>>, caller: Caller, Extension(
             (requested, _) => Some(caller.tenant(platform, requested.as_deref()).await?),
         };
         for ts in [&q.since, &q.until].into_iter().flatten() {
-            chrono::DateTime::parse_from_rfc3339(ts).map_err(|_| ApiError::bad_request("since/until must be RFC 3339 timestamps"))?;
+            chrono::DateTime::parse_from_rfc3339(ts)
+                .map_err(|_| ApiError::bad_request("since/until must be RFC 3339 timestamps"))?;
         }
-        let filter = AuditFilter { tenant_id: tenant, actor: q.actor.clone(), action: q.action.clone(), since: q.since.clone(), until: q.until.clone() };
+        let filter = AuditFilter {
+            tenant_id: tenant,
+            actor: q.actor.clone(),
+            action: q.action.clone(),
+            since: q.since.clone(),
+            until: q.until.clone(),
+        };
         let page = platform.audit.query(&filter, &PageRequest { limit: q.limit, cursor: q.cursor.clone() }).await?;
         Ok(Json(page_view(page, |r| serde_json::to_value(r).expect("plain data"))).into_response())
     }

@@ -50,7 +50,8 @@ pub struct NewInstall {
 /// Check a grant: capabilities known and declared by the version's manifest, except
 /// `cap:debug.logs`, an install-level switch no manifest declares.
 pub fn check_grants(granted: &[String], declared: &[String]) -> Result<Vec<String>, AdminError> {
-    let normalized = normalize_capabilities(granted.iter().map(String::as_str)).map_err(|e| AdminError::Invalid(e.0))?;
+    let normalized =
+        normalize_capabilities(granted.iter().map(String::as_str)).map_err(|e| AdminError::Invalid(e.0))?;
     for cap in &normalized {
         if cap != CAP_DEBUG_LOGS && !declared.contains(cap) {
             return Err(AdminError::Invalid(format!("{cap} is not declared by the extension's manifest")));
@@ -88,7 +89,10 @@ fn check_map_size(what: &str, map: &BTreeMap<String, String>, max_bytes: usize) 
 /// Normalise and check an egress allow-list.
 pub fn check_egress(egress: &[String]) -> Result<Vec<String>, AdminError> {
     if egress.len() > MAX_EGRESS_ENTRIES {
-        return Err(AdminError::Invalid(format!("egress has {} entries; the limit is {MAX_EGRESS_ENTRIES}", egress.len())));
+        return Err(AdminError::Invalid(format!(
+            "egress has {} entries; the limit is {MAX_EGRESS_ENTRIES}",
+            egress.len()
+        )));
     }
     parse_allow_list(egress).map_err(|e| AdminError::Invalid(e.to_string()))?;
     Ok(egress.iter().map(|e| e.trim().trim_end_matches('/').to_lowercase()).collect())
@@ -96,11 +100,10 @@ pub fn check_egress(egress: &[String]) -> Result<Vec<String>, AdminError> {
 
 /// Create an install.
 pub async fn create_install(platform: &Platform, new: NewInstall) -> Result<InstallRecord, AdminError> {
-    let version = platform
-        .version(&new.version_id)
-        .await?
-        .filter(|v| v.extension_id == new.extension_id)
-        .ok_or_else(|| AdminError::NotFound(format!("version {} of extension {} not found", new.version_id, new.extension_id)))?;
+    let version =
+        platform.version(&new.version_id).await?.filter(|v| v.extension_id == new.extension_id).ok_or_else(|| {
+            AdminError::NotFound(format!("version {} of extension {} not found", new.version_id, new.extension_id))
+        })?;
     let granted = check_grants(&new.granted, &version.manifest.capabilities)?;
     let egress = check_egress(&new.egress)?;
     check_config(&new.config)?;

@@ -140,7 +140,9 @@ impl JwtVerifier {
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let header = decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let key = match header.alg {
-            Algorithm::HS256 => self.hs256.as_ref().ok_or_else(|| AuthError::Invalid("HS256 is not accepted".into()))?,
+            Algorithm::HS256 => {
+                self.hs256.as_ref().ok_or_else(|| AuthError::Invalid("HS256 is not accepted".into()))?
+            }
             Algorithm::RS256 => {
                 let matching: Vec<_> = self
                     .rs256
@@ -149,13 +151,15 @@ impl JwtVerifier {
                     .collect();
                 match (matching.as_slice(), &header.kid) {
                     ([(_, key)], _) => key,
-                    (keys, Some(kid)) => {
-                        keys.iter().find(|(k, _)| k.as_ref() == Some(kid)).map(|(_, key)| key).ok_or_else(|| {
-                            AuthError::Invalid(format!("unknown key id {kid:?}"))
-                        })?
-                    }
+                    (keys, Some(kid)) => keys
+                        .iter()
+                        .find(|(k, _)| k.as_ref() == Some(kid))
+                        .map(|(_, key)| key)
+                        .ok_or_else(|| AuthError::Invalid(format!("unknown key id {kid:?}")))?,
                     ([], None) => return Err(AuthError::Invalid("RS256 is not accepted".into())),
-                    (_, None) => return Err(AuthError::Invalid("token has no kid and several keys are configured".into())),
+                    (_, None) => {
+                        return Err(AuthError::Invalid("token has no kid and several keys are configured".into()))
+                    }
                 }
             }
             other => return Err(AuthError::Invalid(format!("algorithm {other:?} is not accepted"))),
@@ -179,7 +183,8 @@ impl JwtVerifier {
             }
             None => validation.validate_aud = false,
         }
-        let data = decode::<HashMap<String, Value>>(token, key, &validation).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let data =
+            decode::<HashMap<String, Value>>(token, key, &validation).map_err(|e| AuthError::Invalid(e.to_string()))?;
         identity_from_claims(&data.claims)
     }
 }
@@ -258,7 +263,11 @@ pub fn identify(parts: &Parts, verifier: &JwtVerifier) -> Result<Identity, AuthE
 /// The identity of a request to one extension's API or UI: a user's token as in
 /// [`identify`], or a UI token (its `ui_scope` then names the only extension it reaches; the
 /// caller must check it against the extension it resolves).
-pub fn identify_in_extension(parts: &Parts, verifier: &JwtVerifier, ui_tokens: &UiTokens) -> Result<Identity, AuthError> {
+pub fn identify_in_extension(
+    parts: &Parts,
+    verifier: &JwtVerifier,
+    ui_tokens: &UiTokens,
+) -> Result<Identity, AuthError> {
     if authorizer_claims(parts, &verifier.trusted_api_ids).is_none() {
         if let Ok(token) = bearer(parts) {
             if looks_like_ui_token(token) {
@@ -299,8 +308,12 @@ fn authorizer_claims(parts: &Parts, trusted_api_ids: &[String]) -> Option<HashMa
 
 /// Mint an HS256 token (local development and tests; production tokens come from the IdP).
 pub fn mint_hs256(secret: &[u8], claims: &Value) -> String {
-    jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), claims, &jsonwebtoken::EncodingKey::from_secret(secret))
-        .expect("HS256 signing with an in-memory key")
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("HS256 signing with an in-memory key")
 }
 
 #[cfg(test)]

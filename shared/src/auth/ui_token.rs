@@ -64,7 +64,8 @@ impl UiTokens {
             "user_type": user.user_type, "client_id": user.client_id, "client_name": user.client_name,
             "perms": perms, SCOPE_CLAIM: extension_id,
         });
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing with an in-memory key")
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing with an in-memory key")
     }
 
     /// Verify a UI token: the identity it carries, with `ui_scope` set.
@@ -88,8 +89,11 @@ impl UiTokens {
 /// the signature: only to choose the verifier, never to trust anything).
 pub fn looks_like_ui_token(token: &str) -> bool {
     let Some(payload) = token.split('.').nth(1) else { return false };
-    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')) else { return false };
-    serde_json::from_slice::<Value>(&bytes).is_ok_and(|claims| claims.get("iss").and_then(Value::as_str) == Some(UI_TOKEN_ISSUER))
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')) else {
+        return false;
+    };
+    serde_json::from_slice::<Value>(&bytes)
+        .is_ok_and(|claims| claims.get("iss").and_then(Value::as_str) == Some(UI_TOKEN_ISSUER))
 }
 
 #[cfg(test)]
@@ -100,7 +104,12 @@ mod tests {
         Identity {
             sub: "u1".into(),
             tenant: "acme".into(),
-            perms: vec!["extension:read".into(), "extension:write".into(), "extension:manage".into(), "platform:ops".into()],
+            perms: vec![
+                "extension:read".into(),
+                "extension:write".into(),
+                "extension:manage".into(),
+                "platform:ops".into(),
+            ],
             user_type: "internal".into(),
             ..Default::default()
         }

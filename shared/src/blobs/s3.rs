@@ -76,7 +76,12 @@ impl BlobStore for S3BlobStore {
 pub async fn ensure_bucket(client: &Client, bucket: &str) -> anyhow::Result<()> {
     match client.create_bucket().bucket(bucket).send().await {
         Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()) => Ok(()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()) =>
+        {
+            Ok(())
+        }
         Err(e) => anyhow::bail!("creating bucket {bucket}: {}", describe(&e)),
     }
 }

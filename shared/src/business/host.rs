@@ -7,7 +7,9 @@ use super::HostApiError;
 use crate::bindings::alga::extension::{clients, invoicing, scheduler, services, ui_proxy};
 use crate::bindings::types::*;
 use crate::host::HostState;
-use crate::manifest::{CAP_CLIENT_READ, CAP_INVOICE_MANUAL_CREATE, CAP_SCHEDULER_MANAGE, CAP_SERVICE_READ, CAP_UI_PROXY};
+use crate::manifest::{
+    CAP_CLIENT_READ, CAP_INVOICE_MANUAL_CREATE, CAP_SCHEDULER_MANAGE, CAP_SERVICE_READ, CAP_UI_PROXY,
+};
 
 /// Host API calls one execution may make.
 pub const MAX_HOST_API_CALLS: u32 = 32;
@@ -22,14 +24,21 @@ enum Refusal {
 
 impl HostState {
     /// Call the host API if `cap` is granted and an API is configured, and decode the answer.
-    async fn business<T: DeserializeOwned>(&mut self, cap: &str, operation: &str, payload: Value) -> Result<T, Refusal> {
+    async fn business<T: DeserializeOwned>(
+        &mut self,
+        cap: &str,
+        operation: &str,
+        payload: Value,
+    ) -> Result<T, Refusal> {
         let Some(api) = self.inv.host_api.clone().filter(|_| self.inv.can(cap)) else {
             self.inv.debug.host_warning(format!("{operation}: denied ({cap} not granted or no host API configured)"));
             return Err(Refusal::NotAllowed);
         };
         // Each call is a network round trip on the PSA's side: a guest gets a bounded number.
         if self.inv.host_api_calls >= MAX_HOST_API_CALLS {
-            self.inv.debug.host_warning(format!("{operation}: refused, more than {MAX_HOST_API_CALLS} host API calls in one request"));
+            self.inv.debug.host_warning(format!(
+                "{operation}: refused, more than {MAX_HOST_API_CALLS} host API calls in one request"
+            ));
             return Err(Refusal::Api(HostApiError::Failed("too many host API calls".into())));
         }
         self.inv.host_api_calls += 1;
@@ -62,7 +71,10 @@ impl ui_proxy::Host for HostState {
         struct Answer {
             body_b64: String,
         }
-        match self.business::<Answer>(CAP_UI_PROXY, "ui-proxy.call-route", json!({"route": route, "body_b64": body})).await {
+        match self
+            .business::<Answer>(CAP_UI_PROXY, "ui-proxy.call-route", json!({"route": route, "body_b64": body}))
+            .await
+        {
             Ok(a) => base64::engine::general_purpose::STANDARD.decode(a.body_b64).map_err(|_| ProxyError::Internal),
             Err(Refusal::NotAllowed) | Err(Refusal::Api(HostApiError::Denied)) => Err(ProxyError::Denied),
             Err(Refusal::Api(HostApiError::NotFound)) => Err(ProxyError::RouteNotFound),

@@ -27,7 +27,10 @@ pub struct HostApiSettings {
 
 impl std::fmt::Debug for HostApiSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostApiSettings").field("base_url", &self.base_url).field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("HostApiSettings")
+            .field("base_url", &self.base_url)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -40,7 +43,10 @@ pub struct HttpHostApi {
 impl HttpHostApi {
     /// A client for the configured host API.
     pub fn new(settings: HostApiSettings) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).connect_timeout(settings.timeout).build()?;
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.timeout)
+            .build()?;
         Ok(Self { settings, client })
     }
 
@@ -59,7 +65,14 @@ impl HttpHostApi {
 
 #[async_trait]
 impl HostApi for HttpHostApi {
-    async fn call(&self, ids: &ExecIds, user: Option<&UserInfo>, operation: &str, payload: Value, timeout: Duration) -> Result<Value, HostApiError> {
+    async fn call(
+        &self,
+        ids: &ExecIds,
+        user: Option<&UserInfo>,
+        operation: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<Value, HostApiError> {
         let url = format!("{}/v1/{operation}", self.settings.base_url.trim_end_matches('/'));
         let body = json!({
             "context": {"tenant_id": ids.tenant_id, "extension_id": ids.extension_id, "install_id": ids.install_id,
@@ -87,18 +100,25 @@ impl HostApi for HttpHostApi {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| HostApiError::Failed(e.without_url().to_string()))?;
                 if bytes.len() + chunk.len() > self.settings.max_response_bytes {
-                    return Err(HostApiError::Failed(format!("answer over {} bytes", self.settings.max_response_bytes)));
+                    return Err(HostApiError::Failed(format!(
+                        "answer over {} bytes",
+                        self.settings.max_response_bytes
+                    )));
                 }
                 bytes.extend_from_slice(&chunk);
             }
             match status {
-                200..=299 => serde_json::from_slice(&bytes).map_err(|_| HostApiError::Failed("answer is not JSON".into())),
+                200..=299 => {
+                    serde_json::from_slice(&bytes).map_err(|_| HostApiError::Failed("answer is not JSON".into()))
+                }
                 403 => Err(HostApiError::Denied),
                 404 => Err(HostApiError::NotFound),
                 400 | 422 => Err(HostApiError::BadRequest(String::from_utf8_lossy(&bytes).chars().take(500).collect())),
                 other => Err(HostApiError::Failed(format!("status {other}"))),
             }
         };
-        tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| Err(HostApiError::Failed(format!("timed out after {timeout:?}"))))
+        tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(HostApiError::Failed(format!("timed out after {timeout:?}"))))
     }
 }

@@ -227,7 +227,11 @@ mod tests {
         let sink = DebugSink::new(bus.clone(), ctx, 100).with_event_budget(5);
         let clone = sink.clone();
         for i in 0..10_000 {
-            if i % 2 == 0 { sink.emit("info", "log", "x", false) } else { clone.host_warning("y") }
+            if i % 2 == 0 {
+                sink.emit("info", "log", "x", false)
+            } else {
+                clone.host_warning("y")
+            }
         }
         sink.emit_final("error", "log", "execution failed");
         let events = bus.backlog("t", "e", 100).await.unwrap();

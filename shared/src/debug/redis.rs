@@ -98,7 +98,13 @@ impl RedisBus {
             fallback: AtomicU64::new(0),
         });
         let fallback = Arc::new(MemoryBus::new(settings.maxlen));
-        let bus = Arc::new(Self { settings: settings.clone(), client: client.clone(), queue: tx, shared: shared.clone(), fallback: fallback.clone() });
+        let bus = Arc::new(Self {
+            settings: settings.clone(),
+            client: client.clone(),
+            queue: tx,
+            shared: shared.clone(),
+            fallback: fallback.clone(),
+        });
         tokio::spawn(publisher(client, settings, rx, shared, fallback));
         Ok(bus)
     }
@@ -210,7 +216,13 @@ async fn publisher(
         if let Some(c) = conn.as_mut() {
             let mut pipe = redis::pipe();
             for e in &batch {
-                let cmd = pipe.cmd("XADD").arg(stream_key(&settings.prefix, &e.tenant_id, &e.extension_id)).arg("MAXLEN").arg("~").arg(settings.maxlen).arg("*");
+                let cmd = pipe
+                    .cmd("XADD")
+                    .arg(stream_key(&settings.prefix, &e.tenant_id, &e.extension_id))
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(settings.maxlen)
+                    .arg("*");
                 for (k, v) in xadd_fields(e) {
                     cmd.arg(k).arg(v);
                 }
@@ -274,8 +286,14 @@ impl DebugBus for RedisBus {
 
     async fn backlog(&self, tenant: &str, extension: &str, count: usize) -> anyhow::Result<Vec<StoredEvent>> {
         let mut conn = self.connection(Duration::ZERO).await?;
-        let reply: redis::streams::StreamRangeReply =
-            redis::cmd("XREVRANGE").arg(self.key(tenant, extension)).arg("+").arg("-").arg("COUNT").arg(count).query_async(&mut conn).await?;
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.key(tenant, extension))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
         let mut events: Vec<StoredEvent> =
             reply.ids.into_iter().map(|id| StoredEvent { event: event_from_fields(&id.map), id: id.id }).collect();
         events.reverse();
@@ -300,7 +318,13 @@ impl DebugBus for RedisBus {
         let reply: Option<redis::streams::StreamReadReply> =
             cmd.arg("STREAMS").arg(self.key(tenant, extension)).arg(after_id).query_async(&mut conn).await?;
         Ok(reply
-            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).map(|id| StoredEvent { event: event_from_fields(&id.map), id: id.id }).collect())
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .flat_map(|k| k.ids)
+                    .map(|id| StoredEvent { event: event_from_fields(&id.map), id: id.id })
+                    .collect()
+            })
             .unwrap_or_default())
     }
 

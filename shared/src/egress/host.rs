@@ -30,7 +30,11 @@ impl http::Host for HostState {
         }
         let host = url.host_str().unwrap_or_default().to_string();
         if !self.inv.egress_allow.iter().any(|e| e.allows(&url)) {
-            return Err(self.deny_fetch(format!("{}://{host}:{} is not on the install's allow-list", url.scheme(), url.port_or_known_default().unwrap_or(0))));
+            return Err(self.deny_fetch(format!(
+                "{}://{host}:{} is not on the install's allow-list",
+                url.scheme(),
+                url.port_or_known_default().unwrap_or(0)
+            )));
         }
         let settings = self.inv.egress.settings.clone();
         if let Some(ip) = literal_ip(&url) {
@@ -42,7 +46,8 @@ impl http::Host for HostState {
             return Err(self.deny_fetch(format!("more than {} calls in one request", settings.max_calls)));
         }
         self.inv.egress_calls += 1;
-        let method = reqwest::Method::from_bytes(request.method.to_uppercase().as_bytes()).map_err(|_| HttpError::InvalidUrl)?;
+        let method =
+            reqwest::Method::from_bytes(request.method.to_uppercase().as_bytes()).map_err(|_| HttpError::InvalidUrl)?;
         let body = request.body.unwrap_or_default();
         if body.len() > settings.max_request_bytes {
             return Err(self.deny_fetch(format!("request body over {} bytes", settings.max_request_bytes)));
@@ -91,7 +96,10 @@ impl http::Host for HostState {
         match read {
             Ok(Ok(())) => Ok(HttpResponse { status, headers, body: Some(body) }),
             Ok(Err(HttpError::Internal)) => {
-                self.inv.debug.host_warning(format!("http.fetch {host}: response body over {} bytes", settings.max_response_bytes));
+                self.inv.debug.host_warning(format!(
+                    "http.fetch {host}: response body over {} bytes",
+                    settings.max_response_bytes
+                ));
                 Err(HttpError::Transport)
             }
             Ok(Err(e)) => Err(e),

@@ -260,7 +260,15 @@ mod tests {
     #[test]
     fn parses_and_normalises_entries() {
         let e = AllowEntry::parse(" HTTPS://API.Example.com:8443/ ").unwrap();
-        assert_eq!(e, AllowEntry { scheme: Some("https".into()), host: "api.example.com".into(), wildcard: false, port: Some(8443) });
+        assert_eq!(
+            e,
+            AllowEntry {
+                scheme: Some("https".into()),
+                host: "api.example.com".into(),
+                wildcard: false,
+                port: Some(8443)
+            }
+        );
         assert!(AllowEntry::parse("*").is_err());
         assert!(AllowEntry::parse("*.").is_err());
         assert!(AllowEntry::parse("ftp://x.com").is_err());
@@ -287,9 +295,21 @@ mod tests {
 
     #[test]
     fn refuses_private_loopback_and_metadata_addresses() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
-            "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a00:1"]
-        {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+        ] {
             assert!(!is_allowed_destination(ip.parse().unwrap(), false), "{ip} must be refused");
         }
         for ip in ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"] {

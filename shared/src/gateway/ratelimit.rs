@@ -152,7 +152,11 @@ impl RedisRateLimiter {
     async fn shared_check(&self, tenant: &str, extension: &str) -> redis::RedisResult<RateDecision> {
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
-            *guard = Some(self.client.get_multiplexed_async_connection_with_config(&crate::debug::redis::connection_config()).await?);
+            *guard = Some(
+                self.client
+                    .get_multiplexed_async_connection_with_config(&crate::debug::redis::connection_config())
+                    .await?,
+            );
         }
         let conn = guard.as_mut().expect("connected above");
         let key = rate_key(tenant, extension);

@@ -113,7 +113,11 @@ pub fn exec_error_response(e: &ExecError) -> ApiError {
         }
         ExecError::Load(other) => {
             tracing::error!(error = %other, "component failed to load");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "extension_error", "the extension's component cannot be loaded")
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "extension_error",
+                "the extension's component cannot be loaded",
+            )
         }
     }
 }

@@ -174,9 +174,10 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
     if expected.is_empty() || !bool::from(digest(given).as_slice().ct_eq(digest(expected).as_slice())) {
         return Err(ApiError::unauthenticated("a valid x-runner-service-token is required"));
     }
-    let tenant_h = header(headers, "x-alga-tenant").ok_or_else(|| ApiError::bad_request("x-alga-tenant header is required"))?;
-    let extension_h =
-        header(headers, "x-alga-extension").ok_or_else(|| ApiError::bad_request("x-alga-extension header is required"))?;
+    let tenant_h =
+        header(headers, "x-alga-tenant").ok_or_else(|| ApiError::bad_request("x-alga-tenant header is required"))?;
+    let extension_h = header(headers, "x-alga-extension")
+        .ok_or_else(|| ApiError::bad_request("x-alga-extension header is required"))?;
     let req: ExecuteBody =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed execute request: {e}")))?;
     if crate::auth::is_reserved_tenant(&req.context.tenant_id) {
@@ -194,7 +195,8 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
             .map_err(|_| ApiError::bad_request("http.body_b64 is not valid base64"))?,
         _ => Vec::new(),
     };
-    let mut capabilities: std::collections::BTreeSet<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    let mut capabilities: std::collections::BTreeSet<String> =
+        DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
     for p in &req.providers {
         let cap = normalize_capability(p);
         if !KNOWN_CAPABILITIES.contains(&cap.as_str()) {
@@ -204,7 +206,8 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
     }
 
     let tenant = req.context.tenant_id.clone();
-    let idem_key = header(headers, "x-idempotency-key").map(|k| (tenant.clone(), req.context.extension_id.clone(), k.to_string()));
+    let idem_key =
+        header(headers, "x-idempotency-key").map(|k| (tenant.clone(), req.context.extension_id.clone(), k.to_string()));
     if let Some(key) = &idem_key {
         if let Some(answer) = gw.replays.get(key) {
             return Ok(answer);
@@ -243,7 +246,12 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         },
     };
     let limits = ExecLimits {
-        timeout: req.limits.timeout_ms.map(Duration::from_millis).unwrap_or(settings.exec.timeout).min(settings.max_timeout),
+        timeout: req
+            .limits
+            .timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(settings.exec.timeout)
+            .min(settings.max_timeout),
         max_memory_bytes: req
             .limits
             .memory_mb
@@ -315,15 +323,20 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
             for h in r.headers {
                 // The same caps as the gateway's: a header flood is cut, with one warning.
                 bytes += h.name.len() + h.value.len();
-                if bytes > MAX_RESPONSE_HEADER_BYTES || (headers.len() >= MAX_RESPONSE_HEADERS && !headers.contains_key(&h.name.to_lowercase())) {
+                if bytes > MAX_RESPONSE_HEADER_BYTES
+                    || (headers.len() >= MAX_RESPONSE_HEADERS && !headers.contains_key(&h.name.to_lowercase()))
+                {
                     dropped += 1;
                     continue;
                 }
                 // Alga's runner answers a map: repeated headers are joined as HTTP allows.
-                headers.entry(h.name.to_lowercase()).and_modify(|v| {
-                    v.push_str(", ");
-                    v.push_str(&h.value);
-                }).or_insert(h.value);
+                headers
+                    .entry(h.name.to_lowercase())
+                    .and_modify(|v| {
+                        v.push_str(", ");
+                        v.push_str(&h.value);
+                    })
+                    .or_insert(h.value);
             }
             if dropped > 0 {
                 debug.host_warning(format!(
@@ -345,7 +358,9 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         }
         Err(ExecError::Timeout(_)) => ExecuteAnswer::failure(504, "extension_timeout"),
         Err(ExecError::MemoryLimit(_)) => ExecuteAnswer::failure(500, "extension_memory_limit"),
-        Err(ExecError::Load(crate::cache::CacheError::Unavailable(_))) => ExecuteAnswer::failure(503, "service_unavailable"),
+        Err(ExecError::Load(crate::cache::CacheError::Unavailable(_))) => {
+            ExecuteAnswer::failure(503, "service_unavailable")
+        }
         Err(ExecError::Busy(_)) => ExecuteAnswer::failure(503, "overloaded"),
         Err(_) => ExecuteAnswer::failure(500, "extension_error"),
     };
@@ -354,4 +369,3 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
     }
     Ok(answer)
 }
-

@@ -49,7 +49,16 @@ impl Record {
             "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
         });
         let outcome = if self.status == "ok" { "ok" } else { self.status };
-        crate::admin::audit(platform, &self.actor, Some(&self.tenant), "extension.execute", Some(&self.install), outcome, details).await;
+        crate::admin::audit(
+            platform,
+            &self.actor,
+            Some(&self.tenant),
+            "extension.execute",
+            Some(&self.install),
+            outcome,
+            details,
+        )
+        .await;
     }
 
     fn emit(&self, request_id: &str, http_status: u16, started: Instant) {
@@ -88,8 +97,18 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         }
         // Refusals of an identified caller are audited (a 401 has no caller to name).
         if status == 403 {
-            let details = serde_json::json!({"api": "gateway", "extension": record.extension, "request_id": request_id});
-            crate::admin::audit(&gw.platform, &record.actor, Some(&record.tenant), "access.denied", None, "denied", details).await;
+            let details =
+                serde_json::json!({"api": "gateway", "extension": record.extension, "request_id": request_id});
+            crate::admin::audit(
+                &gw.platform,
+                &record.actor,
+                Some(&record.tenant),
+                "access.denied",
+                None,
+                "denied",
+                details,
+            )
+            .await;
         }
     }
     cors::decorate(&mut response, origin);
@@ -105,19 +124,27 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
         return Ok(cors::preflight(cors::allowed_origin(req.headers(), &settings.cors_origins, settings.ui.sandbox)));
     }
     if !METHODS.contains(&method) {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("method {method} is not supported")));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("method {method} is not supported"),
+        ));
     }
-    let (extension_ref, path) = split_route(req.uri().path())
-        .ok_or_else(|| ApiError::not_found("no such route"))?;
+    let (extension_ref, path) = split_route(req.uri().path()).ok_or_else(|| ApiError::not_found("no such route"))?;
     let query = req.uri().query().map(str::to_string);
     let (parts, body) = req.into_parts();
 
     // 2. Identity; the tenant comes from it alone.
-    let identity = identify_in_extension(&parts, &platform.jwt, &platform.ui_tokens).map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    let identity = identify_in_extension(&parts, &platform.jwt, &platform.ui_tokens)
+        .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
     for h in ["x-alga-tenant", "x-tenant-id"] {
         if let Some(v) = parts.headers.get(h) {
             if v.to_str().map(|v| v != identity.tenant).unwrap_or(true) {
-                return Err(ApiError::new(StatusCode::FORBIDDEN, "tenant_mismatch", format!("{h} does not match the caller's tenant")));
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "tenant_mismatch",
+                    format!("{h} does not match the caller's tenant"),
+                ));
             }
         }
     }
@@ -141,25 +168,41 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     let endpoint = match version.manifest.match_endpoint(method.as_str(), &path) {
         EndpointMatch::Matched(e) => e.path.clone(),
         EndpointMatch::NotFound => {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, "endpoint_not_found", format!("{method} {path} is not an endpoint of this extension")));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "endpoint_not_found",
+                format!("{method} {path} is not an endpoint of this extension"),
+            ));
         }
         EndpointMatch::MethodNotAllowed(allow) => {
-            return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("{path} does not accept {method}"))
-                .with_header(header::ALLOW, &allow.join(", ")));
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{path} does not accept {method}"),
+            )
+            .with_header(header::ALLOW, &allow.join(", ")));
         }
     };
     record.endpoint = endpoint;
 
     // 6. Rate limit per (tenant, extension).
-    if let RateDecision::Limited { retry_after_secs } = gw.rate_limiter.check(&identity.tenant, &install.extension_id).await {
-        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests for this extension")
-            .with_header(header::RETRY_AFTER, &retry_after_secs.to_string()));
+    if let RateDecision::Limited { retry_after_secs } =
+        gw.rate_limiter.check(&identity.tenant, &install.extension_id).await
+    {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests for this extension",
+        )
+        .with_header(header::RETRY_AFTER, &retry_after_secs.to_string()));
     }
 
     // 7. Body limit; then the guest's view of the request.
     let cap = platform.settings.max_body_bytes;
-    let too_large = || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body over {cap} bytes"));
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body over {cap} bytes"));
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > cap) {
         return Err(too_large());
     }
@@ -202,12 +245,20 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     let Some(status) = status else {
         record.status = "error";
         debug_ctx.host_warning(format!("handler returned an invalid HTTP status {}", guest.status));
-        return Err(ApiError::new(StatusCode::BAD_GATEWAY, "extension_error", format!("the extension returned an invalid status {}", guest.status)));
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "extension_error",
+            format!("the extension returned an invalid status {}", guest.status),
+        ));
     };
     let body = guest.body.unwrap_or_default();
     if body.len() > cap {
         record.status = "error";
-        return Err(ApiError::new(StatusCode::BAD_GATEWAY, "response_too_large", format!("the extension's response is over {cap} bytes")));
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "response_too_large",
+            format!("the extension's response is over {cap} bytes"),
+        ));
     }
     record.status = "ok";
     let mut response = Response::new(if method == Method::HEAD { Body::empty() } else { Body::from(body) });
@@ -254,13 +305,16 @@ pub(crate) async fn resolve_install(
 /// A UI token reaches only the extension it was minted for.
 pub(crate) fn check_ui_scope(identity: &Identity, extension_id: &str) -> Result<(), ApiError> {
     match &identity.ui_scope {
-        Some(scope) if scope != extension_id => Err(ApiError::forbidden("this UI token is scoped to another extension")),
+        Some(scope) if scope != extension_id => {
+            Err(ApiError::forbidden("this UI token is scoped to another extension"))
+        }
         _ => Ok(()),
     }
 }
 
 fn authorize(identity: &Identity, method: &Method, version: &VersionRecord) -> Result<(), ApiError> {
-    let needed = if *method == Method::GET || *method == Method::HEAD { PERM_EXTENSION_READ } else { PERM_EXTENSION_WRITE };
+    let needed =
+        if *method == Method::GET || *method == Method::HEAD { PERM_EXTENSION_READ } else { PERM_EXTENSION_WRITE };
     if !identity.has(needed) {
         return Err(ApiError::forbidden(format!("{needed} is required")));
     }
@@ -293,11 +347,19 @@ async fn plan_for(
     let capabilities = effective_capabilities(install, &version);
     let secrets = match (&install.secrets_ref, capabilities.contains(CAP_SECRETS_GET)) {
         (Some(secret_ref), true) => {
-            match platform.secrets.for_install(&install.install_id, secret_ref, &install.secrets_version.to_string()).await {
+            match platform
+                .secrets
+                .for_install(&install.install_id, secret_ref, &install.secrets_version.to_string())
+                .await
+            {
                 Ok(s) => SecretsState::Ready(s),
                 Err(SecretsError::Unavailable(m)) => {
                     tracing::warn!(install = %install.install_id, error = %m, "secrets backend unavailable");
-                    return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "secrets_unavailable", "the extension's secrets are temporarily unavailable"));
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "secrets_unavailable",
+                        "the extension's secrets are temporarily unavailable",
+                    ));
                 }
                 Err(SecretsError::NotFound) => SecretsState::None,
                 Err(e) => {
@@ -340,7 +402,6 @@ fn user_info(identity: &Identity) -> UserInfo {
         additional_fields: Vec::new(),
     }
 }
-
 
 #[cfg(test)]
 mod tests {

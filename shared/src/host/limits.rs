@@ -3,7 +3,9 @@
 
 use wasmtime::ResourceLimiter;
 
-use crate::engine::{MAX_CORE_INSTANCES_PER_CALL, MAX_MEMORIES_PER_CALL, MAX_TABLES_PER_CALL, MAX_TABLE_ELEMENTS_PER_CALL};
+use crate::engine::{
+    MAX_CORE_INSTANCES_PER_CALL, MAX_MEMORIES_PER_CALL, MAX_TABLES_PER_CALL, MAX_TABLE_ELEMENTS_PER_CALL,
+};
 
 /// The resource limits of one call, enforced as totals across every core instance, linear
 /// memory and table of the component (a component is several core instances; a limit per
@@ -89,7 +91,8 @@ mod tests {
         [true, false]
             .into_iter()
             .map(|pooling| {
-                KelpEngine::new(EngineSettings { pooling, pool_instances: 2, max_memory_bytes, fuel: false }).expect("engine")
+                KelpEngine::new(EngineSettings { pooling, pool_instances: 2, max_memory_bytes, fuel: false })
+                    .expect("engine")
             })
             .collect()
     }
@@ -104,7 +107,11 @@ mod tests {
 
     /// Instantiate `component` in a store limited like a guest call. The pooling allocator
     /// refuses some components when they are loaded already: that is an `Err` too.
-    async fn instantiate(engine: &KelpEngine, component: &str, max_memory_bytes: usize) -> (Result<(), String>, CallLimiter) {
+    async fn instantiate(
+        engine: &KelpEngine,
+        component: &str,
+        max_memory_bytes: usize,
+    ) -> (Result<(), String>, CallLimiter) {
         let mut store = store(engine, max_memory_bytes);
         let component = match Component::new(&engine.engine, component) {
             Ok(c) => c,
@@ -156,7 +163,12 @@ mod tests {
                 grown.push(f.call_async(&mut store, ()).await.map_err(|e| format!("{e:#}")));
             }
             assert!(grown[0].is_ok(), "{:?}: {:?}", engine.allocator, grown[0]);
-            assert!(grown[1].as_ref().is_err_and(|e| e.contains("memory limit")), "{:?}: {:?}", engine.allocator, grown[1]);
+            assert!(
+                grown[1].as_ref().is_err_and(|e| e.contains("memory limit")),
+                "{:?}: {:?}",
+                engine.allocator,
+                grown[1]
+            );
             assert!(store.data().hit);
         }
     }

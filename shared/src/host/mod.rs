@@ -145,13 +145,7 @@ impl HostState {
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
-        Self {
-            wasi,
-            table: ResourceTable::new(),
-            limiter: CallLimiter::new(max_memory_bytes),
-            inv,
-            stdio,
-        }
+        Self { wasi, table: ResourceTable::new(), limiter: CallLimiter::new(max_memory_bytes), inv, stdio }
     }
 }
 

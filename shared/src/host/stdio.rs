@@ -93,7 +93,13 @@ impl Capture {
     /// A capture publishing to `sink`, accepting at most `budget` bytes in total.
     pub fn new(sink: DebugSink, budget: usize) -> Self {
         Self {
-            shared: Arc::new(Mutex::new(Shared { sink, budget, used: 0, cut_reported: false, lines: [Vec::new(), Vec::new()] })),
+            shared: Arc::new(Mutex::new(Shared {
+                sink,
+                budget,
+                used: 0,
+                cut_reported: false,
+                lines: [Vec::new(), Vec::new()],
+            })),
         }
     }
 

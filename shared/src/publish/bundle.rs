@@ -67,11 +67,18 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// Unpack a `.tar.zst` (or `.tar`) bundle.
 pub fn unpack(bytes: &[u8], limits: &BundleLimits) -> Result<Bundle, BundleError> {
     if bytes.len() > limits.max_bundle_bytes {
-        return Err(BundleError::TooLarge(format!("bundle is {} bytes; the limit is {}", bytes.len(), limits.max_bundle_bytes)));
+        return Err(BundleError::TooLarge(format!(
+            "bundle is {} bytes; the limit is {}",
+            bytes.len(),
+            limits.max_bundle_bytes
+        )));
     }
     let cap = limits.max_unpacked_bytes.min((bytes.len() as u64).saturating_mul(limits.max_ratio).max(1 << 20));
     let reader: Box<dyn Read> = if bytes.starts_with(&ZSTD_MAGIC) {
-        Box::new(zstd::stream::read::Decoder::new(bytes).map_err(|e| BundleError::Invalid(format!("not a zstd stream: {e}")))?)
+        Box::new(
+            zstd::stream::read::Decoder::new(bytes)
+                .map_err(|e| BundleError::Invalid(format!("not a zstd stream: {e}")))?,
+        )
     } else if bytes.len() > 262 && &bytes[257..262] == b"ustar" {
         Box::new(bytes)
     } else {
@@ -79,13 +86,20 @@ pub fn unpack(bytes: &[u8], limits: &BundleLimits) -> Result<Bundle, BundleError
     };
     let mut archive = tar::Archive::new(Capped { inner: reader, read: 0, limit: cap });
     let mut bundle = Bundle::default();
-    let too_big = || BundleError::TooLarge(format!("bundle unpacks to more than {cap} bytes (size or compression-ratio cap)"));
+    let too_big =
+        || BundleError::TooLarge(format!("bundle unpacks to more than {cap} bytes (size or compression-ratio cap)"));
     let entries = archive.entries().map_err(|e| BundleError::Invalid(format!("unreadable archive: {e}")))?;
     for (count, entry) in entries.enumerate() {
         if count >= limits.max_entries {
             return Err(BundleError::TooLarge(format!("bundle has more than {} entries", limits.max_entries)));
         }
-        let mut entry = entry.map_err(|e| if e.to_string().contains("cap exceeded") { too_big() } else { BundleError::Invalid(format!("unreadable archive entry: {e}")) })?;
+        let mut entry = entry.map_err(|e| {
+            if e.to_string().contains("cap exceeded") {
+                too_big()
+            } else {
+                BundleError::Invalid(format!("unreadable archive entry: {e}"))
+            }
+        })?;
         let path = entry.path().map_err(|e| BundleError::Invalid(format!("bad entry path: {e}")))?.into_owned();
         let name = clean_entry_path(&path)?;
         match entry.header().entry_type() {
@@ -97,7 +111,13 @@ pub fn unpack(bytes: &[u8], limits: &BundleLimits) -> Result<Bundle, BundleError
             other => return Err(BundleError::Invalid(format!("{name}: entry type {other:?} is not allowed"))),
         }
         let mut data = Vec::with_capacity(entry.size().min(cap) as usize);
-        entry.read_to_end(&mut data).map_err(|e| if e.to_string().contains("cap exceeded") { too_big() } else { BundleError::Invalid(format!("{name}: {e}")) })?;
+        entry.read_to_end(&mut data).map_err(|e| {
+            if e.to_string().contains("cap exceeded") {
+                too_big()
+            } else {
+                BundleError::Invalid(format!("{name}: {e}"))
+            }
+        })?;
         if bundle.files.insert(name.clone(), data).is_some() {
             return Err(BundleError::Invalid(format!("{name} appears twice in the bundle")));
         }
@@ -194,7 +214,10 @@ mod tests {
 
     #[test]
     fn unpacks_regular_files() {
-        let bytes = tar_with(&[("manifest.json", b"{}", tar::EntryType::Regular), ("dist/main.wasm", b"\0asm", tar::EntryType::Regular)]);
+        let bytes = tar_with(&[
+            ("manifest.json", b"{}", tar::EntryType::Regular),
+            ("dist/main.wasm", b"\0asm", tar::EntryType::Regular),
+        ]);
         let b = unpack(&bytes, &BundleLimits::default()).unwrap();
         assert_eq!(b.files.keys().collect::<Vec<_>>(), ["dist/main.wasm", "manifest.json"]);
     }
@@ -313,9 +336,15 @@ mod tests {
             ];
             leaf.prop_recursive(3, 32, 6, |inner| {
                 let key = prop_oneof![
-                    Just("name".to_string()), Just("version".to_string()), Just("api".to_string()),
-                    Just("endpoints".to_string()), Just("path".to_string()), Just("method".to_string()),
-                    Just("ui".to_string()), Just("capabilities".to_string()), "[a-z]{1,6}",
+                    Just("name".to_string()),
+                    Just("version".to_string()),
+                    Just("api".to_string()),
+                    Just("endpoints".to_string()),
+                    Just("path".to_string()),
+                    Just("method".to_string()),
+                    Just("ui".to_string()),
+                    Just("capabilities".to_string()),
+                    "[a-z]{1,6}",
                 ];
                 prop_oneof![
                     proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),

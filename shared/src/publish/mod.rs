@@ -59,11 +59,8 @@ fn find_manifest(bundle: &Bundle) -> Result<(String, &[u8]), BundleError> {
     if let Some(m) = bundle.files.get("manifest.json") {
         return Ok((String::new(), m));
     }
-    let nested: Vec<_> = bundle
-        .files
-        .iter()
-        .filter(|(p, _)| p.matches('/').count() == 1 && p.ends_with("/manifest.json"))
-        .collect();
+    let nested: Vec<_> =
+        bundle.files.iter().filter(|(p, _)| p.matches('/').count() == 1 && p.ends_with("/manifest.json")).collect();
     match nested.as_slice() {
         [(path, bytes)] => Ok((path.trim_end_matches("manifest.json").to_string(), bytes.as_slice())),
         [] => Err(BundleError::Invalid("manifest.json not found at the root or one directory deep".into())),
@@ -72,7 +69,11 @@ fn find_manifest(bundle: &Bundle) -> Result<(String, &[u8]), BundleError> {
 }
 
 /// Publish a bundle (`.tar.zst` or `.tar` bytes).
-pub async fn publish(platform: &Arc<Platform>, bundle_bytes: Vec<u8>, limits: &BundleLimits) -> Result<Published, PublishError> {
+pub async fn publish(
+    platform: &Arc<Platform>,
+    bundle_bytes: Vec<u8>,
+    limits: &BundleLimits,
+) -> Result<Published, PublishError> {
     let hash = content_hash(&bundle_bytes);
     let bundle = unpack(&bundle_bytes, limits)?;
     let (prefix, manifest_bytes) = find_manifest(&bundle)?;
@@ -136,7 +137,11 @@ pub async fn publish(platform: &Arc<Platform>, bundle_bytes: Vec<u8>, limits: &B
     }
 }
 
-fn same_or_conflict(extension: ExtensionRecord, existing: VersionRecord, hash: &str) -> Result<Published, PublishError> {
+fn same_or_conflict(
+    extension: ExtensionRecord,
+    existing: VersionRecord,
+    hash: &str,
+) -> Result<Published, PublishError> {
     if existing.content_hash == hash {
         Ok(Published { extension, version: existing, created: false })
     } else {

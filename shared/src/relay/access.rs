@@ -2,16 +2,14 @@
 //! install's `cap:debug.logs` switch on, OR an unexpired operator grant naming the viewer
 //! (subject, own tenant and token issuer) for that tenant and install. Refusals are audited and never reveal another tenant's data.
 
-use std::sync::Arc;
-
 use axum::http::StatusCode;
 use serde_json::json;
 
 use super::{Relay, StreamQuery};
-use crate::gateway::RateDecision;
 use crate::admin::audit;
 use crate::auth::{Identity, PERM_EXTENSION_DEBUG};
 use crate::error::ApiError;
+use crate::gateway::RateDecision;
 use crate::manifest::CAP_DEBUG_LOGS;
 use crate::platform::Platform;
 use crate::stores::InstallRecord;
@@ -44,12 +42,19 @@ async fn find_install(platform: &Platform, tenant: &str, reference: &str) -> Res
 /// Refusals are rate-limited per viewer (a burst of [`DENIALS_BURST`], then one every
 /// [`DENIAL_REFILL_SECS`] seconds): past that the caller gets 429 and no audit row, so
 /// refused requests cannot flood the audit log.
-async fn deny(relay: &Relay, viewer: &Identity, requested_tenant: &str, target: Option<&str>, reason: &str) -> ApiError {
+async fn deny(
+    relay: &Relay,
+    viewer: &Identity,
+    requested_tenant: &str,
+    target: Option<&str>,
+    reason: &str,
+) -> ApiError {
     if let RateDecision::Limited { retry_after_secs } = relay.denials.take(&viewer.tenant, &viewer.sub) {
         return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many refused requests; slow down")
             .with_header(axum::http::header::RETRY_AFTER, &retry_after_secs.to_string());
     }
-    let details = json!({"api": "relay", "reason": reason, "requested_tenant": requested_tenant, "issuer": viewer.issuer});
+    let details =
+        json!({"api": "relay", "reason": reason, "requested_tenant": requested_tenant, "issuer": viewer.issuer});
     audit(&relay.platform, &viewer.sub, Some(&viewer.tenant), "access.denied", target, "denied", details).await;
     ApiError::forbidden(reason.to_string())
 }
@@ -63,7 +68,9 @@ pub const DENIAL_REFILL_SECS: f64 = 5.0;
 pub(crate) async fn authorize(relay: &Relay, viewer: &Identity, q: &StreamQuery) -> Result<Target, ApiError> {
     let platform = &relay.platform;
     let tenant = q.tenant_id.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| viewer.tenant.clone());
-    let install = find_install(platform, &tenant, &q.extension_id).await?.filter(|i| q.install_id.as_ref().is_none_or(|id| id == &i.install_id));
+    let install = find_install(platform, &tenant, &q.extension_id)
+        .await?
+        .filter(|i| q.install_id.as_ref().is_none_or(|id| id == &i.install_id));
     let granted = match &install {
         Some(i) => platform.grants.has_active_grant(&tenant, &i.install_id, &viewer.into()).await?,
         None => false,
@@ -72,7 +79,9 @@ pub(crate) async fn authorize(relay: &Relay, viewer: &Identity, q: &StreamQuery)
         // Another tenant: only an operator grant opens it, and nothing is revealed otherwise.
         return match install {
             Some(install) if granted => Ok(Target { tenant, install, via_grant: true }),
-            _ => Err(deny(relay, viewer, &tenant, None, "no debug grant for this viewer on that tenant's install").await),
+            _ => {
+                Err(deny(relay, viewer, &tenant, None, "no debug grant for this viewer on that tenant's install").await)
+            }
         };
     }
     let Some(install) = install else {
@@ -82,10 +91,24 @@ pub(crate) async fn authorize(relay: &Relay, viewer: &Identity, q: &StreamQuery)
         return Ok(Target { tenant, install, via_grant: true });
     }
     if !viewer.has(PERM_EXTENSION_DEBUG) {
-        return Err(deny(relay, viewer, &tenant, Some(&install.install_id), "extension:debug is required to watch debug streams").await);
+        return Err(deny(
+            relay,
+            viewer,
+            &tenant,
+            Some(&install.install_id),
+            "extension:debug is required to watch debug streams",
+        )
+        .await);
     }
     if !install.granted.iter().any(|g| g == CAP_DEBUG_LOGS) {
-        return Err(deny(relay, viewer, &tenant, Some(&install.install_id), "the install's debug stream is off (cap:debug.logs)").await);
+        return Err(deny(
+            relay,
+            viewer,
+            &tenant,
+            Some(&install.install_id),
+            "the install's debug stream is off (cap:debug.logs)",
+        )
+        .await);
     }
     Ok(Target { tenant, install, via_grant: false })
 }

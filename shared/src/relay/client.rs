@@ -38,7 +38,8 @@ fn parse(raw: &str) -> Frame {
         if line.starts_with(':') {
             continue;
         }
-        let (field, value) = line.split_once(':').map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((line, ""));
+        let (field, value) =
+            line.split_once(':').map(|(f, v)| (f, v.strip_prefix(' ').unwrap_or(v))).unwrap_or((line, ""));
         match field {
             "event" => f.event = value.to_string(),
             "id" => f.id = Some(value.to_string()),
@@ -64,7 +65,10 @@ mod tests {
         let mut p = SseParser::default();
         assert!(p.push(b"retry: 2000\n\n: heartbeat\n\nid: 1-0\nda").iter().all(|f| f.comment));
         let frames = p.push(b"ta: {\"a\":1}\n\nevent: end\ndata: {}\n\n");
-        assert_eq!(frames[0], Frame { event: String::new(), id: Some("1-0".into()), data: "{\"a\":1}".into(), comment: false });
+        assert_eq!(
+            frames[0],
+            Frame { event: String::new(), id: Some("1-0".into()), data: "{\"a\":1}".into(), comment: false }
+        );
         assert_eq!(frames[1].event, "end");
     }
 }

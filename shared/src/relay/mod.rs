@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Query, State};
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -44,7 +44,12 @@ pub struct RelaySettings {
 
 impl Default for RelaySettings {
     fn default() -> Self {
-        Self { tail_count: 200, max_session: Duration::from_secs(900), heartbeat: Duration::from_secs(15), block: Duration::from_millis(1000) }
+        Self {
+            tail_count: 200,
+            max_session: Duration::from_secs(900),
+            heartbeat: Duration::from_secs(15),
+            block: Duration::from_millis(1000),
+        }
     }
 }
 
@@ -142,10 +147,25 @@ async fn sessions(State(relay): State<Arc<Relay>>, viewer: Viewer, Query(q): Que
     let answer = async {
         let platform = &relay.platform;
         if !viewer.identity.has(PERM_PLATFORM_OPS) {
-            audit(platform, &viewer.identity.sub, Some(&viewer.identity.tenant), "access.denied", None, "denied", json!({"api": "relay", "reason": "sessions list needs platform:ops"})).await;
+            audit(
+                platform,
+                &viewer.identity.sub,
+                Some(&viewer.identity.tenant),
+                "access.denied",
+                None,
+                "denied",
+                json!({"api": "relay", "reason": "sessions list needs platform:ops"}),
+            )
+            .await;
             return Err(ApiError::forbidden("platform:ops is required to list debug sessions"));
         }
-        let filter = AuditFilter { tenant_id: q.tenant.clone(), actor: q.viewer.clone(), action: Some(session::SESSION_ACTION.into()), since: q.since.clone(), until: q.until.clone() };
+        let filter = AuditFilter {
+            tenant_id: q.tenant.clone(),
+            actor: q.viewer.clone(),
+            action: Some(session::SESSION_ACTION.into()),
+            since: q.since.clone(),
+            until: q.until.clone(),
+        };
         let page = platform.audit.query(&filter, &PageRequest { limit: q.limit, cursor: q.cursor.clone() }).await?;
         let items: Vec<_> = page.items.iter().map(|r| r.details.clone()).collect();
         Ok(Json(json!({"items": items, "next_cursor": page.next_cursor})).into_response())
@@ -179,7 +199,7 @@ pub(crate) fn poll_body(body: &Bytes) -> Result<Option<String>, ApiError> {
         #[serde(default)]
         last_id: Option<String>,
     }
-    let p: Poll = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+    let p: Poll =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
     Ok(p.last_id.filter(|s| !s.is_empty()))
 }
-

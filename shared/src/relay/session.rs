@@ -74,12 +74,18 @@ fn named(event: &str, data: serde_json::Value) -> Bytes {
 }
 
 /// `GET /api/ext-debug/stream`.
-pub async fn stream(State(relay): State<Arc<Relay>>, viewer: Viewer, Query(q): Query<StreamQuery>, headers: HeaderMap) -> Response {
+pub async fn stream(
+    State(relay): State<Arc<Relay>>,
+    viewer: Viewer,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Response {
     let target = match authorize(&relay, &viewer.identity, &q).await {
         Ok(t) => t,
         Err(e) => return e.with_request_id(&viewer.request_id).into_response(),
     };
-    let resume = headers.get("last-event-id").map(|v| v.to_str().unwrap_or("\u{fffd}").to_string()).filter(|s| !s.is_empty());
+    let resume =
+        headers.get("last-event-id").map(|v| v.to_str().unwrap_or("\u{fffd}").to_string()).filter(|s| !s.is_empty());
     if let Err(e) = check_event_id(resume.as_deref(), "Last-Event-ID") {
         return e.with_request_id(&viewer.request_id).into_response();
     }
@@ -101,7 +107,10 @@ pub(crate) fn check_event_id(id: Option<&str>, what: &str) -> Result<(), ApiErro
         Some(id) if StreamId::parse(id).is_none() => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_last_event_id",
-            format!("{what} must be an event id as sent by this stream (<ms>-<seq>), got {:?}", id.chars().take(64).collect::<String>()),
+            format!(
+                "{what} must be an event id as sent by this stream (<ms>-<seq>), got {:?}",
+                id.chars().take(64).collect::<String>()
+            ),
         )),
         _ => Ok(()),
     }
@@ -129,13 +138,30 @@ struct Source {
     failures: u32,
 }
 
-async fn run(relay: Arc<Relay>, viewer: Viewer, target: Target, q: StreamQuery, resume: Option<String>, tx: mpsc::Sender<Bytes>) {
+async fn run(
+    relay: Arc<Relay>,
+    viewer: Viewer,
+    target: Target,
+    q: StreamQuery,
+    resume: Option<String>,
+    tx: mpsc::Sender<Bytes>,
+) {
     let platform = relay.platform.clone();
     let settings = relay.settings.clone();
-    let (tenant, ext, install_id) = (target.tenant.clone(), target.install.extension_id.clone(), target.install.install_id.clone());
+    let (tenant, ext, install_id) =
+        (target.tenant.clone(), target.install.extension_id.clone(), target.install.install_id.clone());
     let started_at = now_rfc3339();
     let started = Instant::now();
-    audit(&platform, &viewer.identity.sub, Some(&tenant), "debug.session.open", Some(&install_id), "ok", json!({"extension": ext, "install": install_id, "via_grant": target.via_grant, "resume": resume})).await;
+    audit(
+        &platform,
+        &viewer.identity.sub,
+        Some(&tenant),
+        "debug.session.open",
+        Some(&install_id),
+        "ok",
+        json!({"extension": ext, "install": install_id, "via_grant": target.via_grant, "resume": resume}),
+    )
+    .await;
     let mut sent: u64 = 0;
     let end = async {
         if tx.send(Bytes::from(format!("retry: {SSE_RETRY_MS}\n\n"))).await.is_err() {
@@ -183,7 +209,13 @@ async fn run(relay: Arc<Relay>, viewer: Viewer, target: Target, q: StreamQuery, 
                     return SessionEnd::ClientDisconnected;
                 }
                 // Fail closed: a grant that cannot be re-checked no longer opens the stream.
-                if target.via_grant && !platform.grants.has_active_grant(&tenant, &install_id, &(&viewer.identity).into()).await.unwrap_or(false) {
+                if target.via_grant
+                    && !platform
+                        .grants
+                        .has_active_grant(&tenant, &install_id, &(&viewer.identity).into())
+                        .await
+                        .unwrap_or(false)
+                {
                     return SessionEnd::GrantEnded;
                 }
                 next_heartbeat = now + settings.heartbeat;
@@ -191,12 +223,17 @@ async fn run(relay: Arc<Relay>, viewer: Viewer, target: Target, q: StreamQuery, 
             if tx.is_closed() {
                 return SessionEnd::ClientDisconnected;
             }
-            let block = settings.block.min(deadline - now).min(next_heartbeat.saturating_duration_since(now)).max(Duration::from_millis(1));
+            let block = settings
+                .block
+                .min(deadline - now)
+                .min(next_heartbeat.saturating_duration_since(now))
+                .max(Duration::from_millis(1));
             if source.on_fallback && source.last_probe.elapsed() >= Duration::from_secs(2) {
                 source.last_probe = Instant::now();
                 if source.shared.backlog(&tenant, &ext, 1).await.is_ok() {
                     source.on_fallback = false;
-                    let msg = json!({"message": "Redis is reachable again; back on the shared debug stream", "redis": "up"});
+                    let msg =
+                        json!({"message": "Redis is reachable again; back on the shared debug stream", "redis": "up"});
                     if tx.send(named("recovered", msg)).await.is_err() {
                         return SessionEnd::ClientDisconnected;
                     }
@@ -232,7 +269,10 @@ async fn run(relay: Arc<Relay>, viewer: Viewer, target: Target, q: StreamQuery, 
                     if !source.on_fallback {
                         // No fallback bus: wait before reading the shared one again.
                         source.failures += 1;
-                        tokio::time::sleep(backoff(source.failures).min(deadline.saturating_duration_since(Instant::now()))).await;
+                        tokio::time::sleep(
+                            backoff(source.failures).min(deadline.saturating_duration_since(Instant::now())),
+                        )
+                        .await;
                     }
                 }
                 Err(e) => {
@@ -240,7 +280,10 @@ async fn run(relay: Arc<Relay>, viewer: Viewer, target: Target, q: StreamQuery, 
                     if source.failures == 1 {
                         tracing::warn!(error = %e, "debug relay: fallback read failed");
                     }
-                    tokio::time::sleep(backoff(source.failures).min(deadline.saturating_duration_since(Instant::now()))).await;
+                    tokio::time::sleep(
+                        backoff(source.failures).min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
                 }
             }
         }
@@ -270,7 +313,12 @@ async fn switch_to_fallback(source: &mut Source, tx: &mpsc::Sender<Bytes>, error
 }
 
 /// `POST /api/ext-debug/stream` with `{lastId?}` → `{events, lastId}` for polling clients.
-pub async fn poll(State(relay): State<Arc<Relay>>, viewer: Viewer, Query(q): Query<StreamQuery>, LimitedBytes(body): LimitedBytes) -> Response {
+pub async fn poll(
+    State(relay): State<Arc<Relay>>,
+    viewer: Viewer,
+    Query(q): Query<StreamQuery>,
+    LimitedBytes(body): LimitedBytes,
+) -> Response {
     let answer = async {
         let platform = &relay.platform;
         let last = poll_body(&body)?;
@@ -278,7 +326,16 @@ pub async fn poll(State(relay): State<Arc<Relay>>, viewer: Viewer, Query(q): Que
         let target = authorize(&relay, &viewer.identity, &q).await?;
         let (tenant, ext) = (&target.tenant, &target.install.extension_id);
         if last.is_none() {
-            audit(platform, &viewer.identity.sub, Some(tenant), "debug.poll", Some(&target.install.install_id), "ok", json!({"extension": ext})).await;
+            audit(
+                platform,
+                &viewer.identity.sub,
+                Some(tenant),
+                "debug.poll",
+                Some(&target.install.install_id),
+                "ok",
+                json!({"extension": ext}),
+            )
+            .await;
         }
         let tail = relay.settings.tail_count;
         let shared = match &last {
@@ -290,13 +347,17 @@ pub async fn poll(State(relay): State<Arc<Relay>>, viewer: Viewer, Query(q): Que
             Err(e) => match platform.debug.fallback_bus() {
                 Some(fallback) => {
                     tracing::warn!(error = %e, "debug relay poll: Redis unreachable, using the in-process bus");
-                    (fallback.backlog(tenant, ext, tail).await.unwrap_or_default(), Some("Redis is unreachable: events of this relay instance only (best effort)"))
+                    (
+                        fallback.backlog(tenant, ext, tail).await.unwrap_or_default(),
+                        Some("Redis is unreachable: events of this relay instance only (best effort)"),
+                    )
                 }
                 None => return Err(ApiError::unavailable("the debug bus is unavailable")),
             },
         };
         let new_last = events.last().map(|e| e.id.clone()).or(last);
-        let kept: Vec<_> = events.iter().filter(|e| keep(&q, &target, e)).map(|e| json!({"id": e.id, "event": e.event})).collect();
+        let kept: Vec<_> =
+            events.iter().filter(|e| keep(&q, &target, e)).map(|e| json!({"id": e.id, "event": e.event})).collect();
         Ok(Json(json!({"events": kept, "lastId": new_last, "warning": warning})).into_response())
     }
     .await;

@@ -69,7 +69,13 @@ impl SecretSource for SecretsManagerSource {
     }
 
     async fn delete(&self, secret_ref: &str) -> Result<(), SecretsError> {
-        let deleted = self.client.delete_secret().secret_id(self.name(secret_ref)).force_delete_without_recovery(true).send().await;
+        let deleted = self
+            .client
+            .delete_secret()
+            .secret_id(self.name(secret_ref))
+            .force_delete_without_recovery(true)
+            .send()
+            .await;
         match deleted {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => Ok(()),

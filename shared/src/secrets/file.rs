@@ -62,7 +62,8 @@ impl FileSecrets {
         edit(&mut next);
         if let Some(path) = &self.path {
             let json = serde_json::to_vec_pretty(&next).expect("serialising envelopes");
-            crate::fsutil::write_atomic(path, &json).map_err(|e| SecretsError::Unavailable(format!("writing the secrets file: {e}")))?;
+            crate::fsutil::write_atomic(path, &json)
+                .map_err(|e| SecretsError::Unavailable(format!("writing the secrets file: {e}")))?;
         }
         *state = next;
         Ok(())

@@ -25,7 +25,9 @@ impl secrets::Host for HostState {
 
     async fn list_keys(&mut self) -> Vec<String> {
         match &self.inv.secrets {
-            SecretsState::Ready(r) if self.inv.can(CAP_SECRETS_GET) && !r.expired() => r.values.0.keys().cloned().collect(),
+            SecretsState::Ready(r) if self.inv.can(CAP_SECRETS_GET) && !r.expired() => {
+                r.values.0.keys().cloned().collect()
+            }
             _ => Vec::new(),
         }
     }

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update, WriteRequest, DeleteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, DeleteRequest, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
+};
 use aws_sdk_dynamodb::Client;
 
 use super::{KvEntry, KvError, KvLimits, KvStore, Scope};
@@ -68,7 +70,12 @@ where
 }
 
 /// Which parts of a cancelled transaction failed their condition.
-fn cancelled<R>(e: &aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>) -> Option<Vec<bool>> {
+fn cancelled<R>(
+    e: &aws_sdk_dynamodb::error::SdkError<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+        R,
+    >,
+) -> Option<Vec<bool>> {
     match e.as_service_error()? {
         aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
             Some(c.cancellation_reasons().iter().map(|r| r.code() == Some("ConditionalCheckFailed")).collect())
@@ -89,7 +96,12 @@ fn entry_of(namespace: &str, key: &str, item: &HashMap<String, AttributeValue>) 
 
 /// A transaction `Put` with a condition.
 fn tx_put(table: &str, item: HashMap<String, AttributeValue>, condition: &str) -> TransactWriteItem {
-    let put = Put::builder().table_name(table).set_item(Some(item)).condition_expression(condition).build().expect("complete put");
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression(condition)
+        .build()
+        .expect("complete put");
     TransactWriteItem::builder().put(put).build()
 }
 
@@ -101,7 +113,11 @@ fn tx_update(
     condition: Option<&str>,
     values: &[(&str, AttributeValue)],
 ) -> TransactWriteItem {
-    let mut u = Update::builder().table_name(table).set_key(Some(key)).update_expression(expression).set_condition_expression(condition.map(str::to_string));
+    let mut u = Update::builder()
+        .table_name(table)
+        .set_key(Some(key))
+        .update_expression(expression)
+        .set_condition_expression(condition.map(str::to_string));
     for (name, value) in values {
         u = u.expression_attribute_values(*name, value.clone());
     }
@@ -109,7 +125,12 @@ fn tx_update(
 }
 
 /// A transaction `Delete` with a condition (and named values).
-fn tx_delete(table: &str, key: HashMap<String, AttributeValue>, condition: &str, values: &[(&str, AttributeValue)]) -> TransactWriteItem {
+fn tx_delete(
+    table: &str,
+    key: HashMap<String, AttributeValue>,
+    condition: &str,
+    values: &[(&str, AttributeValue)],
+) -> TransactWriteItem {
     let mut d = Delete::builder().table_name(table).set_key(Some(key)).condition_expression(condition);
     for (name, value) in values {
         d = d.expression_attribute_values(*name, value.clone());
@@ -123,7 +144,14 @@ const MAX_ROUNDS: usize = 8;
 impl DynamoKv {
     /// Update an existing entry (optionally compare-and-set); `None` when the key is absent
     /// (and no revision was expected).
-    async fn update_existing(&self, s: &Scope, ns: &str, k: &str, value: &[u8], expected: Option<u64>) -> Result<Option<KvEntry>, KvError> {
+    async fn update_existing(
+        &self,
+        s: &Scope,
+        ns: &str,
+        k: &str,
+        value: &[u8],
+        expected: Option<u64>,
+    ) -> Result<Option<KvEntry>, KvError> {
         let mut u = self
             .client
             .update_item()
@@ -134,7 +162,9 @@ impl DynamoKv {
             .expression_attribute_values(":one", nv(1))
             .return_values(ReturnValue::AllNew);
         u = match expected {
-            Some(rev) => u.condition_expression("revision = :expected").expression_attribute_values(":expected", nv(rev)),
+            Some(rev) => {
+                u.condition_expression("revision = :expected").expression_attribute_values(":expected", nv(rev))
+            }
             None => u.condition_expression("attribute_exists(pk)"),
         };
         match u.send().await {
@@ -164,7 +194,11 @@ impl DynamoKv {
     /// Register a namespace for the install (counted against `max_namespaces`).
     async fn register_namespace(&self, s: &Scope, ns: &str, limits: &KvLimits) -> Result<(), KvError> {
         let pk = scope_pk(s);
-        let counter = HashMap::from([("pk".into(), sv(pk.clone())), ("sk".into(), sv(format!("NS#{ns}"))), ("key_count".into(), nv(0))]);
+        let counter = HashMap::from([
+            ("pk".into(), sv(pk.clone())),
+            ("sk".into(), sv(format!("NS#{ns}"))),
+            ("key_count".into(), nv(0)),
+        ]);
         let result = self
             .client
             .transact_write_items()
@@ -183,7 +217,10 @@ impl DynamoKv {
             Err(e) => match cancelled(&e) {
                 // Someone registered it first: fine.
                 Some(r) if r.first() == Some(&true) => Ok(()),
-                Some(_) => Err(KvError::Limit(format!("install already uses {} namespaces (the limit)", limits.max_namespaces))),
+                Some(_) => Err(KvError::Limit(format!(
+                    "install already uses {} namespaces (the limit)",
+                    limits.max_namespaces
+                ))),
                 None => Err(err("TransactWriteItems", e)),
             },
         }
@@ -191,7 +228,14 @@ impl DynamoKv {
 
     /// Create a new key, counting it against the namespace's limit. `Ok(None)` = the key was
     /// created concurrently (retry as an update); `Err(Missing)` = namespace not registered.
-    async fn create(&self, s: &Scope, ns: &str, k: &str, value: &[u8], limits: &KvLimits) -> Result<Option<KvEntry>, KvError> {
+    async fn create(
+        &self,
+        s: &Scope,
+        ns: &str,
+        k: &str,
+        value: &[u8],
+        limits: &KvLimits,
+    ) -> Result<Option<KvEntry>, KvError> {
         let entry = HashMap::from([
             ("pk".into(), sv(entry_pk(s, ns))),
             ("sk".into(), sv(k)),
@@ -218,7 +262,10 @@ impl DynamoKv {
                 Some(_) => {
                     // Namespace full, or not registered yet.
                     if self.namespace_counter(s, ns).await?.is_some() {
-                        Err(KvError::Limit(format!("namespace {ns:?} already holds {} keys (the limit)", limits.max_keys_per_namespace)))
+                        Err(KvError::Limit(format!(
+                            "namespace {ns:?} already holds {} keys (the limit)",
+                            limits.max_keys_per_namespace
+                        )))
                     } else {
                         Err(KvError::Missing)
                     }
@@ -234,8 +281,19 @@ impl DynamoKv {
         let _ = self
             .client
             .transact_write_items()
-            .transact_items(tx_delete(&self.table, key(pk.clone(), format!("NS#{ns}")), "key_count = :zero", &[(":zero", nv(0))]))
-            .transact_items(tx_update(&self.table, key(pk, "META".into()), "SET ns_count = ns_count - :one", Some("attribute_exists(ns_count)"), &[(":one", nv(1))]))
+            .transact_items(tx_delete(
+                &self.table,
+                key(pk.clone(), format!("NS#{ns}")),
+                "key_count = :zero",
+                &[(":zero", nv(0))],
+            ))
+            .transact_items(tx_update(
+                &self.table,
+                key(pk, "META".into()),
+                "SET ns_count = ns_count - :one",
+                Some("attribute_exists(ns_count)"),
+                &[(":one", nv(1))],
+            ))
             .send()
             .await;
     }
@@ -286,7 +344,12 @@ impl KvStore for DynamoKv {
         let result = self
             .client
             .transact_write_items()
-            .transact_items(tx_delete(&self.table, key(entry_pk(s, namespace), key_.into()), "attribute_exists(pk)", &[]))
+            .transact_items(tx_delete(
+                &self.table,
+                key(entry_pk(s, namespace), key_.into()),
+                "attribute_exists(pk)",
+                &[],
+            ))
             .transact_items(tx_update(
                 &self.table,
                 key(scope_pk(s), format!("NS#{namespace}")),
@@ -299,7 +362,9 @@ impl KvStore for DynamoKv {
         match result {
             Ok(_) => {
                 let counter = self.namespace_counter(s, namespace).await?;
-                let empty = counter.and_then(|i| i.get("key_count").and_then(|v| v.as_n().ok()).map(|n| n == "0")).unwrap_or(false);
+                let empty = counter
+                    .and_then(|i| i.get("key_count").and_then(|v| v.as_n().ok()).map(|n| n == "0"))
+                    .unwrap_or(false);
                 if empty {
                     self.release_namespace_if_empty(s, namespace).await;
                 }
@@ -312,7 +377,13 @@ impl KvStore for DynamoKv {
         }
     }
 
-    async fn list(&self, s: &Scope, namespace: &str, after: Option<&str>, limit: usize) -> Result<Vec<KvEntry>, KvError> {
+    async fn list(
+        &self,
+        s: &Scope,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>, KvError> {
         let pk = entry_pk(s, namespace);
         let mut q = self
             .client
@@ -372,7 +443,10 @@ impl KvStore for DynamoKv {
                 self.batch_delete(keys).await?;
             }
         }
-        let own: Vec<_> = counters.into_iter().map(|c| key(scope.clone(), c.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default())).collect();
+        let own: Vec<_> = counters
+            .into_iter()
+            .map(|c| key(scope.clone(), c.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()))
+            .collect();
         self.batch_delete(own).await?;
         Ok(deleted)
     }
@@ -383,7 +457,11 @@ impl DynamoKv {
         for chunk in keys.chunks(25) {
             let mut requests: Vec<WriteRequest> = chunk
                 .iter()
-                .map(|k| WriteRequest::builder().delete_request(DeleteRequest::builder().set_key(Some(k.clone())).build().expect("key set")).build())
+                .map(|k| {
+                    WriteRequest::builder()
+                        .delete_request(DeleteRequest::builder().set_key(Some(k.clone())).build().expect("key set"))
+                        .build()
+                })
                 .collect();
             for _ in 0..MAX_ROUNDS {
                 if requests.is_empty() {

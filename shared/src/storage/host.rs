@@ -50,7 +50,8 @@ impl storage::Host for HostState {
     async fn put(&mut self, entry: StorageEntry) -> Result<StorageEntry, StorageError> {
         let scope = self.scope()?;
         let limits = self.inv.kv_limits;
-        validate(&entry.namespace, Some(&entry.key), Some(&entry.value), &limits).map_err(|e| self.storage_error("put", e))?;
+        validate(&entry.namespace, Some(&entry.key), Some(&entry.value), &limits)
+            .map_err(|e| self.storage_error("put", e))?;
         self.inv
             .storage
             .put(&scope, &entry.namespace, &entry.key, &entry.value, entry.revision, &limits)
@@ -66,7 +67,11 @@ impl storage::Host for HostState {
     }
 
     /// Pages of 100 in key order; the next page starts after the cursor (the last key seen).
-    async fn list_entries(&mut self, namespace: String, cursor: Option<String>) -> Result<Vec<StorageEntry>, StorageError> {
+    async fn list_entries(
+        &mut self,
+        namespace: String,
+        cursor: Option<String>,
+    ) -> Result<Vec<StorageEntry>, StorageError> {
         let scope = self.scope()?;
         validate(&namespace, None, None, &self.inv.kv_limits).map_err(|e| self.storage_error("list-entries", e))?;
         // The guest only sees entries, so its cursor is the last key of the previous page.

@@ -2,8 +2,8 @@
 //! compare-and-set, as Alga's storage service behaves. Backends: SQLite (embedded) and
 //! DynamoDB (conditional writes).
 
-pub mod host;
 pub mod dynamodb;
+pub mod host;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -99,8 +99,13 @@ pub trait KvStore: Send + Sync {
     /// Delete one entry; `Missing` if absent.
     async fn delete(&self, scope: &Scope, namespace: &str, key: &str) -> Result<(), KvError>;
     /// Up to `limit` entries with keys after `after`, in key order.
-    async fn list(&self, scope: &Scope, namespace: &str, after: Option<&str>, limit: usize)
-        -> Result<Vec<KvEntry>, KvError>;
+    async fn list(
+        &self,
+        scope: &Scope,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>, KvError>;
     /// Delete everything of a scope (uninstall with purge); returns the number of entries.
     async fn purge(&self, scope: &Scope) -> Result<u64, KvError>;
 }
@@ -119,7 +124,11 @@ pub fn validate(namespace: &str, key: Option<&str>, value: Option<&[u8]>, limits
     }
     if let Some(value) = value {
         if value.len() > limits.max_value_bytes {
-            return Err(KvError::Limit(format!("value is {} bytes; the limit is {}", value.len(), limits.max_value_bytes)));
+            return Err(KvError::Limit(format!(
+                "value is {} bytes; the limit is {}",
+                value.len(),
+                limits.max_value_bytes
+            )));
         }
     }
     Ok(())

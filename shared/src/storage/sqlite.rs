@@ -144,7 +144,13 @@ impl KvStore for SqliteKv {
         }
     }
 
-    async fn list(&self, s: &Scope, namespace: &str, after: Option<&str>, limit: usize) -> Result<Vec<KvEntry>, KvError> {
+    async fn list(
+        &self,
+        s: &Scope,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>, KvError> {
         let (t, i, ns) = (s.tenant_id.clone(), s.install_id.clone(), namespace.to_string());
         let after = after.unwrap_or("").to_string();
         self.db
@@ -154,7 +160,12 @@ impl KvStore for SqliteKv {
                      AND key > ?4 ORDER BY key LIMIT ?5",
                 )?;
                 let rows = st.query_map(params![t, i, ns, after, limit as i64], |r| {
-                    Ok(KvEntry { namespace: ns.clone(), key: r.get(0)?, value: r.get(1)?, revision: r.get::<_, i64>(2)? as u64 })
+                    Ok(KvEntry {
+                        namespace: ns.clone(),
+                        key: r.get(0)?,
+                        value: r.get(1)?,
+                        revision: r.get::<_, i64>(2)? as u64,
+                    })
                 })?;
                 rows.collect()
             })

@@ -51,7 +51,8 @@ fn key(pk: String, sk: String) -> Item {
 }
 
 fn doc<T: DeserializeOwned>(item: &Item) -> StoreResult<T> {
-    let text = item.get("doc").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Internal("item without doc".into()))?;
+    let text =
+        item.get("doc").and_then(|v| v.as_s().ok()).ok_or_else(|| StoreError::Internal("item without doc".into()))?;
     serde_json::from_str(text).map_err(|e| StoreError::Internal(format!("corrupt record: {e}")))
 }
 
@@ -65,17 +66,16 @@ pub(crate) fn sdk_err<E: std::fmt::Debug, R>(op: &str, e: SdkError<E, R>) -> Sto
 }
 
 /// Whether a transaction was cancelled because of a condition (not a service failure).
-fn cancelled_by_condition<R>(e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>) -> Option<Vec<bool>> {
+fn cancelled_by_condition<R>(
+    e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> Option<Vec<bool>> {
     let service = e.as_service_error()?;
-    let aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) = service else {
+    let aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) =
+        service
+    else {
         return None;
     };
-    Some(
-        c.cancellation_reasons()
-            .iter()
-            .map(|r| r.code() == Some("ConditionalCheckFailed"))
-            .collect(),
-    )
+    Some(c.cancellation_reasons().iter().map(|r| r.code() == Some("ConditionalCheckFailed")).collect())
 }
 
 fn put(table: &str, item: Item, condition: Option<&str>) -> TransactWriteItem {
@@ -164,8 +164,16 @@ impl Registry for DynamoStores {
         let result = self
             .client
             .transact_write_items()
-            .transact_items(put(t, item("EXTENSIONS".into(), format!("NAME#{}", ext.name), ext), Some("attribute_not_exists(pk)")))
-            .transact_items(put(t, item(format!("EXT#{}", ext.id), "META".into(), ext), Some("attribute_not_exists(pk)")))
+            .transact_items(put(
+                t,
+                item("EXTENSIONS".into(), format!("NAME#{}", ext.name), ext),
+                Some("attribute_not_exists(pk)"),
+            ))
+            .transact_items(put(
+                t,
+                item(format!("EXT#{}", ext.id), "META".into(), ext),
+                Some("attribute_not_exists(pk)"),
+            ))
             .send()
             .await;
         match result {
@@ -198,9 +206,17 @@ impl Registry for DynamoStores {
         let result = self
             .client
             .transact_write_items()
-            .transact_items(put(t, item(format!("EXT#{}", v.extension_id), format!("VER#{}", v.version), v), Some("attribute_not_exists(pk)")))
+            .transact_items(put(
+                t,
+                item(format!("EXT#{}", v.extension_id), format!("VER#{}", v.version), v),
+                Some("attribute_not_exists(pk)"),
+            ))
             .transact_items(put(t, item(format!("EXT#{}", v.extension_id), format!("PUB#{order}"), v), None))
-            .transact_items(put(t, item(format!("VERSION#{}", v.id), "META".into(), v), Some("attribute_not_exists(pk)")))
+            .transact_items(put(
+                t,
+                item(format!("VERSION#{}", v.id), "META".into(), v),
+                Some("attribute_not_exists(pk)"),
+            ))
             .transact_items(put(t, item(format!("HASH#{}", v.content_hash), format!("VER#{order}"), v), None))
             .send()
             .await;
@@ -251,8 +267,9 @@ impl Registry for DynamoStores {
     }
 
     async fn artifact_digest(&self, component_hash: &str, compat_hash: &str) -> StoreResult<Option<String>> {
-        let record: Option<ArtifactDigest> =
-            self.get_doc(&self.tables.registry, format!("ARTIFACT#{component_hash}"), format!("ENGINE#{compat_hash}")).await?;
+        let record: Option<ArtifactDigest> = self
+            .get_doc(&self.tables.registry, format!("ARTIFACT#{component_hash}"), format!("ENGINE#{compat_hash}"))
+            .await?;
         Ok(record.map(|r| r.sha256))
     }
 }
@@ -304,7 +321,8 @@ impl Installs for DynamoStores {
         let size = page.size();
         if let Some(tenant) = tenant {
             let after = page_after(page.cursor.as_deref(), "INSTALL#");
-            let items = self.query_prefix(&self.tables.installs, format!("TENANT#{tenant}"), "INSTALL#", after, size).await?;
+            let items =
+                self.query_prefix(&self.tables.installs, format!("TENANT#{tenant}"), "INSTALL#", after, size).await?;
             return Ok(paged(items, size, |i: &InstallRecord| i.install_id.clone()));
         }
         // Every tenant (operators): the sparse `all-installs` index, ordered by install id.
@@ -362,7 +380,9 @@ impl Installs for DynamoStores {
         let t = &self.tables.installs;
         let del = |pk: String, sk: String| {
             TransactWriteItem::builder()
-                .delete(Delete::builder().table_name(t).set_key(Some(key(pk, sk))).build().expect("table and key are set"))
+                .delete(
+                    Delete::builder().table_name(t).set_key(Some(key(pk, sk))).build().expect("table and key are set"),
+                )
                 .build()
         };
         self.client
@@ -403,19 +423,32 @@ impl Grants for DynamoStores {
         self.get_doc(&self.tables.installs, format!("TENANT#{tenant}"), format!("GRANTID#{id}")).await
     }
 
-    async fn list_grants(&self, tenant: Option<&str>, viewer: Option<&str>, page: &PageRequest) -> StoreResult<Page<DebugGrant>> {
+    async fn list_grants(
+        &self,
+        tenant: Option<&str>,
+        viewer: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<DebugGrant>> {
         let size = page.size();
         let before = page.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| decode_cursor(Some(c)));
         let mut rows = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let mut q = self.client.query().table_name(&self.tables.installs).scan_index_forward(false).limit(((size + 1) * 2) as i32);
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.tables.installs)
+                .scan_index_forward(false)
+                .limit(((size + 1) * 2) as i32);
             q = match tenant {
                 Some(t) => q
                     .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
                     .expression_attribute_values(":pk", s(format!("TENANT#{t}")))
                     .expression_attribute_values(":lo", s("GRANT#"))
-                    .expression_attribute_values(":hi", s(format!("GRANT#{}", before.clone().unwrap_or_else(|| "\u{10ffff}".into())))),
+                    .expression_attribute_values(
+                        ":hi",
+                        s(format!("GRANT#{}", before.clone().unwrap_or_else(|| "\u{10ffff}".into()))),
+                    ),
                 None => q
                     .index_name("all-installs")
                     .key_condition_expression("gsi1pk = :k AND gsi1sk < :hi")
@@ -608,7 +641,11 @@ pub async fn create_tables(client: &Client, tables: &TableNames) -> anyhow::Resu
         ScalarAttributeType,
     };
     let attr = |name: &str| {
-        AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().expect("complete")
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("complete")
     };
     let keys = |hash: &str, range: &str| {
         vec![

@@ -303,7 +303,12 @@ pub trait Grants: Send + Sync {
     /// A grant by tenant and id.
     async fn get_grant(&self, tenant: &str, id: &str) -> StoreResult<Option<DebugGrant>>;
     /// A tenant's grants (every tenant with `None`), newest first, optionally for one viewer.
-    async fn list_grants(&self, tenant: Option<&str>, viewer: Option<&str>, page: &PageRequest) -> StoreResult<Page<DebugGrant>>;
+    async fn list_grants(
+        &self,
+        tenant: Option<&str>,
+        viewer: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<DebugGrant>>;
     /// Mark a grant revoked; returns whether it existed.
     async fn revoke_grant(&self, tenant: &str, id: &str, at: &str) -> StoreResult<bool>;
     /// Whether an active grant names `viewer` for (tenant, install).

@@ -189,8 +189,12 @@ impl SqliteStores {
     async fn extension_where(&self, column: &'static str, value: String) -> StoreResult<Option<ExtensionRecord>> {
         self.db
             .run(move |c| {
-                c.query_row(&format!("SELECT id, name, publisher, created_at FROM extensions WHERE {column} = ?1"), [value], extension_row)
-                    .optional()
+                c.query_row(
+                    &format!("SELECT id, name, publisher, created_at FROM extensions WHERE {column} = ?1"),
+                    [value],
+                    extension_row,
+                )
+                .optional()
             })
             .await
     }
@@ -301,7 +305,9 @@ impl Registry for SqliteStores {
         self.db
             .run(move |c| {
                 c.query_row(
-                    &format!("SELECT {VERSION_COLS} FROM versions WHERE content_hash = ?1 ORDER BY published_at LIMIT 1"),
+                    &format!(
+                        "SELECT {VERSION_COLS} FROM versions WHERE content_hash = ?1 ORDER BY published_at LIMIT 1"
+                    ),
                     [h],
                     version_row,
                 )
@@ -344,8 +350,12 @@ impl Registry for SqliteStores {
         let (h, e) = (component_hash.to_string(), compat_hash.to_string());
         self.db
             .run(move |c| {
-                c.query_row("SELECT sha256 FROM artifact_digests WHERE component_hash = ?1 AND compat_hash = ?2", params![h, e], |r| r.get(0))
-                    .optional()
+                c.query_row(
+                    "SELECT sha256 FROM artifact_digests WHERE component_hash = ?1 AND compat_hash = ?2",
+                    params![h, e],
+                    |r| r.get(0),
+                )
+                .optional()
             })
             .await
     }
@@ -358,7 +368,9 @@ impl Installs for SqliteStores {
         self.db
             .run(move |c| {
                 c.execute(
-                    &format!("INSERT INTO installs ({INSTALL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"),
+                    &format!(
+                        "INSERT INTO installs ({INSTALL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"
+                    ),
                     params![
                         i.install_id,
                         i.tenant_id,
@@ -385,9 +397,11 @@ impl Installs for SqliteStores {
         let (t, id) = (tenant.to_string(), install_id.to_string());
         self.db
             .run(move |c| {
-                c.prepare_cached(&format!("SELECT {INSTALL_COLS} FROM installs WHERE tenant_id = ?1 AND install_id = ?2"))?
-                    .query_row(params![t, id], install_row)
-                    .optional()
+                c.prepare_cached(&format!(
+                    "SELECT {INSTALL_COLS} FROM installs WHERE tenant_id = ?1 AND install_id = ?2"
+                ))?
+                .query_row(params![t, id], install_row)
+                .optional()
             })
             .await
     }
@@ -396,9 +410,11 @@ impl Installs for SqliteStores {
         let (t, e) = (tenant.to_string(), extension_id.to_string());
         self.db
             .run(move |c| {
-                c.prepare_cached(&format!("SELECT {INSTALL_COLS} FROM installs WHERE tenant_id = ?1 AND extension_id = ?2"))?
-                    .query_row(params![t, e], install_row)
-                    .optional()
+                c.prepare_cached(&format!(
+                    "SELECT {INSTALL_COLS} FROM installs WHERE tenant_id = ?1 AND extension_id = ?2"
+                ))?
+                .query_row(params![t, e], install_row)
+                .optional()
             })
             .await
     }
@@ -533,13 +549,27 @@ impl Grants for SqliteStores {
     async fn get_grant(&self, tenant: &str, id: &str) -> StoreResult<Option<DebugGrant>> {
         let (t, id) = (tenant.to_string(), id.to_string());
         self.db
-            .run(move |c| c.query_row("SELECT doc FROM grants WHERE tenant_id = ?1 AND id = ?2", params![t, id], |r| json_col(r, 0)).optional())
+            .run(move |c| {
+                c.query_row("SELECT doc FROM grants WHERE tenant_id = ?1 AND id = ?2", params![t, id], |r| {
+                    json_col(r, 0)
+                })
+                .optional()
+            })
             .await
     }
 
-    async fn list_grants(&self, tenant: Option<&str>, viewer: Option<&str>, page: &PageRequest) -> StoreResult<Page<DebugGrant>> {
-        let (t, v, before, size) =
-            (tenant.map(str::to_string), viewer.map(str::to_string), decode_cursor(page.cursor.as_deref()), page.size());
+    async fn list_grants(
+        &self,
+        tenant: Option<&str>,
+        viewer: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<DebugGrant>> {
+        let (t, v, before, size) = (
+            tenant.map(str::to_string),
+            viewer.map(str::to_string),
+            decode_cursor(page.cursor.as_deref()),
+            page.size(),
+        );
         let items = self
             .db
             .run(move |c| {
@@ -558,7 +588,9 @@ impl Grants for SqliteStores {
         let Some(mut g) = self.get_grant(tenant, id).await? else { return Ok(false) };
         g.revoked_at = Some(at.to_string());
         self.db
-            .run(move |c| c.execute("UPDATE grants SET doc = ?2 WHERE id = ?1", params![g.id, to_json(&g)]).map(|n| n > 0))
+            .run(move |c| {
+                c.execute("UPDATE grants SET doc = ?2 WHERE id = ?1", params![g.id, to_json(&g)]).map(|n| n > 0)
+            })
             .await
     }
 
@@ -567,7 +599,9 @@ impl Grants for SqliteStores {
         let grants = self
             .db
             .run(move |c| {
-                let mut st = c.prepare_cached("SELECT doc FROM grants WHERE tenant_id = ?1 AND install_id = ?2 AND viewer = ?3")?;
+                let mut st = c.prepare_cached(
+                    "SELECT doc FROM grants WHERE tenant_id = ?1 AND install_id = ?2 AND viewer = ?3",
+                )?;
                 let rows = st.query_map(params![t, i, v], |r| json_col(r, 0))?;
                 rows.collect::<rusqlite::Result<Vec<DebugGrant>>>()
             })

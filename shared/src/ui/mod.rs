@@ -135,7 +135,9 @@ pub async fn extract_at_publish(
     let mut index = UiIndex { entry: entry.clone(), files: BTreeMap::new() };
     for (path, bytes) in bundle.files.range(root.clone()..).take_while(|(p, _)| p.starts_with(&root)) {
         let rel = &path[root.len()..];
-        index.files.insert(rel.to_string(), UiFile { size: bytes.len() as u64, sha256: hex::encode(Sha256::digest(bytes)) });
+        index
+            .files
+            .insert(rel.to_string(), UiFile { size: bytes.len() as u64, sha256: hex::encode(Sha256::digest(bytes)) });
     }
     if !index.files.contains_key(&entry) {
         return Err(ExtractError::MissingEntry(format!("ui.entry {} is not in the bundle", ui.entry)));
@@ -198,9 +200,14 @@ impl UiCache {
             None => {
                 let base = blob_prefix(content_hex);
                 let Some(raw) = self.blobs.get(&format!("{base}/index.json")).await? else { return Ok(None) };
-                let index: UiIndex = serde_json::from_slice(&raw).map_err(|e| BlobError::Internal(format!("corrupt UI index: {e}")))?;
+                let index: UiIndex =
+                    serde_json::from_slice(&raw).map_err(|e| BlobError::Internal(format!("corrupt UI index: {e}")))?;
                 for (rel, meta) in &index.files {
-                    let bytes = self.blobs.get(&format!("{base}/files/{rel}")).await?.ok_or_else(|| BlobError::Internal(format!("UI file {rel} missing")))?;
+                    let bytes = self
+                        .blobs
+                        .get(&format!("{base}/files/{rel}"))
+                        .await?
+                        .ok_or_else(|| BlobError::Internal(format!("UI file {rel} missing")))?;
                     if hex::encode(Sha256::digest(&bytes)) != meta.sha256 {
                         return Err(BlobError::Internal(format!("UI file {rel} does not match its hash")));
                     }

@@ -72,16 +72,25 @@ async fn check_access(platform: &Platform, parts: &Parts, ext: &str, hash_hex: &
     let wanted = format!("sha256:{hash_hex}");
     if platform.settings.ui.public {
         let version = platform.registry.find_version_by_content_hash(&wanted).await?.ok_or_else(not_found)?;
-        let ext_id = if uuid::Uuid::parse_str(ext).is_ok() { Some(ext.to_string()) } else { platform.extension_id_by_name(ext).await? };
+        let ext_id = if uuid::Uuid::parse_str(ext).is_ok() {
+            Some(ext.to_string())
+        } else {
+            platform.extension_id_by_name(ext).await?
+        };
         return if ext_id.as_deref() == Some(version.extension_id.as_str()) { Ok(()) } else { Err(not_found()) };
     }
-    let identity =
-        identify_in_extension(parts, &platform.jwt, &platform.ui_tokens).map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    let identity = identify_in_extension(parts, &platform.jwt, &platform.ui_tokens)
+        .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
     if !identity.has(PERM_EXTENSION_READ) {
         return Err(not_found());
     }
     match crate::gateway::tenant::resolve_install(platform, &identity.tenant, ext).await? {
-        Some((install, version)) if version.content_hash == wanted && identity.ui_scope.as_ref().is_none_or(|s| *s == install.extension_id) => Ok(()),
+        Some((install, version))
+            if version.content_hash == wanted
+                && identity.ui_scope.as_ref().is_none_or(|s| *s == install.extension_id) =>
+        {
+            Ok(())
+        }
         _ => Err(not_found()),
     }
 }
@@ -110,7 +119,8 @@ fn content_type(path: &str) -> &'static str {
 
 async fn serve(platform: &Platform, req: &Parts) -> Result<Response, ApiError> {
     if req.method != Method::GET && req.method != Method::HEAD {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "UI assets are read-only").with_header(header::ALLOW, "GET, HEAD"));
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "UI assets are read-only")
+            .with_header(header::ALLOW, "GET, HEAD"));
     }
     let (ext, hash, path) = split(req.uri.path())?;
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -131,7 +141,11 @@ async fn serve(platform: &Platform, req: &Parts) -> Result<Response, ApiError> {
     let meta = &index.files[&name];
     let settings = &platform.settings.ui;
     if meta.size > settings.max_file_bytes {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("asset over {} bytes", settings.max_file_bytes)));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("asset over {} bytes", settings.max_file_bytes),
+        ));
     }
     let etag = format!("\"{}\"", meta.sha256);
     let matches = req
@@ -158,7 +172,8 @@ async fn serve(platform: &Platform, req: &Parts) -> Result<Response, ApiError> {
     }
     if ctype.starts_with("text/html") {
         let sandbox = if settings.sandbox { format!("; {}", super::UI_SANDBOX) } else { String::new() };
-        let csp = format!("{}; frame-ancestors {}{sandbox}", settings.csp.trim_end_matches(';'), settings.frame_ancestors);
+        let csp =
+            format!("{}; frame-ancestors {}{sandbox}", settings.csp.trim_end_matches(';'), settings.frame_ancestors);
         h.insert(header::CONTENT_SECURITY_POLICY, value(&csp));
     }
     Ok(response)
@@ -171,11 +186,27 @@ mod tests {
     #[test]
     fn splits_and_refuses_traversal_in_every_form() {
         let hash = "a".repeat(64);
-        assert_eq!(split(&format!("/ext-ui/ext/{hash}/js/app.js")).unwrap(), ("ext".into(), hash.clone(), "js/app.js".into()));
+        assert_eq!(
+            split(&format!("/ext-ui/ext/{hash}/js/app.js")).unwrap(),
+            ("ext".into(), hash.clone(), "js/app.js".into())
+        );
         assert_eq!(split(&format!("/ext-ui/ext/{hash}")).unwrap().2, "");
         assert_eq!(split(&format!("/ext-ui/ext/{hash}/dir/")).unwrap().2, "dir");
         assert_eq!(split(&format!("/ext-ui/ext/{hash}/a%20b.txt")).unwrap().2, "a b.txt");
-        for bad in ["../secret", "a/../../b", "%2e%2e/x", "%2E%2E%2Fx", "/etc/passwd", "%2fetc", "a%00b", "a\\b", "a%5cb", "./x", "a//b", "%zz"] {
+        for bad in [
+            "../secret",
+            "a/../../b",
+            "%2e%2e/x",
+            "%2E%2E%2Fx",
+            "/etc/passwd",
+            "%2fetc",
+            "a%00b",
+            "a\\b",
+            "a%5cb",
+            "./x",
+            "a//b",
+            "%zz",
+        ] {
             assert!(split(&format!("/ext-ui/ext/{hash}/{bad}")).is_err(), "{bad:?} must be refused");
         }
     }

@@ -28,9 +28,10 @@ pub async fn issue(State(gw): State<Arc<Gateway>>, Path(extension_id): Path<Stri
         if !identity.has(PERM_EXTENSION_READ) {
             return Err(ApiError::forbidden(format!("{PERM_EXTENSION_READ} is required")));
         }
-        let (install, _) = crate::gateway::tenant::resolve_install(platform, &identity.tenant, &extension_id)
-            .await?
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "extension_not_available", "extension not available"))?;
+        let (install, _) =
+            crate::gateway::tenant::resolve_install(platform, &identity.tenant, &extension_id).await?.ok_or_else(
+                || ApiError::new(StatusCode::NOT_FOUND, "extension_not_available", "extension not available"),
+            )?;
         let token = platform.ui_tokens.mint(&identity, &install.extension_id);
         Ok(Json(json!({
             "token": token,
