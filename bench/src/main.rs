@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use axum::body::Body;
 use http::Request;
-use kelp_runtime::admin::service::{create_install, NewInstall};
-use kelp_runtime::gateway::run::Plan;
 use kelp_runtime::gateway::{router, Gateway};
-use kelp_runtime::host::{ExecIds, SecretsState};
+use kelp_runtime::ids::ExecIds;
+use kelp_runtime::installs::{create_install, NewInstall};
 use kelp_runtime::publish::Published;
+use kelp_runtime::runtime::Plan;
+use kelp_runtime::secrets::SecretsState;
 use kelp_runtime::{Platform, Settings};
 use kelp_tests::{staged_example, token, RW, TEST_SECRET};
 use tower::ServiceExt;
@@ -66,8 +67,9 @@ fn verdict(value: Duration, target: Duration) -> &'static str {
 
 /// Child mode: a fresh process, one request of a published, precompiled extension.
 async fn first_request_child(data: &Path, artifacts: &Path) -> Result<()> {
-    let platform = Platform::embedded(settings(data, artifacts)?)?;
-    let app = router(Gateway::new(platform));
+    let settings = settings(data, artifacts)?;
+    let platform = Platform::embedded(&settings)?;
+    let app = router(Gateway::new(platform, settings.gateway()));
     let t = token("bench", RW);
     let elapsed = request(&app, "/api/ext/com.kelp.examples.js-notes/hello", &t).await?;
     println!("{}", elapsed.as_nanos());
@@ -87,14 +89,15 @@ async fn main() -> Result<()> {
     let work = tempfile::tempdir()?;
     let data = work.path().join("data");
     let artifacts = work.path().join("artifacts");
-    let platform = Platform::embedded(settings(&data, &artifacts)?)?;
+    let bench_settings = settings(&data, &artifacts)?;
+    let platform = Platform::embedded(&bench_settings)?;
     println!("allocator: {:?}", platform.cache().engine().allocator);
     let js = kelp_runtime::publish::publish_dir(&platform, &staged_example("js-notes")).await?;
     let wat = kelp_runtime::publish::publish_dir(&platform, &staged_example("wat-hello")).await?;
     for p in [&js, &wat] {
         install(&platform, p).await?;
     }
-    let app = router(Gateway::new(platform.clone()));
+    let app = router(Gateway::new(platform.clone(), bench_settings.gateway()));
     let t = token("bench", RW);
     let cache = platform.cache();
     let js_path = "/api/ext/com.kelp.examples.js-notes/hello";
@@ -183,14 +186,15 @@ async fn relay_section(work: &Path) -> Result<()> {
             env.insert("RUNNER_DEBUG_REDIS_URL".into(), url.clone());
             env.insert("RUNNER_DEBUG_REDIS_STREAM_PREFIX".into(), format!("bench-{}:", std::process::id()));
         }
-        let platform = Platform::from_settings(Settings::from_map(&env)?).await?;
+        let relay_settings = Settings::from_map(&env)?;
+        let platform = Platform::from_settings(&relay_settings).await?;
         let wat = kelp_runtime::publish::publish_dir(&platform, &staged_example("wat-hello")).await?;
         let mut granted = wat.version.manifest.capabilities.clone();
         granted.push("cap:debug.logs".into());
         let install = install_granting(&platform, &wat, granted).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
-        let app = kelp_runtime::local::app(platform.clone());
+        let app = kelp_runtime::local::app(platform.clone(), &relay_settings);
         let gateway = app.clone();
         tokio::spawn(async move { axum::serve(listener, app).await });
         let viewer = token("bench", &["extension:debug"]);
@@ -214,13 +218,13 @@ async fn relay_section(work: &Path) -> Result<()> {
                 }
             }
         });
-        let ids = kelp_runtime::host::ExecIds {
+        let ids = kelp_runtime::ids::ExecIds {
             tenant_id: "bench".into(),
             extension_id: wat.extension.id.clone(),
             install_id: install.install_id.clone(),
             ..Default::default()
         };
-        let sink = kelp_runtime::gateway::run::sink(&platform, &ids);
+        let sink = platform.runtime().sink(&ids);
         let origin = Instant::now();
         // Latency: one event at a time.
         let mut latencies = Vec::new();
@@ -344,10 +348,10 @@ async fn aws_section(work: &Path, embedded_p50: Duration) -> Result<()> {
     env.insert("RUNNER_DEBUG_REDIS_STREAM_PREFIX".into(), "bench:".into());
     let settings = Settings::from_map(&env)?;
     Platform::bootstrap_aws(&settings).await?;
-    let platform = Platform::from_settings(settings).await?;
+    let platform = Platform::from_settings(&settings).await?;
     let wat = kelp_runtime::publish::publish_dir(&platform, &staged_example("wat-hello")).await?;
     install(&platform, &wat).await?;
-    let app = kelp_runtime::gateway::lambda_router(Gateway::new(platform.clone()));
+    let app = kelp_runtime::local::lambda_gateway_app(platform.clone(), &settings);
     let t = token("bench", RW);
     let path = "/api/ext/com.kelp.examples.wat-hello/hello";
     for _ in 0..50 {
@@ -432,13 +436,14 @@ async fn js_component_mb(platform: &Platform, p: &Published) -> String {
 /// First request on a platform that has the component bytes but no artifact anywhere: the
 /// request itself compiles.
 async fn first_request_compiling(work: &Path, from: &Platform, p: &Published) -> Result<Duration> {
-    let platform = Platform::embedded(settings(&work.join("compile-data"), &work.join("compile-artifacts"))?)?;
+    let compile_settings = settings(&work.join("compile-data"), &work.join("compile-artifacts"))?;
+    let platform = Platform::embedded(&compile_settings)?;
     let bytes = from.blobs.get(&p.version.component_key).await?.context("component bytes")?;
     platform.blobs.put(&p.version.component_key, &bytes).await?;
     platform.registry.ensure_extension(&p.extension).await?;
     platform.registry.put_version(&p.version).await?;
     install(&platform, p).await?;
-    let app = router(Gateway::new(platform.clone()));
+    let app = router(Gateway::new(platform.clone(), compile_settings.gateway()));
     let elapsed = request(&app, "/api/ext/com.kelp.examples.js-notes/hello", &token("bench", RW)).await?;
     anyhow::ensure!(
         platform.cache().stats.compiles.load(std::sync::atomic::Ordering::Relaxed) == 1,
@@ -478,6 +483,7 @@ async fn install_granting(
 async fn instantiation(platform: &Platform, p: &Published) -> Result<Duration> {
     let version = platform.version(&p.version.id).await?.context("version")?;
     let mut samples = Vec::new();
+    let limits = Settings::from_map(&Default::default())?.exec;
     for _ in 0..500 {
         let plan = Plan {
             ids: ExecIds { tenant_id: "bench".into(), ..Default::default() },
@@ -488,11 +494,12 @@ async fn instantiation(platform: &Platform, p: &Published) -> Result<Duration> {
             user: None,
             secrets: SecretsState::None,
             egress_allow: Vec::new(),
-            limits: platform.settings.exec,
+            limits,
         };
-        let (invocation, v, limits) = kelp_runtime::gateway::run::invocation(platform, plan);
-        samples
-            .push(platform.executor.time_instantiation(&v.component_hash, &v.component_key, invocation, limits).await?);
+        let (call, v, limits) = platform.runtime().call_state(plan);
+        samples.push(
+            platform.runtime().executor.time_instantiation(&v.component_hash, &v.component_key, call, limits).await?,
+        );
     }
     Ok(percentile(&mut samples, 0.5))
 }

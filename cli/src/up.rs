@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use kelp_runtime::admin::service::{create_install, set_config, set_secrets, NewInstall};
+use kelp_runtime::installs::{create_install, set_config, set_secrets, NewInstall};
 use kelp_runtime::{devtools, publish, Platform, Settings};
 use serde_json::json;
 
@@ -102,13 +102,13 @@ pub async fn run(args: UpArgs) -> Result<()> {
     }
     let backend = if args.aws { "AWS backends" } else { "embedded default: SQLite, local files" };
     let bus = if settings.redis.is_some() { "Redis debug bus" } else { "in-process debug bus" };
-    let platform = Platform::from_settings(settings).await?;
+    let platform = Platform::from_settings(&settings).await?;
 
     let mut installed = Vec::new();
     if !args.no_examples {
         installed = seed_examples(&platform, &args).await?;
     }
-    let app = kelp_runtime::local::app(platform.clone());
+    let app = kelp_runtime::local::app(platform.clone(), &settings);
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -172,7 +172,7 @@ async fn seed_examples(platform: &Arc<Platform>, args: &UpArgs) -> Result<Vec<In
             Some(i) => {
                 // A newer example build: move the demo install to it.
                 let v = published.version.id.clone();
-                kelp_runtime::admin::service::update_install(platform, &args.tenant, &i.install_id, |r| {
+                kelp_runtime::installs::update_install(platform, &args.tenant, &i.install_id, |r| {
                     r.version_id = v;
                     Ok(())
                 })

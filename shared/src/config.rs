@@ -379,6 +379,33 @@ impl Settings {
     }
 
     /// The token verifier these settings describe.
+    /// The gateway's settings.
+    pub fn gateway(&self) -> crate::gateway::GatewaySettings {
+        crate::gateway::GatewaySettings {
+            max_body_bytes: self.max_body_bytes,
+            exec: self.exec,
+            max_timeout: self.max_timeout,
+            max_memory_bytes: self.engine.max_memory_bytes,
+            runner_service_token: self.runner_service_token.clone(),
+            runner_egress_allow: self.runner_egress_allow.clone(),
+            cors_origins: self.cors_origins.clone(),
+            allow_null_origin: self.ui.sandbox,
+            audit_executions: self.audit_executions,
+            rate_burst: self.rate_burst,
+            rate_per_sec: self.rate_per_sec,
+            rate_redis: self.redis.clone().filter(|_| self.rate_redis),
+        }
+    }
+
+    /// The admin API's settings.
+    pub fn admin(&self) -> crate::admin::AdminSettings {
+        crate::admin::AdminSettings {
+            max_body_bytes: self.admin_max_body_bytes,
+            default_grant_issuer: self.jwt_issuer.clone(),
+        }
+    }
+
+    /// The token verifier the settings describe.
     pub fn jwt_verifier(&self) -> Result<crate::auth::JwtVerifier> {
         let mut v = crate::auth::JwtVerifier::new(self.jwt_issuer.clone(), self.jwt_audience.clone())
             .with_trusted_api_ids(self.trusted_api_ids.clone());

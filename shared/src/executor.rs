@@ -10,7 +10,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use crate::bindings::types::{ExecuteRequest, ExecuteResponse};
 use crate::cache::{CacheError, ModuleCache, Tier};
 use crate::engine::AllocatorKind;
-use crate::host::{HostState, Invocation};
+use crate::host::{CallState, HostState};
 
 /// Per-call limits.
 #[derive(Debug, Clone, Copy)]
@@ -89,13 +89,13 @@ impl Executor {
         &self,
         component_hash: &str,
         component_key: &str,
-        invocation: Invocation,
+        call: CallState,
         limits: ExecLimits,
     ) -> Result<Duration, ExecError> {
         let (loaded, _) = self.cache.get(component_hash, component_key).await?;
         let mut store = Store::new(
             &self.cache.engine().engine,
-            HostState::new(invocation, limits.max_memory_bytes, limits.max_output_bytes),
+            HostState::new(call, limits.max_memory_bytes, limits.max_output_bytes),
         );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(u64::MAX / 2);
@@ -107,12 +107,12 @@ impl Executor {
         Ok(started.elapsed())
     }
 
-    /// Call `handler(request)` of the component with `invocation` as host state.
+    /// Call `handler(request)` of the component with `call` as host state.
     pub async fn execute(
         &self,
         component_hash: &str,
         component_key: &str,
-        mut invocation: Invocation,
+        mut call: CallState,
         request: ExecuteRequest,
         limits: ExecLimits,
     ) -> Result<ExecOutcome, ExecError> {
@@ -123,11 +123,12 @@ impl Executor {
             Ok(Ok(permit)) => permit,
             _ => return Err(ExecError::Busy(self.slot_count)),
         };
-        invocation.deadline = deadline;
-        let debug = invocation.debug.clone();
+        // Host calls get only the time left from here (the slot wait counts against the budget).
+        call.http.deadline = deadline;
+        call.business.deadline = deadline;
+        let debug = call.debug.clone();
         let engine = &self.cache.engine().engine;
-        let mut store =
-            Store::new(engine, HostState::new(invocation, limits.max_memory_bytes, limits.max_output_bytes));
+        let mut store = Store::new(engine, HostState::new(call, limits.max_memory_bytes, limits.max_output_bytes));
         store.limiter(|s| &mut s.limiter);
         if self.cache.engine().settings.fuel {
             store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| ExecError::Trap(format!("{e:#}")))?;
@@ -137,12 +138,12 @@ impl Executor {
         store.epoch_deadline_callback(move |_| {
             Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
-        let call = async {
+        let run = async {
             let runner = loaded.pre.instantiate_async(&mut store).await?;
             runner.call_handler(&mut store, &request).await
         };
-        let result = tokio::time::timeout(limits.timeout + HOST_CALL_GRACE, call).await;
-        store.data().stdio.finish();
+        let result = tokio::time::timeout(limits.timeout + HOST_CALL_GRACE, run).await;
+        store.data().output.finish();
         let memory_hit = store.data().limiter.hit;
         let error = match result {
             Ok(Ok(response)) => return Ok(ExecOutcome { response, tier }),

@@ -6,35 +6,44 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod audit_log;
 pub mod auth;
 pub mod aws;
 pub mod bindings;
 pub mod blobs;
-pub mod body;
+pub mod bundle;
 pub mod business;
 pub mod cache;
 pub mod components;
 pub mod config;
+pub mod context;
 pub mod debug;
 pub mod devtools;
 pub mod egress;
 pub mod engine;
-pub mod error;
 pub mod executor;
 mod fsutil;
 pub mod gateway;
 pub mod host;
-pub mod lambda;
+pub mod http;
+pub mod idempotency;
+pub mod ids;
+pub mod install_config;
+pub mod installs;
 pub mod local;
 pub mod manifest;
 pub mod platform;
 pub mod publish;
+pub mod ratelimit;
 pub mod relay;
+pub mod runtime;
 pub mod secrets;
 pub mod storage;
 pub mod stores;
 pub mod telemetry;
 pub mod ui;
+pub mod ui_assets;
+pub mod wiring;
 
 pub use config::Settings;
 pub use platform::Platform;

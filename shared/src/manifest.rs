@@ -47,6 +47,9 @@ pub const CAP_SERVICE_READ: &str = "cap:service.read";
 pub const CAP_DEBUG_LOGS: &str = "cap:debug.logs";
 /// Capabilities every install has whether or not they were granted.
 pub const DEFAULT_CAPABILITIES: &[&str] = &[CAP_CONTEXT_READ, CAP_LOG_EMIT];
+/// The capabilities answered by the PSA's host API (the business interfaces).
+pub const BUSINESS_CAPABILITIES: &[&str] =
+    &[CAP_UI_PROXY, CAP_SCHEDULER_MANAGE, CAP_INVOICE_MANUAL_CREATE, CAP_CLIENT_READ, CAP_SERVICE_READ];
 
 /// Normalise a capability name: trim, lower-case, add the `cap:` prefix.
 pub fn normalize_capability(raw: &str) -> String {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kelp_runtime::admin::service::set_secrets;
+use kelp_runtime::installs::set_secrets;
 use kelp_tests::aws::{aws_env, moto_url, redis_settings};
 use kelp_tests::services::{moto, shared_redis, FaultProxy, OwnRedis};
 use kelp_tests::*;
@@ -134,7 +134,7 @@ async fn the_last_invocations_events_reach_redis_before_the_response() {
             .await;
     let published = kelp.publish(&staged_example("js-notes")).await;
     kelp.install(&published, "acme", &[]).await;
-    let app = kelp_runtime::gateway::lambda_router(kelp_runtime::gateway::Gateway::new(kelp.platform.clone()));
+    let app = kelp_runtime::local::lambda_gateway_app(kelp.platform.clone(), &kelp.settings);
     use tower::ServiceExt;
     let req = axum::http::Request::get(format!("{JS}/log?lines=50"))
         .header("authorization", format!("Bearer {}", token("acme", RW)))
@@ -222,7 +222,7 @@ async fn rate_limits_are_shared_through_redis_and_fall_back_per_instance() {
     let a = TestKelp::start_with(&env).await;
     let published = a.publish(&staged_example("wat-hello")).await;
     a.install(&published, "acme", &[]).await;
-    let gw_b = kelp_runtime::gateway::Gateway::new(a.platform.clone());
+    let gw_b = kelp_runtime::gateway::Gateway::new(a.platform.clone(), a.settings.gateway());
     let app_b = kelp_runtime::gateway::router(gw_b);
     let path = "/api/ext/com.kelp.examples.wat-hello/hello";
     let t = token("acme", RW);

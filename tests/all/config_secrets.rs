@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use kelp_runtime::admin::service::{set_config, set_secrets};
+use kelp_runtime::installs::{set_config, set_secrets};
 use kelp_tests::*;
 
 const JS: &str = "/api/ext/com.kelp.examples.js-notes";
@@ -62,7 +62,7 @@ async fn secret_values_never_reach_debug_events() {
 
 #[tokio::test]
 async fn concurrent_secret_writes_leave_the_winners_values_live_and_uninstall_deletes_them() {
-    use kelp_runtime::admin::service::{uninstall, AdminError};
+    use kelp_runtime::installs::{uninstall, AdminError};
     use kelp_runtime::secrets::SecretsError;
     let kelp = TestKelp::start().await;
     let published = kelp.publish(&staged_example("wat-hello")).await;

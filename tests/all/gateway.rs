@@ -127,7 +127,7 @@ async fn another_tenants_install_or_a_disabled_one_is_not_available() {
         let (s, code, _) = error_of(kelp.get(&format!("/api/ext/{ext}/hello"), &globex).await).await;
         assert_eq!((s, code.as_str()), (404, "extension_not_available"), "globex must not reach {ext}");
     }
-    kelp_runtime::admin::service::update_install(&kelp.platform, "acme", &acme.install_id, |i| {
+    kelp_runtime::installs::update_install(&kelp.platform, "acme", &acme.install_id, |i| {
         i.enabled = false;
         Ok(())
     })

@@ -89,7 +89,7 @@ async fn gates_on_permission_capability_tenant_and_grants() {
     assert_eq!(Sse::open(&url, &globex, None).await.status, 404, "globex has no such install");
     assert_eq!(Sse::open(&format!("{url}&tenantId=acme"), &globex, None).await.status, 403);
     // The install's switch off: extension:debug alone is not enough.
-    kelp_runtime::admin::service::update_install(&kelp.platform, "acme", &install.install_id, |i| {
+    kelp_runtime::installs::update_install(&kelp.platform, "acme", &install.install_id, |i| {
         i.granted.retain(|g| g != "cap:debug.logs");
         Ok(())
     })

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kelp_runtime::admin::service::{create_install, NewInstall};
+use kelp_runtime::installs::{create_install, NewInstall};
 use kelp_runtime::publish::{publish_dir, Published};
 use kelp_runtime::stores::InstallRecord;
 use kelp_runtime::{devtools, Platform, Settings};
@@ -110,6 +110,8 @@ pub struct TestKelp {
     pub addr: SocketAddr,
     /// The platform behind it.
     pub platform: Arc<Platform>,
+    /// The settings it was started with.
+    pub settings: Settings,
     /// HTTP client.
     pub client: reqwest::Client,
     _data: tempfile::TempDir,
@@ -153,14 +155,22 @@ impl TestKelp {
         if settings.backend == kelp_runtime::config::BackendKind::Aws {
             Platform::bootstrap_aws(&settings).await.expect("bootstrapping tables and bucket");
         }
-        let platform = Platform::from_settings(settings).await.expect("platform");
-        let app = kelp_runtime::local::app(platform.clone());
+        let platform = Platform::from_settings(&settings).await.expect("platform");
+        let app = kelp_runtime::local::app(platform.clone(), &settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });
-        Self { base: format!("http://{addr}"), addr, platform, client: reqwest::Client::new(), _data: data, server }
+        Self {
+            base: format!("http://{addr}"),
+            addr,
+            platform,
+            settings,
+            client: reqwest::Client::new(),
+            _data: data,
+            server,
+        }
     }
 
     /// The data directory (SQLite, blobs, secrets): a function binary pointed at it sees the

@@ -1,13 +1,14 @@
 //! The admin API Lambda function: publish, installs, config, secrets, grants, audit.
-//! A thin shell: settings from the environment, backends, the router, lambda_http.
+//! A thin shell: settings from the environment, backends, the app, lambda_http.
 
-use kelp_runtime::admin::{router, Admin};
+use kelp_runtime::local::admin_app;
 use kelp_runtime::{Platform, Settings};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     kelp_runtime::telemetry::init();
     let settings = Settings::from_env()?;
-    let platform = Platform::from_settings(settings).await?;
-    kelp_runtime::lambda::run("admin-api", router(Admin::new(platform))).await
+    // Publishing precompiles, so the admin API builds the execution runtime too.
+    let platform = Platform::from_settings(&settings).await?;
+    kelp_runtime::http::lambda::run("admin-api", admin_app(platform, &settings)).await
 }

@@ -13,15 +13,15 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::idempotency::{self, Lookup};
-use super::service::{self, NewInstall};
-use super::{audit, target_tenant, Admin};
+use super::{target_tenant, Admin};
 use crate::auth::{
     identify, Identity, PERM_EXTENSION_MANAGE, PERM_EXTENSION_READ, PERM_PLATFORM_OPS, PERM_PLATFORM_PUBLISH,
 };
-use crate::body::{BodyLimit, LimitedBytes};
-use crate::error::ApiError;
-use crate::gateway::{request_id_layer, RequestId};
+use crate::http::body::{BodyLimit, LimitedBytes};
+use crate::http::error::ApiError;
+use crate::http::{request_id_layer, RequestId};
+use crate::idempotency::{self, Lookup};
+use crate::installs::{self as service, NewInstall};
 use crate::manifest::CAP_DEBUG_LOGS;
 use crate::platform::Platform;
 use crate::publish::{self, BundleLimits};
@@ -52,7 +52,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/admin/grants", get(list_grants).post(create_grant))
         .route("/admin/grants/{grant}", delete(revoke_grant))
         .route("/admin/audit", get(query_audit))
-        .layer(Extension(BodyLimit(admin.max_body_bytes)))
+        .layer(Extension(BodyLimit(admin.settings.max_body_bytes)))
         .with_state(admin)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(request_id_layer))
@@ -104,8 +104,8 @@ impl Caller {
 
     async fn denied(&self, platform: &Platform, reason: &str) {
         let id = &self.identity;
-        audit(
-            platform,
+        crate::audit_log::record(
+            platform.audit.as_ref(),
             &id.sub,
             Some(&id.tenant),
             "access.denied",
@@ -124,7 +124,8 @@ impl Caller {
         target: Option<&str>,
         details: Value,
     ) {
-        audit(platform, &self.identity.sub, tenant, action, target, "ok", details).await;
+        crate::audit_log::record(platform.audit.as_ref(), &self.identity.sub, tenant, action, target, "ok", details)
+            .await;
     }
 }
 
@@ -759,7 +760,7 @@ async fn create_grant(
                 install_id: req.install_id.clone(),
                 viewer: req.viewer.clone(),
                 viewer_tenant: Some(req.viewer_tenant.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| req.tenant.clone())),
-                viewer_issuer: req.viewer_issuer.clone().filter(|i| !i.is_empty()).or_else(|| platform.settings.jwt_issuer.clone()),
+                viewer_issuer: req.viewer_issuer.clone().filter(|i| !i.is_empty()).or_else(|| admin.settings.default_grant_issuer.clone()),
                 granted_by: caller.identity.sub.clone(),
                 reason: req.reason.clone(),
                 created_at: now_rfc3339(),

@@ -1,12 +1,18 @@
 //! Host trait impls of the business interfaces.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::HostApiError;
+use super::{HostApi, HostApiError};
 use crate::bindings::alga::extension::{clients, invoicing, scheduler, services, ui_proxy};
 use crate::bindings::types::*;
-use crate::host::HostState;
+use crate::debug::DebugSink;
+use crate::ids::{ExecIds, UserInfo};
+use crate::manifest::Endpoint;
 use crate::manifest::{
     CAP_CLIENT_READ, CAP_INVOICE_MANUAL_CREATE, CAP_SCHEDULER_MANAGE, CAP_SERVICE_READ, CAP_UI_PROXY,
 };
@@ -22,7 +28,36 @@ enum Refusal {
     Api(HostApiError),
 }
 
-impl HostState {
+/// The per-call state of the business capabilities (ui-proxy, scheduler, invoicing, clients,
+/// services).
+pub struct BusinessCtx {
+    /// The business capabilities granted to the call (decided when it was planned).
+    pub granted: BTreeSet<String>,
+    /// The PSA's host API, if configured.
+    pub host_api: Option<Arc<dyn HostApi>>,
+    /// Ids of the call, sent with every host API call.
+    pub ids: ExecIds,
+    /// The caller, sent with every host API call.
+    pub user: Option<UserInfo>,
+    /// The version's declared endpoints (`scheduler.get-endpoints`).
+    pub endpoints: Arc<[Endpoint]>,
+    /// Host API calls made so far in this call.
+    pub calls: u32,
+    /// Wall-clock deadline of the call.
+    pub deadline: Instant,
+    /// Host warnings of this call.
+    pub debug: DebugSink,
+}
+
+impl BusinessCtx {
+    fn can(&self, cap: &str) -> bool {
+        self.granted.contains(cap)
+    }
+
+    fn remaining(&self) -> std::time::Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
     /// Call the host API if `cap` is granted and an API is configured, and decode the answer.
     async fn business<T: DeserializeOwned>(
         &mut self,
@@ -30,27 +65,25 @@ impl HostState {
         operation: &str,
         payload: Value,
     ) -> Result<T, Refusal> {
-        let Some(api) = self.inv.host_api.clone().filter(|_| self.inv.can(cap)) else {
-            self.inv.debug.host_warning(format!("{operation}: denied ({cap} not granted or no host API configured)"));
+        let Some(api) = self.host_api.clone().filter(|_| self.can(cap)) else {
+            self.debug.host_warning(format!("{operation}: denied ({cap} not granted or no host API configured)"));
             return Err(Refusal::NotAllowed);
         };
         // Each call is a network round trip on the PSA's side: a guest gets a bounded number.
-        if self.inv.host_api_calls >= MAX_HOST_API_CALLS {
-            self.inv.debug.host_warning(format!(
+        if self.calls >= MAX_HOST_API_CALLS {
+            self.debug.host_warning(format!(
                 "{operation}: refused, more than {MAX_HOST_API_CALLS} host API calls in one request"
             ));
             return Err(Refusal::Api(HostApiError::Failed("too many host API calls".into())));
         }
-        self.inv.host_api_calls += 1;
-        let answer = api
-            .call(&self.inv.ids, self.inv.user.as_ref(), operation, payload, self.inv.remaining())
-            .await
-            .map_err(|e| {
-                self.inv.debug.host_warning(format!("{operation}: {e}"));
+        self.calls += 1;
+        let answer =
+            api.call(&self.ids, self.user.as_ref(), operation, payload, self.remaining()).await.map_err(|e| {
+                self.debug.host_warning(format!("{operation}: {e}"));
                 Refusal::Api(e)
             })?;
         serde_json::from_value(answer).map_err(|e| {
-            self.inv.debug.host_warning(format!("{operation}: malformed host API answer: {e}"));
+            self.debug.host_warning(format!("{operation}: malformed host API answer: {e}"));
             Refusal::Api(HostApiError::Failed("malformed answer".into()))
         })
     }
@@ -63,7 +96,7 @@ fn text(e: &Refusal) -> String {
     }
 }
 
-impl ui_proxy::Host for HostState {
+impl ui_proxy::Host for BusinessCtx {
     async fn call_route(&mut self, route: String, payload: Option<Vec<u8>>) -> Result<Vec<u8>, ProxyError> {
         use base64::Engine as _;
         let body = payload.map(|p| base64::engine::general_purpose::STANDARD.encode(p));
@@ -93,7 +126,7 @@ fn scheduler_error(e: Refusal) -> SchedulerError {
     }
 }
 
-impl scheduler::Host for HostState {
+impl scheduler::Host for BusinessCtx {
     async fn list_schedules(&mut self) -> Result<Vec<ScheduleInfo>, SchedulerError> {
         self.business(CAP_SCHEDULER_MANAGE, "scheduler.list", json!({})).await.map_err(scheduler_error)
     }
@@ -128,11 +161,10 @@ impl scheduler::Host for HostState {
 
     /// Answered from the manifest: the version's declared endpoints.
     async fn get_endpoints(&mut self) -> Result<Vec<EndpointInfo>, SchedulerError> {
-        if !self.inv.can(CAP_SCHEDULER_MANAGE) {
+        if !self.can(CAP_SCHEDULER_MANAGE) {
             return Err(SchedulerError::Denied);
         }
         Ok(self
-            .inv
             .endpoints
             .iter()
             .map(|e| EndpointInfo {
@@ -148,7 +180,7 @@ impl scheduler::Host for HostState {
     }
 }
 
-impl invoicing::Host for HostState {
+impl invoicing::Host for BusinessCtx {
     async fn create_manual_invoice(&mut self, input: CreateManualInvoiceInput) -> CreateManualInvoiceResult {
         let payload = serde_json::to_value(&input).unwrap_or(Value::Null);
         self.business(CAP_INVOICE_MANUAL_CREATE, "invoicing.create-manual-invoice", payload).await.unwrap_or_else(|e| {
@@ -167,7 +199,7 @@ impl invoicing::Host for HostState {
     }
 }
 
-impl clients::Host for HostState {
+impl clients::Host for BusinessCtx {
     async fn list_clients(&mut self, input: ClientsListInput) -> Result<ClientsListResult, ClientReadError> {
         let payload = serde_json::to_value(&input).unwrap_or(Value::Null);
         self.business(CAP_CLIENT_READ, "clients.list", payload).await.map_err(client_error)
@@ -190,7 +222,7 @@ fn client_error(e: Refusal) -> ClientReadError {
     }
 }
 
-impl services::Host for HostState {
+impl services::Host for BusinessCtx {
     async fn list_services(&mut self, input: ServicesListInput) -> Result<ServicesListResult, ServiceReadError> {
         let payload = serde_json::to_value(&input).unwrap_or(Value::Null);
         self.business(CAP_SERVICE_READ, "services.list", payload).await.map_err(service_error)

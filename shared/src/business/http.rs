@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use super::{HostApi, HostApiError};
-use crate::host::{ExecIds, UserInfo};
+use crate::ids::{ExecIds, UserInfo};
 
 /// Host API settings.
 #[derive(Clone)]

@@ -5,12 +5,14 @@
 pub mod host;
 pub mod http;
 
+pub use host::BusinessCtx;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::host::{ExecIds, UserInfo};
+use crate::ids::{ExecIds, UserInfo};
 
 /// Failures of a host API call, mapped to each interface's error enum.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

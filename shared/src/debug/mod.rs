@@ -2,8 +2,12 @@
 //! carrying its full execution context, published to a [`DebugBus`] without ever blocking or
 //! failing the request. The relay reads them back per (tenant, extension) stream.
 
+mod logging;
 pub mod memory;
+pub mod output;
 pub mod redis;
+
+pub use logging::LoggingCtx;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

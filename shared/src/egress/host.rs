@@ -1,27 +1,49 @@
 //! `http.fetch`: capability, allow-list, call count, SSRF guard, timeouts and body caps.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use futures::StreamExt;
 
-use super::{is_allowed_destination, is_blocked, literal_ip};
+use super::{is_allowed_destination, is_blocked, literal_ip, AllowEntry, EgressClient};
 use crate::bindings::alga::extension::http;
 use crate::bindings::types::{HttpError, HttpHeader, HttpRequest, HttpResponse};
-use crate::host::HostState;
-use crate::manifest::CAP_HTTP_FETCH;
+use crate::debug::DebugSink;
+
+/// The per-call state of the egress capability.
+pub struct EgressCtx {
+    /// Whether the call may fetch (`cap:http.fetch`), decided when it was planned.
+    pub granted: bool,
+    /// The install's allow-list.
+    pub allow: Vec<AllowEntry>,
+    /// The process-wide client (its resolver refuses non-public addresses).
+    pub client: Arc<EgressClient>,
+    /// Calls made so far in this call.
+    pub calls: u32,
+    /// Wall-clock deadline of the call: a fetch gets only the time left.
+    pub deadline: Instant,
+    /// Host warnings of this call.
+    pub debug: DebugSink,
+}
 
 /// Request headers a guest may not set: the client computes them.
 const FORBIDDEN_REQUEST_HEADERS: &[&str] =
     &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "proxy-authorization"];
 
-impl HostState {
+impl EgressCtx {
     fn deny_fetch(&self, reason: String) -> HttpError {
-        self.inv.debug.host_warning(format!("http.fetch refused: {reason}"));
+        self.debug.host_warning(format!("http.fetch refused: {reason}"));
         HttpError::NotAllowed
+    }
+
+    fn remaining(&self) -> std::time::Duration {
+        self.deadline.saturating_duration_since(Instant::now())
     }
 }
 
-impl http::Host for HostState {
+impl http::Host for EgressCtx {
     async fn fetch(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        if !self.inv.can(CAP_HTTP_FETCH) {
+        if !self.granted {
             return Err(self.deny_fetch("cap:http.fetch is not granted".into()));
         }
         let url = url::Url::parse(&request.url).map_err(|_| HttpError::InvalidUrl)?;
@@ -29,31 +51,31 @@ impl http::Host for HostState {
             return Err(HttpError::InvalidUrl);
         }
         let host = url.host_str().unwrap_or_default().to_string();
-        if !self.inv.egress_allow.iter().any(|e| e.allows(&url)) {
+        if !self.allow.iter().any(|e| e.allows(&url)) {
             return Err(self.deny_fetch(format!(
                 "{}://{host}:{} is not on the install's allow-list",
                 url.scheme(),
                 url.port_or_known_default().unwrap_or(0)
             )));
         }
-        let settings = self.inv.egress.settings.clone();
+        let settings = self.client.settings.clone();
         if let Some(ip) = literal_ip(&url) {
             if !is_allowed_destination(ip, settings.allow_loopback) {
                 return Err(self.deny_fetch(format!("{ip} is not a public address")));
             }
         }
-        if self.inv.egress_calls >= settings.max_calls {
+        if self.calls >= settings.max_calls {
             return Err(self.deny_fetch(format!("more than {} calls in one request", settings.max_calls)));
         }
-        self.inv.egress_calls += 1;
+        self.calls += 1;
         let method =
             reqwest::Method::from_bytes(request.method.to_uppercase().as_bytes()).map_err(|_| HttpError::InvalidUrl)?;
         let body = request.body.unwrap_or_default();
         if body.len() > settings.max_request_bytes {
             return Err(self.deny_fetch(format!("request body over {} bytes", settings.max_request_bytes)));
         }
-        let timeout = settings.timeout.min(self.inv.remaining());
-        let mut builder = self.inv.egress.client.request(method, url).timeout(timeout);
+        let timeout = settings.timeout.min(self.remaining());
+        let mut builder = self.client.client.request(method, url).timeout(timeout);
         for h in &request.headers {
             let name = h.name.to_ascii_lowercase();
             if FORBIDDEN_REQUEST_HEADERS.contains(&name.as_str()) {
@@ -70,7 +92,7 @@ impl http::Host for HostState {
             Err(e) if e.is_builder() => return Err(HttpError::InvalidUrl),
             Err(e) => {
                 // The URL may carry credentials (userinfo, query keys): never in events.
-                self.inv.debug.host_warning(format!("http.fetch {host}: transport error: {}", e.without_url()));
+                self.debug.host_warning(format!("http.fetch {host}: transport error: {}", e.without_url()));
                 return Err(HttpError::Transport);
             }
         };
@@ -82,7 +104,7 @@ impl http::Host for HostState {
             .collect();
         let mut body = Vec::new();
         let mut stream = response.bytes_stream();
-        let read = tokio::time::timeout(self.inv.remaining(), async {
+        let read = tokio::time::timeout(self.remaining(), async {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|_| HttpError::Transport)?;
                 if body.len() + chunk.len() > settings.max_response_bytes {
@@ -96,7 +118,7 @@ impl http::Host for HostState {
         match read {
             Ok(Ok(())) => Ok(HttpResponse { status, headers, body: Some(body) }),
             Ok(Err(HttpError::Internal)) => {
-                self.inv.debug.host_warning(format!(
+                self.debug.host_warning(format!(
                     "http.fetch {host}: response body over {} bytes",
                     settings.max_response_bytes
                 ));
@@ -104,7 +126,7 @@ impl http::Host for HostState {
             }
             Ok(Err(e)) => Err(e),
             Err(_) => {
-                self.inv.debug.host_warning(format!("http.fetch {host}: timed out reading the body"));
+                self.debug.host_warning(format!("http.fetch {host}: timed out reading the body"));
                 Err(HttpError::Transport)
             }
         }

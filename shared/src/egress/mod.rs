@@ -4,6 +4,8 @@
 
 pub mod host;
 
+pub use host::EgressCtx;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;

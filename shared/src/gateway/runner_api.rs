@@ -9,7 +9,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::body::LimitedBytes;
+use crate::http::body::LimitedBytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,15 +21,17 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::headers::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEADER_BYTES};
-use super::run::{execute, sink, Plan};
-use super::{Gateway, RequestId};
+use super::Gateway;
 use crate::bindings::types::{ContextData, ExecuteRequest, HttpHeader, HttpRequest};
 use crate::egress::AllowEntry;
-use crate::error::ApiError;
 use crate::executor::{ExecError, ExecLimits};
-use crate::host::{ExecIds, SecretsState, UserInfo};
+use crate::http::error::ApiError;
+use crate::http::RequestId;
+use crate::ids::{ExecIds, UserInfo};
 use crate::manifest::{normalize_capability, DEFAULT_CAPABILITIES, KNOWN_CAPABILITIES};
+use crate::runtime::Plan;
 use crate::secrets::SecretEnvelope;
+use crate::secrets::SecretsState;
 
 /// How long a completed answer is replayed for the same idempotency key.
 const REPLAY_WINDOW: Duration = Duration::from_secs(600);
@@ -165,7 +167,7 @@ pub async fn handle(
 
 async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8]) -> Result<ExecuteAnswer, ApiError> {
     let platform = &gw.platform;
-    let settings = &platform.settings;
+    let settings = &gw.settings;
     // The service token: no token configured = the API is closed. Digests are compared in
     // constant time, so neither the token's bytes nor its length show in the timing.
     let expected = settings.runner_service_token.as_deref().unwrap_or("");
@@ -257,7 +259,7 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
             .memory_mb
             .map(|mb| (mb as usize) << 20)
             .unwrap_or(settings.exec.max_memory_bytes)
-            .min(settings.engine.max_memory_bytes),
+            .min(settings.max_memory_bytes),
         fuel: req.limits.fuel.or(settings.exec.fuel),
         max_output_bytes: settings.exec.max_output_bytes,
     };
@@ -303,7 +305,8 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         client_id: u.client_id,
         additional_fields: u.additional_fields.into_iter().collect(),
     });
-    let debug = sink(platform, &ids);
+    let runtime = platform.runtime();
+    let debug = runtime.sink(&ids);
     let plan = Plan {
         ids,
         version,
@@ -315,7 +318,7 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         egress_allow,
         limits,
     };
-    let answer = match execute(platform, plan, request).await {
+    let answer = match runtime.execute(plan, request).await {
         Ok(outcome) => {
             let r = outcome.response;
             let mut headers: BTreeMap<String, String> = BTreeMap::new();

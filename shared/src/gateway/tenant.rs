@@ -12,17 +12,21 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::headers::{client_response_headers, guest_request_headers};
-use super::ratelimit::RateDecision;
-use super::run::{exec_error_response, exec_status, execute, sink, Plan};
-use super::{cors, Gateway, RequestId};
+use super::run::{exec_error_response, exec_status};
+use super::Gateway;
 use crate::auth::{identify_in_extension, Identity, PERM_EXTENSION_READ, PERM_EXTENSION_WRITE};
 use crate::bindings::types::{ContextData, ExecuteRequest, HttpRequest};
 use crate::egress::AllowEntry;
-use crate::error::ApiError;
-use crate::host::{ExecIds, SecretsState, UserInfo};
+use crate::http::error::ApiError;
+use crate::http::{cors, RequestId};
+use crate::ids::{ExecIds, UserInfo};
+use crate::installs::resolve_install;
 use crate::manifest::{EndpointMatch, CAP_DEBUG_LOGS, CAP_SECRETS_GET, DEFAULT_CAPABILITIES};
 use crate::platform::Platform;
+use crate::ratelimit::RateDecision;
+use crate::runtime::Plan;
 use crate::secrets::SecretsError;
+use crate::secrets::SecretsState;
 use crate::stores::{InstallRecord, VersionRecord};
 
 const METHODS: &[Method] =
@@ -49,8 +53,8 @@ impl Record {
             "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
         });
         let outcome = if self.status == "ok" { "ok" } else { self.status };
-        crate::admin::audit(
-            platform,
+        crate::audit_log::record(
+            platform.audit.as_ref(),
             &self.actor,
             Some(&self.tenant),
             "extension.execute",
@@ -82,8 +86,8 @@ impl Record {
 pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let started = Instant::now();
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-    let settings = &gw.platform.settings;
-    let origin = cors::allowed_origin(req.headers(), &settings.cors_origins, settings.ui.sandbox);
+    let settings = &gw.settings;
+    let origin = cors::allowed_origin(req.headers(), &settings.cors_origins, settings.allow_null_origin);
     let mut record = Record { status: "policy_denied", ..Default::default() };
     let mut response = match serve(&gw, req, &request_id, &mut record).await {
         Ok(r) => r,
@@ -92,15 +96,15 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     if !record.tenant.is_empty() {
         let status = response.status().as_u16();
         record.emit(&request_id, status, started);
-        if gw.platform.settings.audit_executions {
+        if gw.settings.audit_executions {
             record.audit(&gw.platform, &request_id, status, started).await;
         }
         // Refusals of an identified caller are audited (a 401 has no caller to name).
         if status == 403 {
             let details =
                 serde_json::json!({"api": "gateway", "extension": record.extension, "request_id": request_id});
-            crate::admin::audit(
-                &gw.platform,
+            crate::audit_log::record(
+                gw.platform.audit.as_ref(),
                 &record.actor,
                 Some(&record.tenant),
                 "access.denied",
@@ -120,8 +124,12 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     // 1. Route and method. OPTIONS is the gateway's own (CORS preflight), before identity.
     let method = req.method().clone();
     if method == Method::OPTIONS {
-        let settings = &platform.settings;
-        return Ok(cors::preflight(cors::allowed_origin(req.headers(), &settings.cors_origins, settings.ui.sandbox)));
+        let settings = &gw.settings;
+        return Ok(cors::preflight(cors::allowed_origin(
+            req.headers(),
+            &settings.cors_origins,
+            settings.allow_null_origin,
+        )));
     }
     if !METHODS.contains(&method) {
         return Err(ApiError::new(
@@ -198,7 +206,7 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     }
 
     // 7. Body limit; then the guest's view of the request.
-    let cap = platform.settings.max_body_bytes;
+    let cap = gw.settings.max_body_bytes;
     let too_large =
         || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body over {cap} bytes"));
     let declared =
@@ -209,8 +217,9 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     let body = axum::body::to_bytes(body, cap).await.map_err(|_| too_large())?;
 
     // 8. Execute.
-    let plan = plan_for(platform, &install, version.clone(), &identity, request_id).await?;
-    let debug_ctx = sink(platform, &plan.ids);
+    let plan = plan_for(gw, &install, version.clone(), &identity, request_id).await?;
+    let runtime = platform.runtime();
+    let debug_ctx = runtime.sink(&plan.ids);
     let url = match &query {
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
@@ -230,7 +239,7 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
             body: (!body.is_empty()).then(|| body.to_vec()),
         },
     };
-    let outcome = match execute(platform, plan, request).await {
+    let outcome = match runtime.execute(plan, request).await {
         Ok(o) => o,
         Err(e) => {
             record.status = exec_status(&e);
@@ -277,31 +286,6 @@ fn split_route(path: &str) -> Option<(String, String)> {
     Some((ext.to_string(), format!("/{tail}")))
 }
 
-/// The tenant's enabled install addressed by registry id, install id or manifest name.
-pub(crate) async fn resolve_install(
-    platform: &Platform,
-    tenant: &str,
-    extension_ref: &str,
-) -> Result<Option<(InstallRecord, Arc<VersionRecord>)>, ApiError> {
-    let install = if uuid::Uuid::parse_str(extension_ref).is_ok() {
-        match platform.installs.get_install(tenant, extension_ref).await? {
-            Some(i) => Some(i),
-            None => platform.installs.find_install(tenant, extension_ref).await?,
-        }
-    } else {
-        match platform.extension_id_by_name(extension_ref).await? {
-            Some(id) => platform.installs.find_install(tenant, &id).await?,
-            None => None,
-        }
-    };
-    let Some(install) = install.filter(|i| i.enabled && i.tenant_id == tenant) else { return Ok(None) };
-    let version = platform
-        .version(&install.version_id)
-        .await?
-        .ok_or_else(|| ApiError::internal(format!("install {} points at a missing version", install.install_id)))?;
-    Ok(Some((install, version)))
-}
-
 /// A UI token reaches only the extension it was minted for.
 pub(crate) fn check_ui_scope(identity: &Identity, extension_id: &str) -> Result<(), ApiError> {
     match &identity.ui_scope {
@@ -338,12 +322,13 @@ pub(crate) fn effective_capabilities(install: &InstallRecord, version: &VersionR
 }
 
 async fn plan_for(
-    platform: &Platform,
+    gw: &Gateway,
     install: &InstallRecord,
     version: Arc<VersionRecord>,
     identity: &Identity,
     request_id: &str,
 ) -> Result<Plan, ApiError> {
+    let platform = &gw.platform;
     let capabilities = effective_capabilities(install, &version);
     let secrets = match (&install.secrets_ref, capabilities.contains(CAP_SECRETS_GET)) {
         (Some(secret_ref), true) => {
@@ -386,7 +371,7 @@ async fn plan_for(
         user: Some(user_info(identity)),
         secrets,
         egress_allow,
-        limits: platform.settings.exec,
+        limits: gw.settings.exec,
         version,
     })
 }

@@ -1,123 +1,50 @@
 //! The per-call host state of a guest and the linker wiring of every import.
 //!
-//! One [`HostState`] lives in each `Store` (one per request). It carries the WASI context
-//! (no preopens, no sockets, stdout/stderr captured to the debug bus), the memory limiter and
-//! the [`Invocation`]: everything the host functions need to answer for this request.
+//! One [`HostState`] lives in each `Store` (one per request). It only assembles: the WASI
+//! context (no preopens, no sockets, stdout/stderr captured to the debug bus), the per-call
+//! limits, and one context per capability — each capability module owns its per-call state,
+//! its host trait impls and its backends, and is linked with its own `add_to_linker` and a
+//! getter of its field here. Grants are decided when the call is planned (each context says
+//! whether its capability was granted), not looked up by the host functions.
 
-mod context;
 mod limits;
-pub mod stdio;
 
+pub use crate::ids::{ExecIds, UserInfo};
 pub use limits::CallLimiter;
-
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::business::HostApi;
-use crate::debug::DebugSink;
-use crate::egress::{AllowEntry, EgressClient};
-use crate::manifest::Endpoint;
-use crate::secrets::ResolvedSecrets;
-use crate::storage::{KvLimits, KvStore};
+use crate::bindings::alga::extension as alga;
+use crate::bindings::kelp::extension as kelp;
+use crate::business::BusinessCtx;
+use crate::context::ContextCtx;
+use crate::debug::output::Capture;
+use crate::debug::{DebugSink, LoggingCtx};
+use crate::egress::EgressCtx;
+use crate::install_config::InstallConfigCtx;
+use crate::secrets::SecretsCtx;
+use crate::storage::StorageCtx;
 
-/// Identifiers of one execution (A1): what `context.get-context` returns and what every
-/// debug event carries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExecIds {
-    /// Request id.
-    pub request_id: String,
-    /// Tenant.
-    pub tenant_id: String,
-    /// Extension registry id.
-    pub extension_id: String,
-    /// Install id (always set by Kelp).
-    pub install_id: String,
-    /// Version id.
-    pub version_id: String,
-    /// `sha256:<hex>` of the bundle.
-    pub content_hash: String,
-}
-
-/// The caller, as the guest may see it through `user`/`user-v2` (with `cap:user.read`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UserInfo {
-    /// Subject.
-    pub user_id: String,
-    /// Email.
-    pub user_email: String,
-    /// Display name.
-    pub user_name: String,
-    /// `internal` or `client`.
-    pub user_type: String,
-    /// Client (company) name.
-    pub client_name: String,
-    /// Client id for client-portal users.
-    pub client_id: Option<String>,
-    /// Extra fields from the token or the control plane.
-    pub additional_fields: Vec<(String, String)>,
-}
-
-/// The secrets of one call.
-#[derive(Debug, Clone)]
-pub enum SecretsState {
-    /// The install has no secrets (or may not read them): every key is `missing`.
-    None,
-    /// Decoded envelope.
-    Ready(ResolvedSecrets),
-    /// The envelope exists but cannot be decoded: every key is `internal`.
-    Broken,
-}
-
-/// Everything the host functions need for one call.
-pub struct Invocation {
-    /// Ids (A1).
-    pub ids: ExecIds,
-    /// Config map (A2).
-    pub config: Arc<BTreeMap<String, String>>,
-    /// Config version label (A2).
-    pub config_version: String,
-    /// Granted capabilities including the defaults.
-    pub capabilities: BTreeSet<String>,
-    /// The caller.
-    pub user: Option<UserInfo>,
-    /// Secrets, resolved before the call when the install may read them.
-    pub secrets: SecretsState,
-    /// Storage backend and its limits.
-    pub storage: Arc<dyn KvStore>,
-    /// Storage limits.
-    pub kv_limits: KvLimits,
-    /// Egress allow-list of the install.
-    pub egress_allow: Vec<AllowEntry>,
-    /// Egress client (process-wide).
-    pub egress: Arc<EgressClient>,
-    /// Outbound calls made so far in this execution.
-    pub egress_calls: u32,
-    /// The version's declared endpoints (scheduler.get-endpoints).
-    pub endpoints: Arc<[Endpoint]>,
-    /// Host API of the PSA for business interfaces, if configured.
-    pub host_api: Option<Arc<dyn HostApi>>,
-    /// Host API calls made so far in this execution.
-    pub host_api_calls: u32,
-    /// Debug events of this execution.
+/// Everything one call's host functions need, decided when the call was planned: one
+/// context per capability.
+pub struct CallState {
+    /// `context`, `user`, `user-v2`.
+    pub context: ContextCtx,
+    /// `kelp:extension/config`.
+    pub config: InstallConfigCtx,
+    /// Whether `logging.*` lines are published (`cap:log.emit`).
+    pub log_granted: bool,
+    /// `storage`.
+    pub storage: StorageCtx,
+    /// `secrets`.
+    pub secrets: SecretsCtx,
+    /// `http.fetch`.
+    pub http: EgressCtx,
+    /// `ui-proxy`, `scheduler`, `invoicing`, `clients`, `services`.
+    pub business: BusinessCtx,
+    /// Debug events of the call (guest output and host warnings).
     pub debug: DebugSink,
-    /// Wall-clock deadline of the call; host calls get only the time left.
-    pub deadline: Instant,
-}
-
-impl Invocation {
-    /// Whether the execution has a capability.
-    pub fn can(&self, cap: &str) -> bool {
-        self.capabilities.contains(cap)
-    }
-
-    /// Time left before the deadline.
-    pub fn remaining(&self) -> std::time::Duration {
-        self.deadline.saturating_duration_since(Instant::now())
-    }
 }
 
 /// The store data of one call.
@@ -126,26 +53,44 @@ pub struct HostState {
     table: ResourceTable,
     /// Memory, table and instance limits (the store's `ResourceLimiter`).
     pub limiter: CallLimiter,
-    /// Per-call data.
-    pub inv: Invocation,
-    /// stdout/stderr capture, flushed after the call.
-    pub stdio: stdio::Capture,
+    /// Log, stdout and stderr capture (one budget), flushed after the call.
+    pub output: Capture,
+    context: ContextCtx,
+    config: InstallConfigCtx,
+    logging: LoggingCtx,
+    storage: StorageCtx,
+    secrets: SecretsCtx,
+    http: EgressCtx,
+    business: BusinessCtx,
 }
 
 impl HostState {
     /// State for one call: WASI with no preopens, no network, no environment, and
-    /// stdout/stderr going to the debug bus (at most `max_output_bytes` together).
-    pub fn new(inv: Invocation, max_memory_bytes: usize, max_output_bytes: usize) -> Self {
-        let stdio = stdio::Capture::new(inv.debug.clone(), max_output_bytes);
+    /// stdout/stderr going to the debug bus (log lines, stdout and stderr share
+    /// `max_output_bytes`).
+    pub fn new(call: CallState, max_memory_bytes: usize, max_output_bytes: usize) -> Self {
+        let output = Capture::new(call.debug, max_output_bytes);
         let wasi = WasiCtxBuilder::new()
-            .stdout(stdio.stdout())
-            .stderr(stdio.stderr())
+            .stdout(output.stdout())
+            .stderr(output.stderr())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
-        Self { wasi, table: ResourceTable::new(), limiter: CallLimiter::new(max_memory_bytes), inv, stdio }
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: CallLimiter::new(max_memory_bytes),
+            logging: LoggingCtx { granted: call.log_granted, output: output.clone() },
+            output,
+            context: call.context,
+            config: call.config,
+            storage: call.storage,
+            secrets: call.secrets,
+            http: call.http,
+            business: call.business,
+        }
     }
 }
 
@@ -156,11 +101,25 @@ impl WasiView for HostState {
 }
 
 /// The linker every component is instantiated with: WASI 0.2 and every interface of
-/// `kelp:extension/runner` (so all 12 alga interfaces plus `config`). A flat list, no logic.
+/// `kelp:extension/runner` (all 12 alga interfaces plus `config`), each with its own
+/// capability context. A flat list, no logic.
 pub fn linker(engine: &wasmtime::Engine) -> anyhow::Result<Linker<HostState>> {
-    let mut linker = Linker::new(engine);
+    let mut l: Linker<HostState> = Linker::new(engine);
     let wrap = |e: wasmtime::Error| anyhow::anyhow!("{e:#}");
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(wrap)?;
-    crate::bindings::Runner::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s).map_err(wrap)?;
-    Ok(linker)
+    wasmtime_wasi::p2::add_to_linker_async(&mut l).map_err(wrap)?;
+    alga::types::add_to_linker::<_, HasSelf<ContextCtx>>(&mut l, |s| &mut s.context).map_err(wrap)?;
+    alga::context::add_to_linker::<_, HasSelf<ContextCtx>>(&mut l, |s| &mut s.context).map_err(wrap)?;
+    alga::user::add_to_linker::<_, HasSelf<ContextCtx>>(&mut l, |s| &mut s.context).map_err(wrap)?;
+    alga::user_v2::add_to_linker::<_, HasSelf<ContextCtx>>(&mut l, |s| &mut s.context).map_err(wrap)?;
+    alga::logging::add_to_linker::<_, HasSelf<LoggingCtx>>(&mut l, |s| &mut s.logging).map_err(wrap)?;
+    alga::storage::add_to_linker::<_, HasSelf<StorageCtx>>(&mut l, |s| &mut s.storage).map_err(wrap)?;
+    alga::secrets::add_to_linker::<_, HasSelf<SecretsCtx>>(&mut l, |s| &mut s.secrets).map_err(wrap)?;
+    alga::http::add_to_linker::<_, HasSelf<EgressCtx>>(&mut l, |s| &mut s.http).map_err(wrap)?;
+    alga::ui_proxy::add_to_linker::<_, HasSelf<BusinessCtx>>(&mut l, |s| &mut s.business).map_err(wrap)?;
+    alga::scheduler::add_to_linker::<_, HasSelf<BusinessCtx>>(&mut l, |s| &mut s.business).map_err(wrap)?;
+    alga::invoicing::add_to_linker::<_, HasSelf<BusinessCtx>>(&mut l, |s| &mut s.business).map_err(wrap)?;
+    alga::clients::add_to_linker::<_, HasSelf<BusinessCtx>>(&mut l, |s| &mut s.business).map_err(wrap)?;
+    alga::services::add_to_linker::<_, HasSelf<BusinessCtx>>(&mut l, |s| &mut s.business).map_err(wrap)?;
+    kelp::config::add_to_linker::<_, HasSelf<InstallConfigCtx>>(&mut l, |s| &mut s.config).map_err(wrap)?;
+    Ok(l)
 }

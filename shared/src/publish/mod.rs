@@ -3,17 +3,18 @@
 //! artifact, then record the version. Nothing is recorded unless everything before it
 //! succeeded; blobs are content-addressed, so a failed publish leaves no visible state.
 
-pub mod bundle;
-
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use axum::http::StatusCode;
+
 use crate::blobs::{bundle_key, component_key};
+pub use crate::bundle::{pack_dir, unpack, Bundle, BundleError, BundleLimits};
+use crate::http::error::ApiError;
 use crate::manifest::{Manifest, ManifestError};
 use crate::platform::Platform;
 use crate::stores::{now_rfc3339, ExtensionRecord, PutVersion, StoreError, VersionRecord};
-pub use bundle::{pack_dir, unpack, Bundle, BundleError, BundleLimits};
 
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +79,7 @@ pub async fn publish(
     let bundle = unpack(&bundle_bytes, limits)?;
     let (prefix, manifest_bytes) = find_manifest(&bundle)?;
     let manifest = Manifest::parse(manifest_bytes)?;
-    crate::ui::check_entry(&manifest, &bundle, &prefix).map_err(|m| PublishError::Manifest(ManifestError(m)))?;
+    crate::ui_assets::check_entry(&manifest, &bundle, &prefix).map_err(|m| PublishError::Manifest(ManifestError(m)))?;
     let component_path = format!("{prefix}{}", manifest.component_path());
     let component = bundle
         .files
@@ -105,10 +106,12 @@ pub async fn publish(
     blobs.put(&component_key(&component_hash), &component).await.map_err(blob)?;
     let content_hex = hash.trim_start_matches("sha256:");
     blobs.put(&bundle_key(content_hex), &bundle_bytes).await.map_err(blob)?;
-    crate::ui::extract_at_publish(blobs, &manifest, &bundle, &prefix, content_hex).await.map_err(|e| match e {
-        crate::ui::ExtractError::MissingEntry(m) => PublishError::Manifest(ManifestError(m)),
-        crate::ui::ExtractError::Blob(b) => PublishError::Blob(b.to_string()),
-    })?;
+    crate::ui_assets::extract_at_publish(blobs, &manifest, &bundle, &prefix, content_hex).await.map_err(
+        |e| match e {
+            crate::ui_assets::ExtractError::MissingEntry(m) => PublishError::Manifest(ManifestError(m)),
+            crate::ui_assets::ExtractError::Blob(b) => PublishError::Blob(b.to_string()),
+        },
+    )?;
 
     let extension = platform
         .registry
@@ -156,4 +159,25 @@ fn same_or_conflict(
 pub async fn publish_dir(platform: &Arc<Platform>, dir: &std::path::Path) -> anyhow::Result<Published> {
     let bytes = pack_dir(dir)?;
     Ok(publish(platform, bytes, &BundleLimits::default()).await?)
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Bundle(BundleError::TooLarge(m)) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
+            }
+            PublishError::Bundle(BundleError::Invalid(m)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_bundle", m)
+            }
+            PublishError::Manifest(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_manifest", m.0),
+            PublishError::Component(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_component", m),
+            PublishError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "version_conflict", m),
+            PublishError::Store(s) => s.into(),
+            PublishError::Blob(m) => {
+                tracing::warn!(error = %m, "blob store unavailable during publish");
+                ApiError::unavailable("the blob store is unavailable; retry shortly")
+            }
+        }
+    }
 }

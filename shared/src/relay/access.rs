@@ -6,12 +6,11 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use super::{Relay, StreamQuery};
-use crate::admin::audit;
 use crate::auth::{Identity, PERM_EXTENSION_DEBUG};
-use crate::error::ApiError;
-use crate::gateway::RateDecision;
+use crate::http::error::ApiError;
 use crate::manifest::CAP_DEBUG_LOGS;
 use crate::platform::Platform;
+use crate::ratelimit::RateDecision;
 use crate::stores::InstallRecord;
 
 /// The stream a viewer may watch.
@@ -55,7 +54,16 @@ async fn deny(
     }
     let details =
         json!({"api": "relay", "reason": reason, "requested_tenant": requested_tenant, "issuer": viewer.issuer});
-    audit(&relay.platform, &viewer.sub, Some(&viewer.tenant), "access.denied", target, "denied", details).await;
+    crate::audit_log::record(
+        relay.platform.audit.as_ref(),
+        &viewer.sub,
+        Some(&viewer.tenant),
+        "access.denied",
+        target,
+        "denied",
+        details,
+    )
+    .await;
     ApiError::forbidden(reason.to_string())
 }
 

@@ -20,10 +20,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::admin::audit;
 use crate::auth::{identify, Identity, PERM_PLATFORM_OPS};
-use crate::error::ApiError;
-use crate::gateway::{request_id_layer, RequestId};
+use crate::http::error::ApiError;
+use crate::http::{request_id_layer, RequestId};
 use crate::platform::Platform;
 use crate::stores::{AuditFilter, PageRequest};
 
@@ -60,14 +59,13 @@ pub struct Relay {
     /// Settings.
     pub settings: RelaySettings,
     /// Refusals per viewer (tenant, sub), so refused requests cannot flood the audit log.
-    pub(crate) denials: crate::gateway::LocalRateLimiter,
+    pub(crate) denials: crate::ratelimit::LocalRateLimiter,
 }
 
 impl Relay {
-    /// Relay state with settings from the platform's.
-    pub fn new(platform: Arc<Platform>) -> Arc<Self> {
-        let settings = platform.settings.relay.clone();
-        let denials = crate::gateway::LocalRateLimiter::new(access::DENIALS_BURST, 1.0 / access::DENIAL_REFILL_SECS);
+    /// Relay state over a platform (it needs no execution runtime).
+    pub fn new(platform: Arc<Platform>, settings: RelaySettings) -> Arc<Self> {
+        let denials = crate::ratelimit::LocalRateLimiter::new(access::DENIALS_BURST, 1.0 / access::DENIAL_REFILL_SECS);
         Arc::new(Self { platform, settings, denials })
     }
 }
@@ -81,7 +79,7 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .route("/api/ext-debug/healthz", get(health))
         .with_state(relay)
         .layer(axum::extract::DefaultBodyLimit::disable())
-        .layer(axum::Extension(crate::body::BodyLimit(64 * 1024)))
+        .layer(axum::Extension(crate::http::body::BodyLimit(64 * 1024)))
         .layer(axum::middleware::from_fn(request_id_layer))
 }
 
@@ -147,8 +145,8 @@ async fn sessions(State(relay): State<Arc<Relay>>, viewer: Viewer, Query(q): Que
     let answer = async {
         let platform = &relay.platform;
         if !viewer.identity.has(PERM_PLATFORM_OPS) {
-            audit(
-                platform,
+            crate::audit_log::record(
+                platform.audit.as_ref(),
                 &viewer.identity.sub,
                 Some(&viewer.identity.tenant),
                 "access.denied",

@@ -17,11 +17,10 @@ use tokio::sync::mpsc;
 
 use super::access::{authorize, Target};
 use super::{poll_body, Relay, StreamQuery, Viewer};
-use crate::admin::audit;
-use crate::body::LimitedBytes;
 use crate::debug::memory::StreamId;
 use crate::debug::{DebugBus, StoredEvent};
-use crate::error::ApiError;
+use crate::http::body::LimitedBytes;
+use crate::http::error::ApiError;
 use crate::stores::now_rfc3339;
 
 /// Audit action of a finished session.
@@ -152,8 +151,8 @@ async fn run(
         (target.tenant.clone(), target.install.extension_id.clone(), target.install.install_id.clone());
     let started_at = now_rfc3339();
     let started = Instant::now();
-    audit(
-        &platform,
+    crate::audit_log::record(
+        platform.audit.as_ref(),
         &viewer.identity.sub,
         Some(&tenant),
         "debug.session.open",
@@ -294,7 +293,16 @@ async fn run(
         "viewer": viewer.identity.sub, "tenant": tenant, "extension": ext, "install": install_id,
         "started": started_at, "ended": now_rfc3339(), "events_sent": sent, "reason": end.as_str(), "via_grant": target.via_grant,
     });
-    audit(&platform, &viewer.identity.sub, Some(&tenant), SESSION_ACTION, Some(&install_id), "ok", details).await;
+    crate::audit_log::record(
+        platform.audit.as_ref(),
+        &viewer.identity.sub,
+        Some(&tenant),
+        SESSION_ACTION,
+        Some(&install_id),
+        "ok",
+        details,
+    )
+    .await;
 }
 
 /// Redis failed: tell the viewer and continue from this instance's in-process bus.
@@ -326,8 +334,8 @@ pub async fn poll(
         let target = authorize(&relay, &viewer.identity, &q).await?;
         let (tenant, ext) = (&target.tenant, &target.install.extension_id);
         if last.is_none() {
-            audit(
-                platform,
+            crate::audit_log::record(
+                platform.audit.as_ref(),
                 &viewer.identity.sub,
                 Some(tenant),
                 "debug.poll",

@@ -6,6 +6,8 @@ pub mod aws;
 pub mod file;
 pub mod host;
 
+pub use host::SecretsCtx;
+
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -140,6 +142,17 @@ pub trait SecretSource: Send + Sync {
     /// Delete the envelope under `secret_ref` for good (no recovery window); deleting one
     /// that does not exist succeeds.
     async fn delete(&self, secret_ref: &str) -> Result<(), SecretsError>;
+}
+
+/// The secrets of one call.
+#[derive(Debug, Clone)]
+pub enum SecretsState {
+    /// The install has no secrets (or may not read them): every key is `missing`.
+    None,
+    /// Decoded envelope.
+    Ready(ResolvedSecrets),
+    /// The envelope exists but cannot be decoded: every key is `internal`.
+    Broken,
 }
 
 /// Secrets of one execution, as the host functions see them.

@@ -1,22 +1,37 @@
 //! `storage` host functions: capability check, validation, then the backend. Backend errors
 //! are logged as debug warnings and become the WIT error; they never reach the guest raw.
 
-use super::{validate, KvEntry, KvError, Scope};
+use std::sync::Arc;
+
+use super::{validate, KvEntry, KvError, KvLimits, KvStore, Scope};
 use crate::bindings::alga::extension::storage;
 use crate::bindings::types::{StorageEntry, StorageError};
-use crate::host::HostState;
-use crate::manifest::CAP_STORAGE_KV;
+use crate::debug::DebugSink;
+
+/// The per-call state of the storage capability.
+pub struct StorageCtx {
+    /// Whether the call may use storage (`cap:storage.kv`), decided when it was planned.
+    pub granted: bool,
+    /// The install's scope: the only data this call can reach.
+    pub scope: Scope,
+    /// The backend.
+    pub backend: Arc<dyn KvStore>,
+    /// Storage limits.
+    pub limits: KvLimits,
+    /// Host warnings of this call.
+    pub debug: DebugSink,
+}
 
 fn to_wit(e: KvEntry) -> StorageEntry {
     StorageEntry { namespace: e.namespace, key: e.key, value: e.value, revision: Some(e.revision) }
 }
 
-impl HostState {
+impl StorageCtx {
     fn scope(&self) -> Result<Scope, StorageError> {
-        if !self.inv.can(CAP_STORAGE_KV) {
+        if !self.granted {
             return Err(StorageError::Denied);
         }
-        Ok(Scope { tenant_id: self.inv.ids.tenant_id.clone(), install_id: self.inv.ids.install_id.clone() })
+        Ok(self.scope.clone())
     }
 
     fn storage_error(&self, op: &str, e: KvError) -> StorageError {
@@ -24,23 +39,23 @@ impl HostState {
             KvError::Missing => StorageError::Missing,
             KvError::Conflict => StorageError::Conflict,
             KvError::Limit(m) => {
-                self.inv.debug.host_warning(format!("storage.{op}: {m}"));
+                self.debug.host_warning(format!("storage.{op}: {m}"));
                 StorageError::Internal
             }
             KvError::Unavailable(m) | KvError::Internal(m) => {
                 tracing::warn!(op, error = %m, "storage backend failure");
-                self.inv.debug.host_warning(format!("storage.{op}: backend failure"));
+                self.debug.host_warning(format!("storage.{op}: backend failure"));
                 StorageError::Internal
             }
         }
     }
 }
 
-impl storage::Host for HostState {
+impl storage::Host for StorageCtx {
     async fn get(&mut self, namespace: String, key: String) -> Result<StorageEntry, StorageError> {
         let scope = self.scope()?;
-        validate(&namespace, Some(&key), None, &self.inv.kv_limits).map_err(|e| self.storage_error("get", e))?;
-        match self.inv.storage.get(&scope, &namespace, &key).await {
+        validate(&namespace, Some(&key), None, &self.limits).map_err(|e| self.storage_error("get", e))?;
+        match self.backend.get(&scope, &namespace, &key).await {
             Ok(Some(e)) => Ok(to_wit(e)),
             Ok(None) => Err(StorageError::Missing),
             Err(e) => Err(self.storage_error("get", e)),
@@ -49,11 +64,10 @@ impl storage::Host for HostState {
 
     async fn put(&mut self, entry: StorageEntry) -> Result<StorageEntry, StorageError> {
         let scope = self.scope()?;
-        let limits = self.inv.kv_limits;
+        let limits = self.limits;
         validate(&entry.namespace, Some(&entry.key), Some(&entry.value), &limits)
             .map_err(|e| self.storage_error("put", e))?;
-        self.inv
-            .storage
+        self.backend
             .put(&scope, &entry.namespace, &entry.key, &entry.value, entry.revision, &limits)
             .await
             .map(to_wit)
@@ -62,8 +76,8 @@ impl storage::Host for HostState {
 
     async fn delete(&mut self, namespace: String, key: String) -> Result<(), StorageError> {
         let scope = self.scope()?;
-        validate(&namespace, Some(&key), None, &self.inv.kv_limits).map_err(|e| self.storage_error("delete", e))?;
-        self.inv.storage.delete(&scope, &namespace, &key).await.map_err(|e| self.storage_error("delete", e))
+        validate(&namespace, Some(&key), None, &self.limits).map_err(|e| self.storage_error("delete", e))?;
+        self.backend.delete(&scope, &namespace, &key).await.map_err(|e| self.storage_error("delete", e))
     }
 
     /// Pages of 100 in key order; the next page starts after the cursor (the last key seen).
@@ -73,12 +87,11 @@ impl storage::Host for HostState {
         cursor: Option<String>,
     ) -> Result<Vec<StorageEntry>, StorageError> {
         let scope = self.scope()?;
-        validate(&namespace, None, None, &self.inv.kv_limits).map_err(|e| self.storage_error("list-entries", e))?;
+        validate(&namespace, None, None, &self.limits).map_err(|e| self.storage_error("list-entries", e))?;
         // The guest only sees entries, so its cursor is the last key of the previous page.
         let after = cursor.filter(|c| !c.is_empty());
-        self.inv
-            .storage
-            .list(&scope, &namespace, after.as_deref(), self.inv.kv_limits.page_size)
+        self.backend
+            .list(&scope, &namespace, after.as_deref(), self.limits.page_size)
             .await
             .map(|v| v.into_iter().map(to_wit).collect())
             .map_err(|e| self.storage_error("list-entries", e))

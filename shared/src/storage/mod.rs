@@ -6,6 +6,8 @@ pub mod dynamodb;
 pub mod host;
 pub mod sqlite;
 
+pub use host::StorageCtx;
+
 use async_trait::async_trait;
 
 /// Whose data: every key lives under one (tenant, install).

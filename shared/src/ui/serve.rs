@@ -8,16 +8,17 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::{UiRoutes, UiSettings};
 use crate::auth::{identify_in_extension, PERM_EXTENSION_READ};
-use crate::error::ApiError;
-use crate::gateway::{Gateway, RequestId};
+use crate::http::error::ApiError;
+use crate::http::RequestId;
 use crate::platform::Platform;
 
 /// Serve one UI asset.
-pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+pub async fn handle(State(ui): State<Arc<UiRoutes>>, req: Request) -> Response {
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let (parts, _body) = req.into_parts();
-    serve(&gw.platform, &parts).await.unwrap_or_else(|e| e.with_request_id(&request_id).into_response())
+    serve(&ui.platform, &ui.settings, &parts).await.unwrap_or_else(|e| e.with_request_id(&request_id).into_response())
 }
 
 fn not_found() -> ApiError {
@@ -68,9 +69,15 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// The content hash must be the caller's tenant's installed version of that extension; in
 /// public mode, any published version of it. Anything else is a plain 404.
-async fn check_access(platform: &Platform, parts: &Parts, ext: &str, hash_hex: &str) -> Result<(), ApiError> {
+async fn check_access(
+    platform: &Platform,
+    settings: &UiSettings,
+    parts: &Parts,
+    ext: &str,
+    hash_hex: &str,
+) -> Result<(), ApiError> {
     let wanted = format!("sha256:{hash_hex}");
-    if platform.settings.ui.public {
+    if settings.public {
         let version = platform.registry.find_version_by_content_hash(&wanted).await?.ok_or_else(not_found)?;
         let ext_id = if uuid::Uuid::parse_str(ext).is_ok() {
             Some(ext.to_string())
@@ -84,7 +91,7 @@ async fn check_access(platform: &Platform, parts: &Parts, ext: &str, hash_hex: &
     if !identity.has(PERM_EXTENSION_READ) {
         return Err(not_found());
     }
-    match crate::gateway::tenant::resolve_install(platform, &identity.tenant, ext).await? {
+    match crate::installs::resolve_install(platform, &identity.tenant, ext).await? {
         Some((install, version))
             if version.content_hash == wanted
                 && identity.ui_scope.as_ref().is_none_or(|s| *s == install.extension_id) =>
@@ -117,7 +124,7 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-async fn serve(platform: &Platform, req: &Parts) -> Result<Response, ApiError> {
+async fn serve(platform: &Platform, settings: &UiSettings, req: &Parts) -> Result<Response, ApiError> {
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "UI assets are read-only")
             .with_header(header::ALLOW, "GET, HEAD"));
@@ -126,7 +133,7 @@ async fn serve(platform: &Platform, req: &Parts) -> Result<Response, ApiError> {
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(not_found());
     }
-    check_access(platform, req, &ext, &hash).await?;
+    check_access(platform, settings, req, &ext, &hash).await?;
     let index = platform
         .ui
         .index(&hash)
@@ -139,7 +146,6 @@ async fn serve(platform: &Platform, req: &Parts) -> Result<Response, ApiError> {
     // A missing file or a directory falls back to the entry (single-page apps route in JS).
     let name = if index.files.contains_key(&path) { path } else { index.entry.clone() };
     let meta = &index.files[&name];
-    let settings = &platform.settings.ui;
     if meta.size > settings.max_file_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

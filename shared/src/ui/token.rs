@@ -10,28 +10,29 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::UiRoutes;
 use crate::auth::{identify, PERM_EXTENSION_READ};
-use crate::error::ApiError;
-use crate::gateway::{Gateway, RequestId};
+use crate::http::error::ApiError;
+use crate::http::RequestId;
 
 /// Issue a UI token for the caller's tenant's install of `extension_id`.
-pub async fn issue(State(gw): State<Arc<Gateway>>, Path(extension_id): Path<String>, req: Request) -> Response {
+pub async fn issue(State(ui): State<Arc<UiRoutes>>, Path(extension_id): Path<String>, req: Request) -> Response {
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let answer = async {
         if req.method() != Method::POST {
             return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"));
         }
         let (parts, _) = req.into_parts();
-        let platform = &gw.platform;
+        let platform = &ui.platform;
         // A user's own token only: a UI token cannot mint another (or widen itself).
         let identity = identify(&parts, &platform.jwt).map_err(|e| ApiError::unauthenticated(e.to_string()))?;
         if !identity.has(PERM_EXTENSION_READ) {
             return Err(ApiError::forbidden(format!("{PERM_EXTENSION_READ} is required")));
         }
         let (install, _) =
-            crate::gateway::tenant::resolve_install(platform, &identity.tenant, &extension_id).await?.ok_or_else(
-                || ApiError::new(StatusCode::NOT_FOUND, "extension_not_available", "extension not available"),
-            )?;
+            crate::installs::resolve_install(platform, &identity.tenant, &extension_id).await?.ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, "extension_not_available", "extension not available")
+            })?;
         let token = platform.ui_tokens.mint(&identity, &install.extension_id);
         Ok(Json(json!({
             "token": token,

@@ -1,12 +1,19 @@
-//! Install, config and secrets operations with their validation rules.
+//! Installs: create, update, config and secrets with their validation rules, uninstall, and
+//! finding a tenant's install by any of its names. `kelp up`, the routers and the tests share
+//! this one set of rules.
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+
 use crate::egress::parse_allow_list;
+use crate::http::error::ApiError;
 use crate::manifest::{normalize_capabilities, CAP_DEBUG_LOGS};
 use crate::platform::Platform;
 use crate::secrets::{SecretEnvelope, SecretsError};
-use crate::stores::{now_rfc3339, InstallRecord, StoreError};
+use crate::stores::{now_rfc3339, InstallRecord, StoreError, VersionRecord};
 
 /// Why an operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -253,4 +260,45 @@ pub async fn uninstall(platform: &Platform, tenant: &str, install_id: &str, purg
         forget_envelope(platform, secret_ref).await;
     }
     Ok(purged)
+}
+
+/// The tenant's enabled install addressed by registry id, install id or manifest name.
+pub async fn resolve_install(
+    platform: &Platform,
+    tenant: &str,
+    extension_ref: &str,
+) -> Result<Option<(InstallRecord, Arc<VersionRecord>)>, ApiError> {
+    let install = if uuid::Uuid::parse_str(extension_ref).is_ok() {
+        match platform.installs.get_install(tenant, extension_ref).await? {
+            Some(i) => Some(i),
+            None => platform.installs.find_install(tenant, extension_ref).await?,
+        }
+    } else {
+        match platform.extension_id_by_name(extension_ref).await? {
+            Some(id) => platform.installs.find_install(tenant, &id).await?,
+            None => None,
+        }
+    };
+    let Some(install) = install.filter(|i| i.enabled && i.tenant_id == tenant) else { return Ok(None) };
+    let version = platform
+        .version(&install.version_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("install {} points at a missing version", install.install_id)))?;
+    Ok(Some((install, version)))
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m),
+            AdminError::NotFound(m) => ApiError::not_found(m),
+            AdminError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            AdminError::Store(s) => s.into(),
+            AdminError::Secrets(crate::secrets::SecretsError::Unavailable(m)) => {
+                tracing::warn!(error = %m, "secrets backend unavailable");
+                ApiError::unavailable("the secrets backend is unavailable; retry shortly")
+            }
+            AdminError::Secrets(other) => ApiError::internal(other),
+        }
+    }
 }

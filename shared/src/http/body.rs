@@ -6,8 +6,8 @@ use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
-use crate::gateway::RequestId;
+use super::RequestId;
+use crate::http::error::ApiError;
 
 /// The body cap of a router, set as a request extension (`Extension(BodyLimit(n))`).
 #[derive(Debug, Clone, Copy)]

@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::platform::Platform;
 use crate::storage::{KvError, KvLimits, Scope};
-use crate::Platform;
 
 /// How long an answer is replayed.
 pub const WINDOW_SECS: i64 = 24 * 3600;

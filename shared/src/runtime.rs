@@ -1,0 +1,148 @@
+//! The execution runtime: the executor (engine, module cache) plus what a call's host state
+//! is assembled from (storage, egress, the host API, the debug bus) and the per-call
+//! defaults. It turns a [`Plan`] — one execution, fully decided by a router — into each
+//! capability's per-call state and runs it. Functions that never run a guest (the debug
+//! relay) do not build one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::bindings::types::ExecuteRequest;
+use crate::business::{BusinessCtx, HostApi};
+use crate::cache::ModuleCache;
+use crate::context::ContextCtx;
+use crate::debug::{DebugBus, DebugSink, EventContext};
+use crate::egress::{AllowEntry, EgressClient, EgressCtx};
+use crate::executor::{ExecError, ExecLimits, ExecOutcome, Executor};
+use crate::host::CallState;
+use crate::ids::{ExecIds, UserInfo};
+use crate::install_config::InstallConfigCtx;
+use crate::manifest::{
+    BUSINESS_CAPABILITIES, CAP_HTTP_FETCH, CAP_LOG_EMIT, CAP_SECRETS_GET, CAP_STORAGE_KV, CAP_USER_READ,
+};
+use crate::secrets::{SecretsCtx, SecretsState};
+use crate::storage::{KvLimits, KvStore, Scope, StorageCtx};
+use crate::stores::VersionRecord;
+
+/// Per-call defaults of the runtime.
+#[derive(Debug, Clone, Copy)]
+pub struct CallDefaults {
+    /// Storage limits.
+    pub kv_limits: KvLimits,
+    /// Debug event message cap.
+    pub debug_max_event_bytes: usize,
+    /// Debug events one call may publish.
+    pub debug_max_events_per_call: usize,
+}
+
+/// The execution runtime of a process.
+pub struct Runtime {
+    /// The executor (engine and module cache).
+    pub executor: Executor,
+    /// Storage backend of `storage.*`.
+    pub kv: Arc<dyn KvStore>,
+    /// Egress client of `http.fetch`.
+    pub egress: Arc<EgressClient>,
+    /// The PSA's host API of the business interfaces, if configured.
+    pub host_api: Option<Arc<dyn HostApi>>,
+    /// Where debug events go.
+    pub debug: Arc<dyn DebugBus>,
+    /// Per-call defaults.
+    pub defaults: CallDefaults,
+}
+
+/// One execution, fully decided.
+pub struct Plan {
+    /// Ids (A1).
+    pub ids: ExecIds,
+    /// The version to run.
+    pub version: Arc<VersionRecord>,
+    /// Config map.
+    pub config: Arc<BTreeMap<String, String>>,
+    /// Config version label.
+    pub config_version: String,
+    /// Effective capabilities (defaults included).
+    pub capabilities: BTreeSet<String>,
+    /// The caller.
+    pub user: Option<UserInfo>,
+    /// Secrets.
+    pub secrets: SecretsState,
+    /// Egress allow-list.
+    pub egress_allow: Vec<AllowEntry>,
+    /// Limits.
+    pub limits: ExecLimits,
+}
+
+impl Runtime {
+    /// The debug sink of an execution: every event carries these ids (B1).
+    pub fn sink(&self, ids: &ExecIds) -> DebugSink {
+        DebugSink::new(
+            self.debug.clone(),
+            EventContext {
+                tenant_id: ids.tenant_id.clone(),
+                extension_id: ids.extension_id.clone(),
+                install_id: ids.install_id.clone(),
+                request_id: ids.request_id.clone(),
+                version_id: ids.version_id.clone(),
+                content_hash: ids.content_hash.clone(),
+            },
+            self.defaults.debug_max_event_bytes,
+        )
+        .with_event_budget(self.defaults.debug_max_events_per_call)
+    }
+
+    /// The per-capability contexts of a plan: each capability gets its own state, and whether it
+    /// was granted is decided here, once.
+    pub fn call_state(&self, plan: Plan) -> (CallState, Arc<VersionRecord>, ExecLimits) {
+        let debug = self.sink(&plan.ids);
+        let can = |cap: &str| plan.capabilities.contains(cap);
+        let deadline = Instant::now() + plan.limits.timeout;
+        let business: BTreeSet<String> =
+            BUSINESS_CAPABILITIES.iter().filter(|c| can(c)).map(|c| c.to_string()).collect();
+        let call = CallState {
+            context: ContextCtx { ids: plan.ids.clone(), user: plan.user.clone(), user_granted: can(CAP_USER_READ) },
+            config: InstallConfigCtx { values: plan.config, version: plan.config_version },
+            log_granted: can(CAP_LOG_EMIT),
+            storage: StorageCtx {
+                granted: can(CAP_STORAGE_KV),
+                scope: Scope { tenant_id: plan.ids.tenant_id.clone(), install_id: plan.ids.install_id.clone() },
+                backend: self.kv.clone(),
+                limits: self.defaults.kv_limits,
+                debug: debug.clone(),
+            },
+            secrets: SecretsCtx { granted: can(CAP_SECRETS_GET), state: plan.secrets, debug: debug.clone() },
+            http: EgressCtx {
+                granted: can(CAP_HTTP_FETCH),
+                allow: plan.egress_allow,
+                client: self.egress.clone(),
+                calls: 0,
+                deadline,
+                debug: debug.clone(),
+            },
+            business: BusinessCtx {
+                granted: business,
+                host_api: self.host_api.clone(),
+                ids: plan.ids,
+                user: plan.user,
+                endpoints: plan.version.manifest.endpoints().to_vec().into(),
+                calls: 0,
+                deadline,
+                debug: debug.clone(),
+            },
+            debug,
+        };
+        (call, plan.version, plan.limits)
+    }
+
+    /// Run a plan.
+    pub async fn execute(&self, plan: Plan, request: ExecuteRequest) -> Result<ExecOutcome, ExecError> {
+        let (call, v, limits) = self.call_state(plan);
+        self.executor.execute(&v.component_hash, &v.component_key, call, request, limits).await
+    }
+
+    /// The module cache.
+    pub fn cache(&self) -> &Arc<ModuleCache> {
+        self.executor.cache()
+    }
+}
