@@ -1,6 +1,7 @@
 //! End-to-end tests: real components, real HTTP on loopback, the embedded default.
 
 mod admin;
+mod architecture;
 mod aws_backends;
 mod browser;
 mod cache;

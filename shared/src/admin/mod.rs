@@ -4,7 +4,11 @@
 //! themselves live in the services ([`crate::installs`], [`crate::publish`]) so `kelp up`, the
 //! router and tests share one set of rules.
 
-mod routes;
+mod audit;
+mod common;
+mod extensions;
+mod grants;
+mod installs;
 
 use std::sync::Arc;
 
@@ -12,7 +16,13 @@ use crate::auth::{Identity, PERM_PLATFORM_OPS};
 use crate::http::error::ApiError;
 use crate::platform::Platform;
 
-pub use routes::{router, OPENAPI};
+pub use common::OPENAPI;
+
+use audit::query_audit;
+use common::*;
+use extensions::{get_extension, get_version, list_extensions, list_versions, publish_version};
+use grants::{create_grant, list_grants, revoke_grant};
+use installs::{create_install, delete_install, get_install, list_installs, put_config, put_secrets, update_install};
 
 /// The admin API's own settings (the app layer builds them from the environment).
 #[derive(Debug, Clone)]
@@ -47,4 +57,29 @@ pub fn target_tenant(caller: &Identity, requested: Option<&str>) -> Result<Strin
         Some(t) if t == caller.tenant || caller.has(PERM_PLATFORM_OPS) => Ok(t.to_string()),
         Some(_) => Err(ApiError::forbidden("only platform:ops may act on another tenant")),
     }
+}
+
+/// The admin router.
+pub fn router(admin: Arc<Admin>) -> Router {
+    Router::new()
+        .route("/admin/openapi.json", get(openapi))
+        .route("/admin/extensions", get(list_extensions).post(publish_version))
+        .route("/admin/extensions/{extension}", get(get_extension))
+        .route("/admin/extensions/{extension}/versions", get(list_versions))
+        .route("/admin/extensions/{extension}/versions/{version}", get(get_version))
+        .route("/admin/installs", get(list_installs).post(create_install))
+        .route("/admin/installs/{install}", get(get_install).patch(update_install).delete(delete_install))
+        .route("/admin/installs/{install}/config", put(put_config))
+        .route("/admin/installs/{install}/secrets", put(put_secrets))
+        .route("/admin/grants", get(list_grants).post(create_grant))
+        .route("/admin/grants/{grant}", delete(revoke_grant))
+        .route("/admin/audit", get(query_audit))
+        .layer(Extension(BodyLimit(admin.settings.max_body_bytes)))
+        .with_state(admin)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(request_id_layer))
+}
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }

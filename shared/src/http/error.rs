@@ -84,12 +84,21 @@ impl From<crate::stores::StoreError> for ApiError {
     }
 }
 
+/// An error rendered without its request id: [`crate::http::request_id_layer`] finishes it
+/// (adds the id to the body), so handlers just return `Result<_, ApiError>`.
+#[derive(Clone)]
+pub(crate) struct Unfinished(pub ApiError);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let unfinished = self.request_id.is_none().then(|| Unfinished(self.clone()));
         let body = json!({"error": {"code": self.code, "message": self.message, "request_id": self.request_id}});
         let mut response = (self.status, axum::Json(body)).into_response();
         for (name, value) in self.headers {
             response.headers_mut().insert(name, value);
+        }
+        if let Some(unfinished) = unfinished {
+            response.extensions_mut().insert(unfinished);
         }
         response
     }

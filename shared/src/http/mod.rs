@@ -9,7 +9,7 @@ pub mod lambda;
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 /// The request id of a request: the client's `x-request-id` when it is a sane token
 /// (≤ 128 chars of `[A-Za-z0-9._:-]`), else a new UUID.
@@ -30,6 +30,11 @@ pub async fn request_id_layer(mut req: Request, next: Next) -> Response {
     let id = RequestId::from_request(&req);
     req.extensions_mut().insert(id.clone());
     let mut response = next.run(req).await;
+    // The one place errors get their request id: a handler's `Err(ApiError)` is rendered
+    // again with it.
+    if let Some(error::Unfinished(e)) = response.extensions_mut().remove::<error::Unfinished>() {
+        response = e.with_request_id(&id.0).into_response();
+    }
     if let Ok(v) = HeaderValue::from_str(&id.0) {
         response.headers_mut().insert("x-request-id", v);
     }

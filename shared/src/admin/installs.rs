@@ -1,0 +1,294 @@
+//! `/admin/installs`: create, read, update (upgrade, enable, grants, egress, debug), uninstall,
+//! config and secrets.
+
+use super::common::*;
+use super::extensions::{find_extension, resolve_version};
+use super::Admin;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateInstall {
+    extension: String,
+    version: String,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
+    capabilities: Option<Vec<String>>,
+    #[serde(default)]
+    egress: Vec<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    debug_logs: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub(super) async fn create_install(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    meta: Meta,
+    LimitedBytes(body): LimitedBytes,
+) -> Answer {
+    let platform = &admin.platform;
+    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "manage installs").await?;
+    let req: CreateInstall = parse_json(&body)?;
+    let tenant = caller.tenant(platform, req.tenant.as_deref()).await?;
+    idempotent(&admin, &caller, &tenant, &meta, &body, || async {
+        let ext = find_extension(platform, &req.extension).await?;
+        let version = resolve_version(platform, &ext, &req.version).await?;
+        let mut granted = req.capabilities.clone().unwrap_or_else(|| version.manifest.capabilities.clone());
+        if req.debug_logs {
+            granted.push(CAP_DEBUG_LOGS.into());
+        }
+        let install = service::create_install(
+            platform,
+            NewInstall {
+                tenant_id: tenant.clone(),
+                extension_id: ext.id.clone(),
+                version_id: version.id.clone(),
+                config: req.config.clone(),
+                granted,
+                egress: req.egress.clone(),
+                enabled: req.enabled,
+            },
+        )
+        .await?;
+        caller
+            .audit(platform, Some(&tenant), "install.create", Some(&install.install_id), json!({"extension": ext.name, "version": version.version, "capabilities": install.granted, "egress": install.egress}))
+            .await;
+        Ok((StatusCode::CREATED, install_view(&install)))
+    })
+    .await
+}
+
+pub(super) async fn list_installs(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Query(q): Query<TenantQuery>,
+    Query(p): Query<Paging>,
+) -> Answer {
+    let platform = &admin.platform;
+    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "list installs").await?;
+    // Operators without a tenant filter see every tenant.
+    let tenant = match (&q.tenant, caller.identity.has(PERM_PLATFORM_OPS)) {
+        (None, true) => None,
+        (requested, _) => Some(caller.tenant(platform, requested.as_deref()).await?),
+    };
+    let page = platform.installs.list_installs(tenant.as_deref(), &p.request()).await?;
+    Ok(Json(page_view(page, install_view)).into_response())
+}
+
+pub(super) async fn load_install(platform: &Platform, tenant: &str, id: &str) -> Result<InstallRecord, ApiError> {
+    platform
+        .installs
+        .get_install(tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("install {id} not found")))
+}
+
+pub(super) async fn get_install(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+) -> Answer {
+    let platform = &admin.platform;
+    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "read installs").await?;
+    let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
+    Ok(Json(install_view(&load_install(platform, &tenant, &id).await?)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateInstall {
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    capabilities: Option<Vec<String>>,
+    #[serde(default)]
+    egress: Option<Vec<String>>,
+    #[serde(default)]
+    debug_logs: Option<bool>,
+}
+
+pub(super) async fn update_install(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    meta: Meta,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+    LimitedBytes(body): LimitedBytes,
+) -> Answer {
+    let platform = &admin.platform;
+    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "manage installs").await?;
+    let req: UpdateInstall = parse_json(&body)?;
+    let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
+    idempotent(&admin, &caller, &tenant, &meta, &body, || async {
+        // Everything is checked first and applied in one conditional write: a refused
+        // part leaves the install untouched.
+        let current = load_install(platform, &tenant, &id).await?;
+        let from_version = current.version_id.clone();
+        let version = match &req.version {
+            Some(v) => {
+                let ext = find_extension(platform, &current.extension_id).await?;
+                resolve_version(platform, &ext, v).await?
+            }
+            None => (*platform.version(&current.version_id).await?.ok_or_else(|| ApiError::internal("install without version"))?).clone(),
+        };
+        let to_version = version.id.clone();
+        let checked_caps = match &req.capabilities {
+            Some(caps) => Some(service::check_grants(caps, &version.manifest.capabilities)?),
+            None => None,
+        };
+        let checked_egress = match &req.egress {
+            Some(e) => Some(service::check_egress(e)?),
+            None => None,
+        };
+        let updated = service::update_install(platform, &tenant, &id, |i| {
+            i.version_id = to_version;
+            if let Some(enabled) = req.enabled {
+                i.enabled = enabled;
+            }
+            if let Some(caps) = checked_caps {
+                let debug = i.granted.iter().any(|g| g == CAP_DEBUG_LOGS);
+                i.granted = caps;
+                if debug && !i.granted.iter().any(|g| g == CAP_DEBUG_LOGS) && req.debug_logs.is_none() {
+                    i.granted.push(CAP_DEBUG_LOGS.into());
+                }
+            }
+            if let Some(e) = checked_egress {
+                i.egress = e;
+            }
+            match req.debug_logs {
+                Some(true) if !i.granted.iter().any(|g| g == CAP_DEBUG_LOGS) => i.granted.push(CAP_DEBUG_LOGS.into()),
+                Some(false) => i.granted.retain(|g| g != CAP_DEBUG_LOGS),
+                _ => {}
+            }
+            Ok(())
+        })
+        .await?;
+        let action = match (&req.version, updated.version_id != from_version) {
+            (Some(_), true) => "install.version",
+            _ => "install.update",
+        };
+        caller
+            .audit(platform, Some(&tenant), action, Some(&id), json!({"from_version": from_version, "to_version": updated.version_id, "enabled": updated.enabled, "capabilities": updated.granted, "egress": updated.egress}))
+            .await;
+        Ok((StatusCode::OK, install_view(&updated)))
+    })
+    .await
+}
+
+pub(super) async fn delete_install(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    meta: Meta,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+) -> Answer {
+    let platform = &admin.platform;
+    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "uninstall").await?;
+    let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
+    let purge = q.purge.unwrap_or(false);
+    idempotent(&admin, &caller, &tenant, &meta, &[], || async {
+        let purged = service::uninstall(platform, &tenant, &id, purge).await?;
+        caller
+            .audit(
+                platform,
+                Some(&tenant),
+                "install.delete",
+                Some(&id),
+                json!({"purge": purge, "purged_entries": purged}),
+            )
+            .await;
+        Ok((
+            StatusCode::OK,
+            json!({"deleted": id, "purged_entries": purged, "storage": if purge { "purged" } else { "kept" }}),
+        ))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConfigBody {
+    config: BTreeMap<String, String>,
+}
+
+pub(super) async fn put_config(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    meta: Meta,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+    LimitedBytes(body): LimitedBytes,
+) -> Answer {
+    let platform = &admin.platform;
+    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "set config").await?;
+    let req: ConfigBody = parse_json(&body)?;
+    let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
+    idempotent(&admin, &caller, &tenant, &meta, &body, || async {
+        let keys: Vec<&String> = req.config.keys().collect();
+        let updated = service::set_config(platform, &tenant, &id, req.config.clone()).await?;
+        caller
+            .audit(
+                platform,
+                Some(&tenant),
+                "install.config",
+                Some(&id),
+                json!({"keys": keys, "config_version": updated.config_version}),
+            )
+            .await;
+        Ok((StatusCode::OK, json!({"install_id": id, "config_version": updated.config_version})))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SecretsBody {
+    secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+pub(super) async fn put_secrets(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    meta: Meta,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+    LimitedBytes(body): LimitedBytes,
+) -> Answer {
+    let platform = &admin.platform;
+    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "set secrets").await?;
+    let req: SecretsBody = parse_json(&body)?;
+    if let Some(ts) = &req.expires_at {
+        chrono::DateTime::parse_from_rfc3339(ts)
+            .map_err(|_| ApiError::bad_request("expires_at must be an RFC 3339 timestamp"))?;
+    }
+    let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
+    // The fingerprint (not the body) is what idempotency stores: values never persist there.
+    idempotent(&admin, &caller, &tenant, &meta, &body, || async {
+        let updated = service::set_secrets(platform, &tenant, &id, &req.secrets, req.expires_at.clone()).await?;
+        let keys: Vec<&String> = req.secrets.keys().collect();
+        caller
+            .audit(
+                platform,
+                Some(&tenant),
+                "install.secrets",
+                Some(&id),
+                json!({"keys": keys, "secrets_version": updated.secrets_version}),
+            )
+            .await;
+        Ok((StatusCode::OK, json!({"install_id": id, "secrets_version": updated.secrets_version, "keys": keys})))
+    })
+    .await
+}
