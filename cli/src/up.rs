@@ -129,12 +129,40 @@ pub async fn run(args: UpArgs) -> Result<()> {
         }
     }
     print_banner(&base, &token, &admin_token, &installed, &format!("{backend}, {bus}"));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // Ctrl-C or SIGTERM: stop accepting, give requests in flight a moment, then exit. Debug
+    // sessions last up to 15 minutes, so waiting for every connection would hang the stop.
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let server = axum::serve(listener, app).with_graceful_shutdown({
+        let stop = stop.clone();
+        async move { stop.notified().await }
+    });
+    tokio::select! {
+        served = server => served?,
+        signal = shutdown_signal() => {
+            println!("\n{signal}: stopping (open connections get {} ms)", SHUTDOWN_GRACE.as_millis());
+            stop.notify_one();
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    }
     Ok(())
+}
+
+/// How long requests in flight (and debug viewers) get after Ctrl-C or SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The first of Ctrl-C (SIGINT) and SIGTERM, by name.
+async fn shutdown_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "interrupted";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = term.recv() => "terminated",
+    }
 }
 
 struct Installed {
@@ -224,8 +252,25 @@ async fn seed_examples(platform: &Arc<Platform>, args: &UpArgs) -> Result<Vec<In
     Ok(out)
 }
 
+/// How to run this `kelp` again: its name when it was started from `PATH`, else the cargo
+/// command for the same (release) build, so printed commands work when pasted.
+fn kelp_command() -> String {
+    let invoked = std::env::args().next().unwrap_or_default();
+    let from_path = !invoked.contains('/');
+    if from_path {
+        "kelp".into()
+    } else if invoked.contains("/release/") {
+        "cargo run --release -p kelp-cli --".into()
+    } else if invoked.contains("/debug/") {
+        "cargo run -p kelp-cli --".into()
+    } else {
+        invoked
+    }
+}
+
 fn print_banner(base: &str, token: &str, admin_token: &str, installed: &[Installed], backends: &str) {
     println!("\nKelp is up on {base} ({backends})\n");
+    println!("  export KELP_URL={base}");
     println!("  export KELP_TOKEN={token}");
     println!("  export KELP_ADMIN_TOKEN={admin_token}\n");
     for ext in installed {
@@ -241,7 +286,7 @@ fn print_banner(base: &str, token: &str, admin_token: &str, installed: &[Install
         "\n  debug console: {base}/api/ext-debug/console#token={token}&autoconnect=1&extension={}",
         installed.first().map(|e| e.name.as_str()).unwrap_or("")
     );
-    println!("  follow logs:   cargo run -p kelp-cli -- tail <extension>   (uses KELP_TOKEN)");
+    println!("  follow logs:   {} tail <extension>   (uses KELP_URL and KELP_TOKEN)", kelp_command());
     println!("\n  admin API: curl -s -H \"Authorization: Bearer $KELP_ADMIN_TOKEN\" {base}/admin/installs");
     println!("  health: curl -s {base}/healthz\n  Ctrl-C stops.\n");
 }

@@ -12,7 +12,7 @@ struct Up {
     token: String,
     admin_token: String,
     printed: Vec<String>,
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     _data: tempfile::TempDir,
 }
 
@@ -52,7 +52,26 @@ async fn kelp_up(extra_args: &[&str], env: &[(String, String)]) -> Up {
     }
     assert!(!base.is_empty() && !token.is_empty() && !admin_token.is_empty(), "kelp up printed its banner");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Up { base, token, admin_token, printed, _child: child, _data: data }
+    Up { base, token, admin_token, printed, child, _data: data }
+}
+
+/// Send `signal` to `kelp up` while a debug viewer holds a stream open; how long it took to
+/// exit.
+async fn stop_with_a_viewer_attached(up: &mut Up, signal: &str) -> Duration {
+    let viewer = reqwest::Client::new()
+        .get(format!("{}/api/ext-debug/stream?extensionId=com.kelp.examples.js-notes", up.base))
+        .bearer_auth(&up.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(viewer.status(), 200, "a viewer is attached");
+    let pid = up.child.id().expect("running").to_string();
+    let started = std::time::Instant::now();
+    assert!(std::process::Command::new("kill").args([signal, &pid]).status().unwrap().success());
+    let exited = tokio::time::timeout(Duration::from_secs(10), up.child.wait()).await;
+    assert!(exited.is_ok(), "kelp up did not stop after {signal} with a viewer attached");
+    drop(viewer);
+    started.elapsed()
 }
 
 fn bash(script: &str, up: &Up) -> std::process::Output {
@@ -140,6 +159,11 @@ async fn kelp_up_serves_the_examples_and_every_documented_command_works() {
         }
     }
     assert!(ran >= 15, "only {ran} documented blocks ran: were the fences renamed?");
+
+    // SIGTERM stops it within a second, even with a debug session open (they last 15 min).
+    let mut up = up;
+    let took = stop_with_a_viewer_attached(&mut up, "-TERM").await;
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +172,7 @@ async fn kelp_up_runs_on_the_aws_backends_against_moto() {
         .into_iter()
         .filter(|(k, _)| k != "KELP_BACKEND")
         .collect();
-    let up = kelp_up(&["--aws"], &env).await;
+    let mut up = kelp_up(&["--aws"], &env).await;
     let out = bash(
         &format!(
             "curl -s -H \"Authorization: Bearer $KELP_TOKEN\" {}/api/ext/com.kelp.examples.js-notes/hello",
@@ -168,4 +192,7 @@ async fn kelp_up_runs_on_the_aws_backends_against_moto() {
         backends.secrets.fetch(js.secrets_ref.as_ref().unwrap()).await.is_ok(),
         "its envelope is in Secrets Manager"
     );
+    // Ctrl-C (SIGINT) too.
+    let took = stop_with_a_viewer_attached(&mut up, "-INT").await;
+    assert!(took < Duration::from_secs(2), "Ctrl-C took {took:?}");
 }

@@ -87,6 +87,10 @@ pub const KNOWN_VARS: &[&str] = &[
     "AWS_ENDPOINT_URL",
 ];
 
+/// Variables the `kelp` CLI reads (it prints them for you to export): not the runtime's, but
+/// not typos either, so they are never reported as unknown.
+pub const CLI_VARS: &[&str] = &["KELP_URL", "KELP_TOKEN", "KELP_ADMIN_TOKEN"];
+
 /// Which control-plane backends a process uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
@@ -233,7 +237,7 @@ impl Settings {
     /// Settings from a map (tests pass their own).
     pub fn from_map(env: &HashMap<String, String>) -> Result<Self> {
         for key in env.keys().filter(|k| k.starts_with("KELP_")) {
-            if !KNOWN_VARS.contains(&key.as_str()) {
+            if !KNOWN_VARS.contains(&key.as_str()) && !CLI_VARS.contains(&key.as_str()) {
                 tracing::warn!(variable = %key, "unknown KELP_* environment variable (ignored)");
             }
         }

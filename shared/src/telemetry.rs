@@ -8,7 +8,9 @@ pub fn init() {
     let json = std::env::var("KELP_LOG_FORMAT")
         .map(|f| f == "json")
         .unwrap_or(std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: logs redirected to a file stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
     let _ =
         if json { builder.json().flatten_event(true).without_time().try_init() } else { builder.compact().try_init() };
 }
