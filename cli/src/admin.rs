@@ -84,6 +84,9 @@ pub async fn publish(remote: &Remote, source: &Path) -> Result<()> {
         out["version"]["content_hash"].as_str().unwrap_or("?"),
         out["version"]["artifact_present"]
     );
+    for warning in out["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: manifest: {}", warning.as_str().unwrap_or_default());
+    }
     Ok(())
 }
 

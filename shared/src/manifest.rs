@@ -169,6 +169,18 @@ pub struct Endpoint {
     /// Handler name (informational; the component has one `handler` export).
     #[serde(default)]
     pub handler: String,
+    /// Whether a schedule may target this endpoint, when the manifest says so; otherwise
+    /// derived (a GET or POST without `:param` segments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedulable: Option<bool>,
+}
+
+impl Endpoint {
+    /// Whether a schedule may target this endpoint: as the manifest says, else a GET or POST
+    /// without path parameters (a schedule fires with no caller to fill them).
+    pub fn is_schedulable(&self) -> bool {
+        self.schedulable.unwrap_or_else(|| matches!(self.method.as_str(), "GET" | "POST") && !self.path.contains(':'))
+    }
 }
 
 const ALLOWED_KEYS: &[&str] =
@@ -192,10 +204,9 @@ impl Manifest {
 
     /// Validate a manifest given as JSON.
     pub fn from_value(value: Value) -> Result<Self, ManifestError> {
+        // Unknown keys are ignored here (Alga's SDK strips them too); publish reports them
+        // ([`Manifest::warnings`]).
         let obj = value.as_object().ok_or_else(|| bad("manifest must be a JSON object"))?;
-        if let Some(k) = obj.keys().find(|k| !ALLOWED_KEYS.contains(&k.as_str())) {
-            return Err(bad(format!("unknown key {k:?}")));
-        }
         let string = |key: &str| -> Result<Option<String>, ManifestError> {
             match obj.get(key) {
                 None | Some(Value::Null) => Ok(None),
@@ -310,9 +321,71 @@ fn parse_api(v: &Value) -> Result<ApiSpec, ManifestError> {
             return Err(bad(format!("api.endpoints[{i}].path must not contain whitespace or '..'")));
         }
         let handler = e.get("handler").and_then(Value::as_str).unwrap_or_default().to_string();
-        out.push(Endpoint { method, path: clean_path(raw_path), handler });
+        let schedulable = match e.get("schedulable") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => return Err(bad(format!("api.endpoints[{i}].schedulable must be true or false"))),
+        };
+        out.push(Endpoint { method, path: clean_path(raw_path), handler, schedulable });
     }
     Ok(ApiSpec { endpoints: out })
+}
+
+/// Keys of `api`.
+const API_KEYS: &[&str] = &["endpoints"];
+/// Keys of an endpoint.
+const ENDPOINT_KEYS: &[&str] = &["method", "path", "handler", "schedulable"];
+
+impl Manifest {
+    /// What a manifest says that Kelp ignores: unknown keys at the top, in `api` and in each
+    /// endpoint, each with the closest known key as a suggestion. A typo such as
+    /// `"endpionts"` would otherwise publish an extension with no endpoints, silently.
+    pub fn warnings(value: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |obj: &serde_json::Map<String, Value>, at: &str, known: &[&str]| {
+            for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
+                let hint = closest(key, known).map(|k| format!(" (did you mean {k:?}?)")).unwrap_or_default();
+                out.push(format!("unknown key {at}{key:?} ignored{hint}"));
+            }
+        };
+        let Some(obj) = value.as_object() else { return out };
+        check(obj, "", ALLOWED_KEYS);
+        if let Some(api) = obj.get("api").and_then(Value::as_object) {
+            check(api, "api.", API_KEYS);
+            for (i, e) in api.get("endpoints").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                if let Some(e) = e.as_object() {
+                    check(e, &format!("api.endpoints[{i}]."), ENDPOINT_KEYS);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The known key closest to `key` by edit distance, if it is close enough to be a typo.
+fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(&key.to_lowercase(), k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance (short keys only).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// Leading `/` forced, `//` collapsed, trailing `/` dropped (except the root).
@@ -407,7 +480,23 @@ mod tests {
     #[test]
     fn rejects_unknown_capability_key_and_bad_version() {
         assert!(manifest(json!({"capabilities": ["cap:root"]})).unwrap_err().0.contains("unknown capability"));
-        assert!(manifest(json!({"extra": 1})).unwrap_err().0.contains("unknown key"));
+        // Unknown keys are ignored (as Alga's SDK strips them) and reported by `warnings`.
+        assert!(manifest(json!({"extra": 1})).is_ok());
+        let value = json!({"name": "a.b", "version": "1.0.0", "runtime": "wasm-js@1", "capabilites": [],
+            "api": {"endpionts": [], "endpoints": [{"method": "GET", "path": "/x", "handelr": "h", "schedulable": false}]}});
+        let warnings = Manifest::warnings(&value);
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(
+            warnings[0].contains("\"capabilites\"") && warnings[0].contains("did you mean \"capabilities\""),
+            "{warnings:?}"
+        );
+        assert!(warnings[1].contains("api.\"endpionts\"") && warnings[1].contains("\"endpoints\""), "{warnings:?}");
+        assert!(
+            warnings[2].contains("api.endpoints[0].\"handelr\"") && warnings[2].contains("\"handler\""),
+            "{warnings:?}"
+        );
+        let m = Manifest::from_value(value).unwrap();
+        assert!(!m.endpoints()[0].is_schedulable(), "schedulable as the manifest says");
         assert!(manifest(json!({"version": "1.2"})).unwrap_err().0.contains("X.Y.Z"));
         assert!(manifest(json!({"ui": {"type": "iframe", "entry": "../x.html"}})).is_err());
         assert!(manifest(json!({"api": {"endpoints": [{"method": "TRACE", "path": "/x"}]}})).is_err());

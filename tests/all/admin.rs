@@ -357,6 +357,24 @@ async fn bad_bundles_are_refused_and_nothing_is_stored() {
     other["publisher"] = json!("someone else");
     let (status, body) = publish_bytes(&kelp, &ops, tar(with_manifest(other))).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("version_conflict")), "versions are immutable");
+    // Unknown keys are accepted and stripped, as Alga's SDK does, with a warning and a hint.
+    let mut extra = manifest.clone();
+    extra["version"] = json!("1.0.1");
+    extra["description"] = json!("not a Kelp key");
+    extra["api"]["endpionts"] = json!([]);
+    extra["api"]["endpoints"][0]["schedulable"] = json!(false);
+    let (status, body) = publish_bytes(&kelp, &ops, tar(with_manifest(extra))).await;
+    assert_eq!(status, 201, "{body}");
+    let warnings: Vec<&str> = body["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("\"description\"")), "{warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains("api.\"endpionts\"") && w.contains("did you mean \"endpoints\"")),
+        "{warnings:?}"
+    );
+    let stored = &body["version"]["manifest"];
+    assert!(stored.get("description").is_none(), "stripped: {stored}");
+    assert_eq!(stored["api"]["endpoints"][0]["schedulable"], false, "schedulable is kept");
 }
 
 #[tokio::test]

@@ -358,3 +358,35 @@ async fn client_portal_users_are_admitted_with_the_hook_and_a_client_id() {
         "a client-portal user needs a client_id"
     );
 }
+
+#[tokio::test]
+async fn a_post_may_name_its_method_as_algas_proxy_allows() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_fixture("echo")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let post = |path: &str, body: &'static str, perms: &'static [&'static str]| {
+        kelp.client
+            .post(format!("{}/api/ext/test.echo{path}", kelp.base))
+            .bearer_auth(token("acme", perms))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // In the query: the method is GET, the body is dropped, the parameter is gone.
+    let r = post("/echo?x=1&__method=get", r#"{"a":1}"#, RW).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let echo = json_body(r).await;
+    assert_eq!((echo["method"].as_str(), echo["url"].as_str()), (Some("GET"), Some("/echo?x=1")));
+    assert_eq!(echo["body"], serde_json::Value::Null);
+    // In the body: the field is removed; RBAC and the endpoint policy see the named method.
+    let r = post("/echo", r#"{"__method":"GET"}"#, &["extension:read"]).await.unwrap();
+    assert_eq!(r.status(), 200, "a reader may POST a GET");
+    assert_eq!(json_body(r).await["method"], "GET");
+    let r = post("/echo", r#"{"__method":"PUT","keep":true}"#, RW).await.unwrap();
+    assert_eq!(r.status(), 405, "PUT /echo is not an endpoint of the manifest");
+    let r = post("/echo?__method=TRACE", "", RW).await.unwrap();
+    assert_eq!(r.status(), 400);
+    // Without an override a POST is a POST, body untouched.
+    let echo = json_body(post("/echo", r#"{"b":2}"#, RW).await.unwrap()).await;
+    assert_eq!((echo["method"].as_str(), echo["body"].as_str()), (Some("POST"), Some(r#"{"b":2}"#)));
+}

@@ -99,8 +99,11 @@ async fn refuses_bad_tokens_missing_headers_and_malformed_json() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert!(json_body(r).await["error"]["message"].as_str().unwrap().contains("x-alga-tenant"));
+    // Refusals of the call itself answer HTTP 200 with the status in the body, as Alga's
+    // runner does (its callers turn that status into the response).
+    assert_eq!(r.status(), 200);
+    let answer = json_body(r).await;
+    assert_eq!((answer["status"].as_u64(), answer["error"].as_str()), (Some(400), Some("missing_routing_headers")));
     let r = kelp
         .client
         .post(&url)
@@ -117,7 +120,23 @@ async fn refuses_bad_tokens_missing_headers_and_malformed_json() {
     assert!(err["error"]["message"].as_str().unwrap().contains("malformed"));
     let mut other = body(&p, "/hello");
     other["context"]["tenant_id"] = json!("globex");
-    assert_eq!(call(&kelp, &other, &[]).await.status(), 400, "x-alga-tenant must equal context.tenant_id");
+    let answer = json_body(call(&kelp, &other, &[]).await).await;
+    assert_eq!(answer["status"], 400, "x-alga-tenant must equal context.tenant_id");
+    assert!(answer["error"].as_str().unwrap().starts_with("routing_headers_mismatch"));
+    let mut providers = body(&p, "/hello");
+    providers["providers"] = json!(["cap:storage.kv", "cap:teleport", "mind.read"]);
+    let answer = json_body(call(&kelp, &providers, &[]).await).await;
+    assert_eq!(
+        (answer["status"].as_u64(), answer["error"].as_str()),
+        (Some(400), Some("unknown_capabilities: cap:teleport, mind.read"))
+    );
+    // An envelope of a provider Kelp cannot open says so, instead of a guest-side `internal`.
+    let mut vault = body(&p, "/secret");
+    vault["secret_envelope"] =
+        json!({"ciphertext_b64": "dmF1bHQ6djE6YWJj", "algorithm": "vault-transit:v1", "key_path": "k"});
+    let answer = json_body(call(&kelp, &vault, &[]).await).await;
+    assert_eq!(answer["status"], 500);
+    assert!(answer["error"].as_str().unwrap().starts_with("unsupported_secret_provider: vault-transit"), "{answer}");
 }
 
 #[tokio::test]
@@ -190,9 +209,9 @@ async fn kelps_reserved_tenants_cannot_be_named_by_a_caller() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    let error = json_body(r).await;
-    assert!(error["error"]["message"].as_str().unwrap().contains("reserved"), "{error}");
+    let answer = json_body(r).await;
+    assert_eq!(answer["status"], 400);
+    assert!(answer["error"].as_str().unwrap().contains("reserved"), "{answer}");
     // Nor through a token: the gateway refuses the identity.
     let r = kelp.get(&format!("/api/ext/{}/hello", p.extension.id), &token("_kelp", RW)).await;
     assert_eq!(r.status(), 401);

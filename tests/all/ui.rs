@@ -69,6 +69,11 @@ async fn serves_assets_with_types_etags_caching_and_csp_on_html_only() {
     assert_eq!(spa.status(), 200);
     assert_eq!(spa.text().await.unwrap(), entry);
     assert_eq!(kelp.get(&format!("{base}/style.css"), &t).await.headers()["content-type"], "text/css; charset=utf-8");
+    // The URL Alga's buildExtUiSrc makes: segments percent-encoded, the hash with its prefix.
+    let alga = format!("/ext-ui/com.kelp.examples.js-notes/sha256%3A{hash}/index.html?path=%2Fnotes&extensionId=x");
+    let r = kelp.get(&alga, &t).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), entry);
 }
 
 #[tokio::test]

@@ -36,7 +36,7 @@ pub(super) async fn publish_version(
             body.to_vec()
         };
         let published = publish::publish(platform, bytes, &BundleLimits::default()).await?;
-        let view = json!({"extension": extension_view(&published.extension), "version": version_view(platform, &published.version).await, "created": published.created});
+        let view = json!({"extension": extension_view(&published.extension), "version": version_view(platform, &published.version).await, "created": published.created, "warnings": published.warnings});
         if published.created {
             caller.audit(platform, None, "version.publish", Some(&published.version.id), json!({"name": published.extension.name, "version": published.version.version, "content_hash": published.version.content_hash})).await;
         }

@@ -172,9 +172,7 @@ impl scheduler::Host for BusinessCtx {
                 method: e.method.clone(),
                 path: e.path.clone(),
                 handler: e.handler.clone(),
-                // A schedule fires without a caller to fill path parameters or a body shape
-                // other than its payload: only parameterless GET/POST endpoints qualify.
-                schedulable: matches!(e.method.as_str(), "GET" | "POST") && !e.path.contains(':'),
+                schedulable: e.is_schedulable(),
             })
             .collect())
     }

@@ -176,36 +176,43 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
     if expected.is_empty() || !bool::from(digest(given).as_slice().ct_eq(digest(expected).as_slice())) {
         return Err(ApiError::unauthenticated("a valid x-runner-service-token is required"));
     }
-    let tenant_h =
-        header(headers, "x-alga-tenant").ok_or_else(|| ApiError::bad_request("x-alga-tenant header is required"))?;
-    let extension_h = header(headers, "x-alga-extension")
-        .ok_or_else(|| ApiError::bad_request("x-alga-extension header is required"))?;
+    // A request that is not JSON of the right shape is an HTTP 400, as Alga's runner answers
+    // it. Every refusal of the call itself is HTTP 200 with `status` and `error` in the body,
+    // as Alga's runner answers them (its callers turn that status into the response).
     let req: ExecuteBody =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("malformed execute request: {e}")))?;
+    let (Some(tenant_h), Some(extension_h)) = (header(headers, "x-alga-tenant"), header(headers, "x-alga-extension"))
+    else {
+        return Ok(ExecuteAnswer::failure(400, "missing_routing_headers"));
+    };
     if crate::auth::is_reserved_tenant(&req.context.tenant_id) {
-        return Err(ApiError::bad_request("tenant ids starting with '_' are reserved for Kelp"));
+        return Ok(ExecuteAnswer::failure(400, "reserved_tenant: tenant ids starting with '_' are Kelp's"));
     }
-    if req.context.tenant_id != tenant_h {
-        return Err(ApiError::bad_request("x-alga-tenant does not match context.tenant_id"));
-    }
-    if req.context.extension_id != extension_h {
-        return Err(ApiError::bad_request("x-alga-extension does not match context.extension_id"));
+    if req.context.tenant_id != tenant_h || req.context.extension_id != extension_h {
+        return Ok(ExecuteAnswer::failure(
+            400,
+            "routing_headers_mismatch: x-alga-tenant and x-alga-extension must match the context",
+        ));
     }
     let body_bytes = match &req.http.body_b64 {
-        Some(b) if !b.is_empty() => base64::engine::general_purpose::STANDARD
-            .decode(b)
-            .map_err(|_| ApiError::bad_request("http.body_b64 is not valid base64"))?,
+        Some(b) if !b.is_empty() => match base64::engine::general_purpose::STANDARD.decode(b) {
+            Ok(bytes) => bytes,
+            Err(_) => return Ok(ExecuteAnswer::failure(500, "execute_failed: http.body_b64 is not valid base64")),
+        },
         _ => Vec::new(),
     };
     let mut capabilities: std::collections::BTreeSet<String> =
         DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
-    for p in &req.providers {
-        let cap = normalize_capability(p);
-        if !KNOWN_CAPABILITIES.contains(&cap.as_str()) {
-            return Err(ApiError::bad_request(format!("unknown provider {p:?}")));
-        }
-        capabilities.insert(cap);
+    let unknown: Vec<&str> = req
+        .providers
+        .iter()
+        .filter(|p| !KNOWN_CAPABILITIES.contains(&normalize_capability(p).as_str()))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Ok(ExecuteAnswer::failure(400, &format!("unknown_capabilities: {}", unknown.join(", "))));
     }
+    capabilities.extend(req.providers.iter().map(|p| normalize_capability(p)));
 
     let tenant = req.context.tenant_id.clone();
     let idem_key =
@@ -241,9 +248,15 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         None => SecretsState::None,
         Some(env) => match platform.secrets.decode(&install_id, &secrets_version, env) {
             Ok(s) => SecretsState::Ready(s),
+            // An envelope Kelp cannot open refuses the call with a reason, as Alga's runner
+            // refuses one it cannot decrypt (the guest would only see `internal`).
+            Err(crate::secrets::SecretsError::UnsupportedAlgorithm(m)) => {
+                tracing::warn!(install = %install_id, reason = %m, "secret envelope of an unsupported provider");
+                return Ok(ExecuteAnswer::failure(500, &format!("unsupported_secret_provider: {m}")));
+            }
             Err(e) => {
                 tracing::warn!(install = %install_id, error = %e, "secret envelope unusable");
-                SecretsState::Broken
+                return Ok(ExecuteAnswer::failure(500, "secret_decrypt_failed"));
             }
         },
     };

@@ -122,7 +122,7 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
 async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record) -> Result<Response, ApiError> {
     let platform = &gw.platform;
     // 1. Route and method. OPTIONS is the gateway's own (CORS preflight), before identity.
-    let method = req.method().clone();
+    let mut method = req.method().clone();
     if method == Method::OPTIONS {
         let settings = &gw.settings;
         return Ok(cors::preflight(cors::allowed_origin(
@@ -139,8 +139,13 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
         ));
     }
     let (extension_ref, path) = split_route(req.uri().path()).ok_or_else(|| ApiError::not_found("no such route"))?;
-    let query = req.uri().query().map(str::to_string);
+    let mut query = req.uri().query().map(str::to_string);
     let (parts, body) = req.into_parts();
+    let cap = gw.settings.max_body_bytes;
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body over {cap} bytes"));
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
 
     // 2. Identity; the tenant comes from it alone.
     let identity = identify_in_extension(&parts, &platform.jwt, &platform.ui_tokens)
@@ -168,6 +173,18 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     record.install = install.install_id.clone();
     record.version = version.id.clone();
     check_ui_scope(&identity, &install.extension_id)?;
+
+    // 3b. Alga's ext-proxy lets a POST say which method it means (`__method`, in the query or
+    // the JSON body): honoured the same way, before RBAC and the endpoint match see it. Only
+    // then is a POST body read, under its cap, for an identified caller.
+    let mut body = BodyState::Unread(body);
+    if method == Method::POST {
+        let mut bytes = body.read(declared, cap).await.map_err(|_| too_large())?;
+        if let Some(over) = method_override(&mut query, &mut bytes)? {
+            method = over;
+        }
+        body = BodyState::Read(bytes);
+    }
 
     // 4. RBAC (A3).
     authorize(&identity, &method, &version)?;
@@ -205,16 +222,8 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
         .with_header(header::RETRY_AFTER, &retry_after_secs.to_string()));
     }
 
-    // 7. Body limit; then the guest's view of the request.
-    let cap = gw.settings.max_body_bytes;
-    let too_large =
-        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", format!("request body over {cap} bytes"));
-    let declared =
-        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > cap) {
-        return Err(too_large());
-    }
-    let body = axum::body::to_bytes(body, cap).await.map_err(|_| too_large())?;
+    // 7. Body limit (a POST's body was read at 3b); then the guest's view of the request.
+    let body = body.read(declared, cap).await.map_err(|_| too_large())?;
 
     // 8. Execute.
     let plan = plan_for(gw, &install, version.clone(), &identity, request_id).await?;
@@ -284,6 +293,63 @@ fn split_route(path: &str) -> Option<(String, String)> {
         return None;
     }
     Some((ext.to_string(), format!("/{tail}")))
+}
+
+/// A request body, read at most once, under the router's cap.
+enum BodyState {
+    Unread(Body),
+    Read(axum::body::Bytes),
+}
+
+impl BodyState {
+    /// The body's bytes; `Err` when it is (or says it is) over `cap`.
+    async fn read(self, declared: Option<usize>, cap: usize) -> Result<axum::body::Bytes, ()> {
+        match self {
+            Self::Read(bytes) => Ok(bytes),
+            Self::Unread(_) if declared.is_some_and(|n| n > cap) => Err(()),
+            Self::Unread(body) => axum::body::to_bytes(body, cap).await.map_err(|_| ()),
+        }
+    }
+}
+
+/// Methods a `__method` override may name.
+const OVERRIDE_METHODS: &[Method] = &[Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
+
+/// The method a POST asks for with `__method`: the query parameter first, else a field of a
+/// JSON object body. The parameter or field is removed; a GET drops the body, and a body left
+/// as `{}` becomes empty.
+fn method_override(query: &mut Option<String>, body: &mut axum::body::Bytes) -> Result<Option<Method>, ApiError> {
+    let parse =
+        |m: &str| {
+            let upper = m.to_ascii_uppercase();
+            OVERRIDE_METHODS.iter().find(|known| known.as_str() == upper).cloned().ok_or_else(|| {
+                ApiError::bad_request(format!("__method {m:?} is not one of GET, POST, PUT, PATCH, DELETE"))
+            })
+        };
+    let mut chosen = None;
+    if let Some(q) = query.as_deref() {
+        let (overrides, rest): (Vec<&str>, Vec<&str>) = q.split('&').partition(|p| p.starts_with("__method="));
+        if let Some(p) = overrides.first() {
+            chosen = Some(parse(&p["__method=".len()..])?);
+            *query = (!rest.is_empty()).then(|| rest.join("&"));
+        }
+    }
+    if let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice::<serde_json::Value>(body) {
+        if let Some(m) = fields.remove("__method") {
+            let m = m.as_str().ok_or_else(|| ApiError::bad_request("__method must be a string"))?;
+            let from_body = parse(m)?;
+            chosen = chosen.or(Some(from_body));
+            *body = if fields.is_empty() {
+                axum::body::Bytes::new()
+            } else {
+                serde_json::to_vec(&serde_json::Value::Object(fields)).expect("plain JSON").into()
+            };
+        }
+    }
+    if chosen == Some(Method::GET) {
+        *body = axum::body::Bytes::new();
+    }
+    Ok(chosen)
 }
 
 /// A UI token reaches only the extension it was minted for.

@@ -48,6 +48,8 @@ pub struct Published {
     pub version: VersionRecord,
     /// False when the same content was already published (idempotent).
     pub created: bool,
+    /// What the manifest says that Kelp ignored (unknown keys, with suggestions).
+    pub warnings: Vec<String>,
 }
 
 /// `sha256:<hex>`.
@@ -79,6 +81,10 @@ pub async fn publish(
     let bundle = unpack(&bundle_bytes, limits)?;
     let (prefix, manifest_bytes) = find_manifest(&bundle)?;
     let manifest = Manifest::parse(manifest_bytes)?;
+    let warnings = serde_json::from_slice(manifest_bytes).map(|v| Manifest::warnings(&v)).unwrap_or_default();
+    for w in &warnings {
+        tracing::warn!(extension = %manifest.name, version = %manifest.version, "manifest: {w}");
+    }
     crate::ui_assets::check_entry(&manifest, &bundle, &prefix).map_err(|m| PublishError::Manifest(ManifestError(m)))?;
     let component_path = format!("{prefix}{}", manifest.component_path());
     let component = bundle
@@ -90,7 +96,7 @@ pub async fn publish(
     // Versions are immutable: same name@version with other content is a conflict.
     if let Some(existing) = platform.registry.find_extension_by_name(&manifest.name).await? {
         if let Some(v) = platform.registry.find_version(&existing.id, &manifest.version).await? {
-            return same_or_conflict(existing, v, &hash);
+            return same_or_conflict(existing, v, &hash).map(|p| Published { warnings, ..p });
         }
     }
 
@@ -134,7 +140,7 @@ pub async fn publish(
         published_at: now_rfc3339(),
     };
     match platform.registry.put_version(&version).await? {
-        PutVersion::Created => Ok(Published { extension, version, created: true }),
+        PutVersion::Created => Ok(Published { extension, version, created: true, warnings }),
         // Lost a race with a concurrent publish of the same name@version.
         PutVersion::Existing(existing) => same_or_conflict(extension, *existing, &hash),
     }
@@ -146,7 +152,7 @@ fn same_or_conflict(
     hash: &str,
 ) -> Result<Published, PublishError> {
     if existing.content_hash == hash {
-        Ok(Published { extension, version: existing, created: false })
+        Ok(Published { extension, version: existing, created: false, warnings: Vec::new() })
     } else {
         Err(PublishError::Conflict(format!(
             "{}@{} is already published with other content ({}); versions are immutable",

@@ -320,6 +320,14 @@ async fn switch_to_fallback(source: &mut Source, tx: &mpsc::Sender<Bytes>, error
     tx.send(named("warning", json!({"message": message, "redis": "down"}))).await.is_ok()
 }
 
+/// A polled event as Alga's debug API returns it: the flat `DebugEvent`, plus its stream `id`
+/// (which Alga's omits; a client can resume from any event with it).
+fn flat_event(e: &StoredEvent) -> serde_json::Value {
+    let mut v = serde_json::to_value(&e.event).expect("plain data");
+    v["id"] = json!(e.id);
+    v
+}
+
 /// `POST /api/ext-debug/stream` with `{lastId?}` → `{events, lastId}` for polling clients.
 pub async fn poll(
     State(relay): State<Arc<Relay>>,
@@ -364,8 +372,7 @@ pub async fn poll(
             },
         };
         let new_last = events.last().map(|e| e.id.clone()).or(last);
-        let kept: Vec<_> =
-            events.iter().filter(|e| keep(&q, &target, e)).map(|e| json!({"id": e.id, "event": e.event})).collect();
+        let kept: Vec<_> = events.iter().filter(|e| keep(&q, &target, e)).map(flat_event).collect();
         Ok(Json(json!({"events": kept, "lastId": new_last, "warning": warning})).into_response())
     }
     .await;

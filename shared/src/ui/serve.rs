@@ -34,8 +34,10 @@ fn bad_path() -> ApiError {
 pub(crate) fn split(path: &str) -> Result<(String, String, String), ApiError> {
     let rest = path.strip_prefix("/ext-ui/").ok_or_else(not_found)?;
     let mut parts = rest.splitn(3, '/');
-    let ext = parts.next().filter(|s| !s.is_empty()).ok_or_else(not_found)?;
-    let hash = parts.next().filter(|s| !s.is_empty()).ok_or_else(not_found)?;
+    // Segments are percent-decoded: Alga's `buildExtUiSrc` encodes them, so the hash arrives
+    // as `sha256%3A<hex>`.
+    let ext = parts.next().and_then(percent_decode).filter(|s| !s.is_empty()).ok_or_else(not_found)?;
+    let hash = parts.next().and_then(percent_decode).filter(|s| !s.is_empty()).ok_or_else(not_found)?;
     let raw = parts.next().unwrap_or("");
     let decoded = percent_decode(raw).ok_or_else(bad_path)?;
     let segments: Vec<&str> = decoded.split('/').collect();
@@ -47,7 +49,7 @@ pub(crate) fn split(path: &str) -> Result<(String, String, String), ApiError> {
     if bad {
         return Err(bad_path());
     }
-    Ok((ext.to_string(), hash.trim_start_matches("sha256:").to_lowercase(), decoded.trim_end_matches('/').to_string()))
+    Ok((ext, hash.trim_start_matches("sha256:").to_lowercase(), decoded.trim_end_matches('/').to_string()))
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -199,6 +201,11 @@ mod tests {
         assert_eq!(split(&format!("/ext-ui/ext/{hash}")).unwrap().2, "");
         assert_eq!(split(&format!("/ext-ui/ext/{hash}/dir/")).unwrap().2, "dir");
         assert_eq!(split(&format!("/ext-ui/ext/{hash}/a%20b.txt")).unwrap().2, "a b.txt");
+        // As Alga's buildExtUiSrc builds it: every segment percent-encoded.
+        assert_eq!(
+            split(&format!("/ext-ui/com.acme%2Eext/sha256%3A{hash}/index.html")).unwrap(),
+            ("com.acme.ext".into(), hash.clone(), "index.html".into())
+        );
         for bad in [
             "../secret",
             "a/../../b",
