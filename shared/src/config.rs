@@ -72,6 +72,8 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_TABLE_AUDIT",
     "KELP_BUCKET",
     "KELP_BUCKET_PREFIX",
+    "KELP_ALGA_BUNDLE_BUCKET",
+    "KELP_ALGA_BUNDLE_PREFIX",
     "KELP_SECRET_PREFIX",
     "KELP_RATE_REDIS",
     "KELP_DEBUG_QUEUE",
@@ -167,6 +169,11 @@ pub struct Settings {
     pub bucket: Option<String>,
     /// Key prefix inside the bucket.
     pub bucket_prefix: String,
+    /// Alga's bundle store (S3 or S3-compatible, e.g. MinIO through `AWS_ENDPOINT_URL_S3`):
+    /// `/v1/execute` fetches a bundle Kelp does not know from it by content hash.
+    pub alga_bundle_bucket: Option<String>,
+    /// Key prefix inside Alga's bundle bucket.
+    pub alga_bundle_prefix: String,
     /// Secrets Manager name prefix (the IAM policy is limited to it).
     pub secret_prefix: String,
     /// Redis for the debug bus (and shared rate limits), if configured.
@@ -324,6 +331,8 @@ impl Settings {
             },
             bucket: text(env, "KELP_BUCKET"),
             bucket_prefix: text(env, "KELP_BUCKET_PREFIX").unwrap_or_default(),
+            alga_bundle_bucket: text(env, "KELP_ALGA_BUNDLE_BUCKET"),
+            alga_bundle_prefix: text(env, "KELP_ALGA_BUNDLE_PREFIX").unwrap_or_default(),
             secret_prefix: text(env, "KELP_SECRET_PREFIX").unwrap_or_else(|| "kelp/".into()),
             redis: text(env, "RUNNER_DEBUG_REDIS_URL").or_else(|| text(env, "DEBUG_STREAM_REDIS_URL")).map(|url| {
                 crate::debug::redis::RedisSettings {

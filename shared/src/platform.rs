@@ -44,6 +44,8 @@ pub struct Backends {
     pub host_api: Option<Arc<dyn HostApi>>,
     /// Key of UI tokens read from Secrets Manager (`KELP_UI_TOKEN_SECRET_ARN`), if any.
     pub ui_token_key: Option<String>,
+    /// Alga's bundle store, if configured (bundles by content hash, Alga's key layout).
+    pub alga_bundles: Option<Arc<dyn BlobStore>>,
 }
 
 /// What a platform is built from besides its backends.
@@ -78,6 +80,8 @@ pub struct Platform {
     pub secrets: Arc<SecretsResolver>,
     /// Blobs.
     pub blobs: Arc<dyn BlobStore>,
+    /// Alga's bundle store, if configured.
+    pub alga_bundles: Option<Arc<dyn BlobStore>>,
     /// Debug bus.
     pub debug: Arc<dyn DebugBus>,
     /// PSA host API.
@@ -126,6 +130,7 @@ impl Platform {
             blobs: backends.blobs,
             debug: backends.debug,
             host_api: backends.host_api,
+            alga_bundles: backends.alga_bundles,
             runtime,
             versions: Mutex::new(LruCache::new(cap)),
             names: Mutex::new(LruCache::new(cap)),

@@ -34,6 +34,14 @@ impl Backends {
             }
             backends.debug = crate::debug::redis::RedisBus::start(redis).context("configuring the Redis debug bus")?;
         }
+        if let Some(bucket) = &settings.alga_bundle_bucket {
+            let s3 = crate::aws::AwsClients::new(&settings.aws).await.s3;
+            backends.alga_bundles = Some(Arc::new(crate::blobs::s3::S3BlobStore::new(
+                s3,
+                bucket.clone(),
+                settings.alga_bundle_prefix.clone(),
+            )));
+        }
         if let Some(arn) = &settings.ui.token_secret_arn {
             backends.ui_token_key = Some(secret_password(settings, arn, "the UI token key").await?);
         }
@@ -57,6 +65,7 @@ impl Backends {
             debug: Arc::new(MemoryBus::new(settings.debug_maxlen)),
             host_api: None,
             ui_token_key: None,
+            alga_bundles: None,
         })
     }
 
@@ -76,6 +85,7 @@ impl Backends {
             debug: Arc::new(MemoryBus::new(settings.debug_maxlen)),
             host_api: None,
             ui_token_key: None,
+            alga_bundles: None,
         })
     }
 }

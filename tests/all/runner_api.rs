@@ -235,3 +235,74 @@ async fn the_service_token_is_checked_whatever_its_length() {
         assert_eq!(r.status(), 401, "{given:?}");
     }
 }
+
+/// A bundle in Alga's bundle store (moto S3, Alga's key layout) that Kelp has never seen.
+async fn alga_store_with(bundle: &[u8], tenant: &str, extension: &str) -> (String, String) {
+    use kelp_runtime::blobs::BlobStore as _;
+    let bucket = format!("alga-bundles-{}", uuid::Uuid::new_v4().simple());
+    let settings = kelp_runtime::Settings::from_map(&kelp_tests::aws::aws_env(&kelp_tests::aws::moto_url())).unwrap();
+    let s3 = kelp_runtime::aws::AwsClients::new(&settings.aws).await.s3;
+    kelp_runtime::blobs::s3::ensure_bucket(&s3, &bucket).await.unwrap();
+    let store = kelp_runtime::blobs::s3::S3BlobStore::new(s3, bucket.clone(), String::new());
+    let hex = kelp_runtime::publish::content_hash(bundle).trim_start_matches("sha256:").to_string();
+    store.put(&format!("tenants/{tenant}/extensions/{extension}/sha256/{hex}/bundle.tar.zst"), bundle).await.unwrap();
+    (bucket, hex)
+}
+
+fn alga_call(hash: &str) -> Value {
+    json!({
+        "context": {"request_id": "req-alga", "tenant_id": "acme", "extension_id": "alga-ext-1", "install_id": "alga-inst-1",
+                    "content_hash": format!("sha256:{hash}"), "version_id": "alga-v1", "config": {}},
+        "http": {"method": "GET", "path": "/hello", "query": {}, "headers": {}},
+        "limits": {"timeout_ms": 5000}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_never_published_to_kelp_is_fetched_from_algas_store_once() {
+    let bundle = kelp_runtime::publish::pack_dir(&staged_example("wat-hello")).unwrap();
+    let (bucket, hex) = alga_store_with(&bundle, "acme", "alga-ext-1").await;
+    let artifacts = tempfile::tempdir().unwrap();
+    let moto = kelp_tests::aws::moto_url();
+    let kelp = TestKelp::start_with(&[
+        ("KELP_RUNNER_SERVICE_TOKEN", SERVICE_TOKEN),
+        ("KELP_ALGA_BUNDLE_BUCKET", &bucket),
+        ("KELP_ARTIFACT_DIR", artifacts.path().to_str().unwrap()),
+        ("AWS_ENDPOINT_URL", &moto),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ])
+    .await;
+    assert!(kelp.platform.registry.find_version_by_content_hash(&format!("sha256:{hex}")).await.unwrap().is_none());
+    // Concurrent first calls: each answers, the bundle is fetched and compiled once.
+    let answers = futures::future::join_all((0..4).map(|_| async {
+        let r = call(&kelp, &alga_call(&hex), &[]).await;
+        assert_eq!(r.status(), 200);
+        json_body(r).await
+    }))
+    .await;
+    for answer in &answers {
+        assert_eq!(answer["status"], 200, "{answer}");
+        let body = base64::engine::general_purpose::STANDARD.decode(answer["body_b64"].as_str().unwrap()).unwrap();
+        assert_eq!(String::from_utf8(body).unwrap(), "hello from wat: /hello");
+    }
+    let compiles = kelp.platform.cache().stats.compiles.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(compiles, 1, "one compile for four concurrent first calls");
+    assert!(kelp.platform.registry.find_version_by_content_hash(&format!("sha256:{hex}")).await.unwrap().is_some());
+    // Unknown hashes and bundles that do not match their hash are refused in the runner's shape.
+    let unknown = json_body(call(&kelp, &alga_call(&"0".repeat(64)), &[]).await).await;
+    assert_eq!((unknown["status"].as_u64(), unknown["error"].as_str()), (Some(404), Some("bundle_not_found")));
+    // Whatever sits under a hash's key must hash to it.
+    use kelp_runtime::blobs::BlobStore as _;
+    let s3 = kelp_runtime::aws::AwsClients::new(&kelp.settings.aws).await.s3;
+    let store = kelp_runtime::blobs::s3::S3BlobStore::new(s3, bucket.clone(), String::new());
+    let claimed = "b".repeat(64);
+    store
+        .put(&format!("tenants/acme/extensions/alga-ext-1/sha256/{claimed}/bundle.tar.zst"), &bundle[1..])
+        .await
+        .unwrap();
+    let refused = json_body(call(&kelp, &alga_call(&claimed), &[]).await).await;
+    assert_eq!(refused["status"], 502);
+    assert!(refused["error"].as_str().unwrap().contains("does not match its sha256"), "{refused}");
+}

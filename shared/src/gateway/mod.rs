@@ -61,6 +61,8 @@ pub struct Gateway {
     pub rate_limiter: Arc<dyn RateLimiter>,
     /// `/v1/execute` idempotent replays.
     pub(crate) replays: runner_api::ReplayCache,
+    /// `/v1/execute` fetches from Alga's bundle store, one per content hash at a time.
+    pub(crate) fetches: runner_api::FetchGates,
 }
 
 impl Gateway {
@@ -85,7 +87,13 @@ impl Gateway {
         settings: GatewaySettings,
         rate_limiter: Arc<dyn RateLimiter>,
     ) -> Arc<Self> {
-        Arc::new(Self { platform, settings, rate_limiter, replays: runner_api::ReplayCache::new() })
+        Arc::new(Self {
+            platform,
+            settings,
+            rate_limiter,
+            replays: runner_api::ReplayCache::new(),
+            fetches: runner_api::FetchGates::default(),
+        })
     }
 }
 

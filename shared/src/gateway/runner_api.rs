@@ -148,6 +148,62 @@ impl ReplayCache {
     }
 }
 
+/// One fetch per content hash at a time: concurrent first calls for a bundle wait for the one
+/// fetching (and precompiling) it, then find it published.
+#[derive(Default)]
+pub(crate) struct FetchGates(Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+/// A bundle Kelp does not know, from Alga's bundle store (key layout of Alga's:
+/// `tenants/{tenant}/extensions/{extension}/sha256/{hex}/bundle.tar.zst`): checked against
+/// its sha256, published (manifest validated, precompiled, stored in every tier) and returned.
+/// `Ok(Err(answer))` is a refusal in the runner's shape.
+async fn fetch_from_alga(
+    gw: &Gateway,
+    tenant: &str,
+    extension: &str,
+    content_hash: &str,
+) -> Result<Result<crate::stores::VersionRecord, ExecuteAnswer>, ApiError> {
+    let platform = &gw.platform;
+    let Some(store) = &platform.alga_bundles else { return Ok(Err(ExecuteAnswer::failure(404, "bundle_not_found"))) };
+    let hex = content_hash.trim_start_matches("sha256:").to_ascii_lowercase();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(Err(ExecuteAnswer::failure(400, "bundle_fetch_failed: content_hash is not sha256:<hex>")));
+    }
+    let gate = gw.fetches.0.lock().entry(hex.clone()).or_default().clone();
+    let _one_at_a_time = gate.lock().await;
+    // The first caller may have published it while this one waited.
+    let canonical = format!("sha256:{hex}");
+    if let Some(version) = platform.registry.find_version_by_content_hash(&canonical).await? {
+        return Ok(Ok(version));
+    }
+    let key = format!("tenants/{tenant}/extensions/{extension}/sha256/{hex}/bundle.tar.zst");
+    let bytes = match store.get(&key).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(Err(ExecuteAnswer::failure(404, "bundle_not_found"))),
+        Err(e) => {
+            tracing::warn!(%key, error = %e, "Alga bundle store unavailable");
+            return Ok(Err(ExecuteAnswer::failure(502, "bundle_fetch_failed: the bundle store is unavailable")));
+        }
+    };
+    if crate::publish::content_hash(&bytes) != canonical {
+        tracing::warn!(%key, "bundle from Alga's store does not match its content hash");
+        return Ok(Err(ExecuteAnswer::failure(502, "bundle_fetch_failed: the bundle does not match its sha256")));
+    }
+    match crate::publish::publish(platform, bytes, &crate::publish::BundleLimits::default()).await {
+        Ok(published) => {
+            tracing::info!(%key, version = %published.version.id, "bundle fetched from Alga's store and published");
+            Ok(Ok(published.version))
+        }
+        Err(e) => {
+            let reason = ApiError::from(e);
+            Ok(Err(ExecuteAnswer::failure(
+                if reason.status.is_client_error() { 400 } else { 502 },
+                &format!("bundle_fetch_failed: {} ({})", reason.message, reason.code),
+            )))
+        }
+    }
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
@@ -223,9 +279,14 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         }
     }
 
-    // The bundle must have been published to Kelp; it is found by content hash.
-    let Some(version) = platform.registry.find_version_by_content_hash(&req.context.content_hash).await? else {
-        return Ok(ExecuteAnswer::failure(404, "bundle_not_found"));
+    // The bundle is found by content hash: published to Kelp, or fetched once from Alga's
+    // bundle store when one is configured.
+    let version = match platform.registry.find_version_by_content_hash(&req.context.content_hash).await? {
+        Some(version) => version,
+        None => match fetch_from_alga(gw, tenant_h, extension_h, &req.context.content_hash).await? {
+            Ok(version) => version,
+            Err(refusal) => return Ok(refusal),
+        },
     };
     let version = platform.version(&version.id).await?.ok_or_else(|| ApiError::internal("version vanished"))?;
     // A1: the install id is always set; when the caller omits it, Kelp's own install of that
