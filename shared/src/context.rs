@@ -13,6 +13,8 @@ pub struct ContextCtx {
     pub user: Option<UserInfo>,
     /// Whether the call may read the caller (`cap:user.read`), decided when it was planned.
     pub user_granted: bool,
+    /// Host warnings of this call.
+    pub debug: crate::debug::DebugSink,
 }
 
 impl types::Host for ContextCtx {}
@@ -35,6 +37,7 @@ impl ContextCtx {
     /// The caller, if `cap:user.read` is granted and the execution has one.
     fn user_info(&self) -> Result<&UserInfo, UserError> {
         if !self.user_granted {
+            self.debug.capability_denied("user.get-user", crate::manifest::CAP_USER_READ);
             return Err(UserError::NotAllowed);
         }
         self.user.as_ref().ok_or(UserError::NotAvailable)

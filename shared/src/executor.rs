@@ -49,6 +49,15 @@ pub enum ExecError {
     /// The guest tried to grow memory past its limit.
     #[error("extension exceeded its memory limit of {0} bytes")]
     MemoryLimit(usize),
+    /// The guest failed after calling an interface whose capability the install lacks: the
+    /// likely cause, named instead of a bare trap.
+    #[error("extension failed after {interface} was denied: {capability} is not granted to this install")]
+    CapabilityDenied {
+        /// The interface called, e.g. `storage`.
+        interface: String,
+        /// The capability it needs, e.g. `cap:storage.kv`.
+        capability: String,
+    },
     /// Every instance slot stayed busy for the whole time budget.
     #[error("all {0} instance slots are busy")]
     Busy(usize),
@@ -154,6 +163,8 @@ impl Executor {
                     ExecError::MemoryLimit(limits.max_memory_bytes)
                 } else if matches!(trap, Some(Trap::Interrupt | Trap::OutOfFuel)) || Instant::now() >= deadline {
                     ExecError::Timeout(limits.timeout)
+                } else if let Some((interface, capability)) = debug.first_denial() {
+                    ExecError::CapabilityDenied { interface, capability }
                 } else {
                     ExecError::Trap(format!("{e:#}"))
                 }

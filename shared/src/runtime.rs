@@ -101,7 +101,12 @@ impl Runtime {
         let business: BTreeSet<String> =
             BUSINESS_CAPABILITIES.iter().filter(|c| can(c)).map(|c| c.to_string()).collect();
         let call = CallState {
-            context: ContextCtx { ids: plan.ids.clone(), user: plan.user.clone(), user_granted: can(CAP_USER_READ) },
+            context: ContextCtx {
+                ids: plan.ids.clone(),
+                user: plan.user.clone(),
+                user_granted: can(CAP_USER_READ),
+                debug: debug.clone(),
+            },
             config: InstallConfigCtx { values: plan.config, version: plan.config_version },
             log_granted: can(CAP_LOG_EMIT),
             storage: StorageCtx {

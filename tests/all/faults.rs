@@ -148,3 +148,31 @@ async fn one_epoch_ticker_thread_serves_every_engine_of_the_process() {
         .count();
     assert_eq!(tickers, 1);
 }
+
+#[tokio::test]
+async fn a_guest_failing_after_a_denied_capability_gets_a_clear_error_naming_it() {
+    // storage.get(namespace "h", key "h") without cap:storage.kv, then a trap on the error.
+    let import = r#"(import "alga:extension/storage" "get" (func $storage_get (param i32 i32 i32 i32 i32)))"#;
+    let prelude = "(call $storage_get (i32.const 4096) (i32.const 1) (i32.const 4096) (i32.const 1) (i32.const 3000))
+                   (if (i32.eq (i32.load8_u (i32.const 3000)) (i32.const 1)) (then unreachable))";
+    let kelp = TestKelp::start().await;
+    let guest = kelp.publish(&staged_wat_full("test.denied", import, "", prelude)).await;
+    kelp.install(&guest, "acme", &[]).await;
+    let r = kelp.get("/api/ext/test.denied/run", &token("acme", RW)).await;
+    assert_eq!(r.status(), 500);
+    let error = json_body(r).await;
+    assert_eq!(error["error"]["code"], "capability_denied", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("storage") && message.contains("cap:storage.kv"), "{message}");
+    let events = kelp.platform.debug.backlog("acme", &guest.extension.id, 50).await.unwrap();
+    assert!(
+        events.iter().any(|e| e.event.level == "warn"
+            && e.event.message == "storage: denied, cap:storage.kv is not granted to this install"),
+        "the debug stream names the capability"
+    );
+    // A guest that traps for its own reasons is still a plain extension_error.
+    let trap = kelp.publish(&staged_wat("test.trap-plain", "unreachable")).await;
+    kelp.install(&trap, "acme", &[]).await;
+    let error = json_body(kelp.get("/api/ext/test.trap-plain/run", &token("acme", RW)).await).await;
+    assert_eq!(error["error"]["code"], "extension_error");
+}

@@ -54,7 +54,16 @@ pub fn staged_wat(name: &str, prelude: &str) -> PathBuf {
 /// [`staged_wat`] with extra module-level declarations (memories, tables, ...) after the
 /// module's exported memory.
 pub fn staged_wat_with(name: &str, declarations: &str, prelude: &str) -> PathBuf {
+    staged_wat_full(name, "", declarations, prelude)
+}
+
+/// [`staged_wat_with`] plus extra imports, placed before the module's own import (the text
+/// format wants imports first).
+pub fn staged_wat_full(name: &str, imports: &str, declarations: &str, prelude: &str) -> PathBuf {
     let hello = std::fs::read_to_string(repo_root().join("examples/wat-hello/hello.wat")).expect("hello.wat");
+    let first_import = "(import \"alga:extension/logging\"";
+    assert!(hello.contains(first_import), "hello.wat changed; update the test template");
+    let hello = hello.replacen(first_import, &format!("{imports}\n  {first_import}"), 1);
     let anchor = "(call $log_info (i32.const 4240) (i32.const 27))";
     let memory = "(memory (export \"memory\") 1)";
     assert!(hello.contains(anchor) && hello.contains(memory), "hello.wat changed; update the test template");

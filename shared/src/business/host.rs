@@ -65,8 +65,12 @@ impl BusinessCtx {
         operation: &str,
         payload: Value,
     ) -> Result<T, Refusal> {
-        let Some(api) = self.host_api.clone().filter(|_| self.can(cap)) else {
-            self.debug.host_warning(format!("{operation}: denied ({cap} not granted or no host API configured)"));
+        if !self.can(cap) {
+            self.debug.capability_denied(operation, cap);
+            return Err(Refusal::NotAllowed);
+        }
+        let Some(api) = self.host_api.clone() else {
+            self.debug.host_warning(format!("{operation}: denied (no host API is configured)"));
             return Err(Refusal::NotAllowed);
         };
         // Each call is a network round trip on the PSA's side: a guest gets a bounded number.
@@ -162,6 +166,7 @@ impl scheduler::Host for BusinessCtx {
     /// Answered from the manifest: the version's declared endpoints.
     async fn get_endpoints(&mut self) -> Result<Vec<EndpointInfo>, SchedulerError> {
         if !self.can(CAP_SCHEDULER_MANAGE) {
+            self.debug.capability_denied("scheduler.get-endpoints", CAP_SCHEDULER_MANAGE);
             return Err(SchedulerError::Denied);
         }
         Ok(self

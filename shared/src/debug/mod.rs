@@ -145,18 +145,26 @@ pub struct DebugSink {
 struct EventBudget {
     limit: usize,
     used: AtomicUsize,
+    /// The first capability the call was refused (interface, capability), for a clear error
+    /// if the guest then fails.
+    first_denial: parking_lot::Mutex<Option<(String, String)>>,
 }
 
 impl DebugSink {
     /// A sink for one execution, with the default event budget.
     pub fn new(bus: Arc<dyn DebugBus>, context: EventContext, max_event_bytes: usize) -> Self {
-        let budget = Arc::new(EventBudget { limit: DEFAULT_MAX_EVENTS_PER_CALL, used: AtomicUsize::new(0) });
+        let budget = Arc::new(EventBudget {
+            limit: DEFAULT_MAX_EVENTS_PER_CALL,
+            used: AtomicUsize::new(0),
+            first_denial: Default::default(),
+        });
         Self { bus, context: Arc::new(context), max_event_bytes, budget }
     }
 
     /// The same sink with a budget of `max_events` events for the execution.
     pub fn with_event_budget(mut self, max_events: usize) -> Self {
-        self.budget = Arc::new(EventBudget { limit: max_events, used: AtomicUsize::new(0) });
+        self.budget =
+            Arc::new(EventBudget { limit: max_events, used: AtomicUsize::new(0), first_denial: Default::default() });
         self
     }
 
@@ -202,6 +210,18 @@ impl DebugSink {
             message,
             truncated: truncated || cut,
         });
+    }
+
+    /// The guest called `interface` without `capability` granted: a warning naming both, and
+    /// the first such refusal is remembered ([`DebugSink::first_denial`]).
+    pub fn capability_denied(&self, interface: &str, capability: &str) {
+        self.budget.first_denial.lock().get_or_insert_with(|| (interface.to_string(), capability.to_string()));
+        self.host_warning(format!("{interface}: denied, {capability} is not granted to this install"));
+    }
+
+    /// The first capability refusal of the call, as (interface, capability).
+    pub fn first_denial(&self) -> Option<(String, String)> {
+        self.budget.first_denial.lock().clone()
     }
 
     /// A host-side warning about this execution (limits hit, headers dropped, ...).

@@ -44,7 +44,8 @@ impl EgressCtx {
 impl http::Host for EgressCtx {
     async fn fetch(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         if !self.granted {
-            return Err(self.deny_fetch("cap:http.fetch is not granted".into()));
+            self.debug.capability_denied("http.fetch", crate::manifest::CAP_HTTP_FETCH);
+            return Err(HttpError::NotAllowed);
         }
         let url = url::Url::parse(&request.url).map_err(|_| HttpError::InvalidUrl)?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {

@@ -23,6 +23,14 @@ pub fn exec_error_response(e: &ExecError) -> ApiError {
             "extension_memory_limit",
             format!("the extension exceeded its memory limit of {} MiB", bytes >> 20),
         ),
+        ExecError::CapabilityDenied { interface, capability } => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "capability_denied",
+            format!(
+                "the extension failed after calling {interface} without {capability}: grant it to the install \
+                 (if its manifest declares it) or handle the denial in the extension"
+            ),
+        ),
         ExecError::Busy(slots) => {
             tracing::warn!(slots, "all instance slots busy");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the runtime is at capacity; retry shortly")

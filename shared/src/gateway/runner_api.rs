@@ -439,6 +439,9 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
             ExecuteAnswer::failure(503, "service_unavailable")
         }
         Err(ExecError::Busy(_)) => ExecuteAnswer::failure(503, "overloaded"),
+        Err(ExecError::CapabilityDenied { capability, .. }) => {
+            ExecuteAnswer::failure(500, &format!("capability_denied: {capability}"))
+        }
         Err(_) => ExecuteAnswer::failure(500, "extension_error"),
     };
     if let Some(key) = idem_key {

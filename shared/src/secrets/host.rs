@@ -19,6 +19,7 @@ pub struct SecretsCtx {
 impl secrets::Host for SecretsCtx {
     async fn get(&mut self, key: String) -> Result<String, SecretError> {
         if !self.granted {
+            self.debug.capability_denied("secrets.get", crate::manifest::CAP_SECRETS_GET);
             return Err(SecretError::Denied);
         }
         let resolved = match &self.state {

@@ -29,6 +29,7 @@ fn to_wit(e: KvEntry) -> StorageEntry {
 impl StorageCtx {
     fn scope(&self) -> Result<Scope, StorageError> {
         if !self.granted {
+            self.debug.capability_denied("storage", crate::manifest::CAP_STORAGE_KV);
             return Err(StorageError::Denied);
         }
         Ok(self.scope.clone())
