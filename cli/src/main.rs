@@ -111,7 +111,7 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Up(args) => up::run(args).await,
         Command::Token { tenant, sub, perm, data_dir } => {
-            let secret = up::dev_secret(&data_dir)?;
+            let secret = up::existing_dev_secret(&data_dir)?;
             println!("{}", up::mint(&secret, &tenant, &sub, &perm));
             Ok(())
         }

@@ -63,6 +63,26 @@ pub fn dev_secret(data_dir: &Path) -> Result<String> {
     Ok(secret)
 }
 
+/// The signing secret `kelp up` uses for `data_dir`, for `kelp token`: never a new one (a
+/// token signed with a secret no server knows would only fail later, as InvalidSignature).
+pub fn existing_dev_secret(data_dir: &Path) -> Result<String> {
+    if let Ok(s) = std::env::var("KELP_JWT_HS256_SECRET") {
+        if !s.is_empty() {
+            return Ok(s);
+        }
+    }
+    let path = data_dir.join("dev-jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(s.trim().to_string()),
+        Err(_) => anyhow::bail!(
+            "{} holds no signing secret: `kelp up` has not run with --data-dir {} (run kelp token from the folder \
+             kelp up runs in, pass its --data-dir, or set KELP_JWT_HS256_SECRET to the server's secret)",
+            path.display(),
+            data_dir.display()
+        ),
+    }
+}
+
 /// A 24-hour development token.
 pub fn mint(secret: &str, tenant: &str, sub: &str, perms: &[String]) -> String {
     let claims = json!({

@@ -119,3 +119,27 @@ async fn read_until(
     }
     false
 }
+
+#[test]
+fn kelp_token_refuses_a_data_dir_kelp_up_never_used() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args(["token", "--data-dir", empty.path().to_str().unwrap()])
+        .env_remove("KELP_JWT_HS256_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no token signed with a secret no server knows");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kelp up") && err.contains("--data-dir"), "{err}");
+    assert!(!empty.path().join("dev-jwt-secret").exists(), "no new secret was made");
+    // With the secret kelp up wrote there, it mints.
+    std::fs::write(empty.path().join("dev-jwt-secret"), "s3cret").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args(["token", "--data-dir", empty.path().to_str().unwrap(), "--tenant", "acme"])
+        .env_remove("KELP_JWT_HS256_SECRET")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+}

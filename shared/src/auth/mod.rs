@@ -138,7 +138,7 @@ impl JwtVerifier {
 
     /// Verify a compact JWT and return its claims as an identity.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let header = decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let header = decode_header(token).map_err(|e| AuthError::Invalid(explain(&e)))?;
         let key = match header.alg {
             Algorithm::HS256 => {
                 self.hs256.as_ref().ok_or_else(|| AuthError::Invalid("HS256 is not accepted".into()))?
@@ -184,7 +184,7 @@ impl JwtVerifier {
             None => validation.validate_aud = false,
         }
         let data =
-            decode::<HashMap<String, Value>>(token, key, &validation).map_err(|e| AuthError::Invalid(e.to_string()))?;
+            decode::<HashMap<String, Value>>(token, key, &validation).map_err(|e| AuthError::Invalid(explain(&e)))?;
         identity_from_claims(&data.claims)
     }
 }
@@ -193,6 +193,27 @@ impl JwtVerifier {
 /// caller may act in them.
 pub fn is_reserved_tenant(tenant: &str) -> bool {
     tenant.starts_with('_')
+}
+
+/// A token error in words a caller can act on (the library's own names, such as
+/// `InvalidSignature` or `JSON error: expected value at line 1 column 1`, say little).
+fn explain(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::InvalidSignature => {
+            "the signature does not match this server's key (a token minted for another server, or by `kelp token` for another data directory?)".into()
+        }
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidIssuer => "the token's issuer (iss) is not the configured one".into(),
+        ErrorKind::InvalidAudience => "the token's audience (aud) is not the configured one".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no {claim} claim"),
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+            "not a JWT (expected header.payload.signature, base64url-encoded JSON)".into()
+        }
+        ErrorKind::InvalidAlgorithm => "the token's algorithm does not match its key".into(),
+        _ => format!("unusable token ({e})"),
+    }
 }
 
 /// Build an identity from claims (JWT payload, or API Gateway's flattened claim strings).
