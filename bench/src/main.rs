@@ -181,6 +181,9 @@ async fn relay_section(work: &Path) -> Result<()> {
         // The burst below is larger than the default publish queue (10,000): size it so the
         // measurement is the viewer's rate, not queue overflow.
         env.insert("KELP_DEBUG_QUEUE".into(), "100000".into());
+        // The relay sections stream tens of thousands of events through one sink: lift the
+        // per-call event budget that protects tenants from one flooding call.
+        env.insert("KELP_MAX_DEBUG_EVENTS".into(), "100000000".into());
         env.insert("KELP_RATE_BURST".into(), "0".into());
         if let Some(url) = &redis_url {
             env.insert("RUNNER_DEBUG_REDIS_URL".into(), url.clone());
