@@ -334,7 +334,11 @@ fn method_override(query: &mut Option<String>, body: &mut axum::body::Bytes) -> 
             *query = (!rest.is_empty()).then(|| rest.join("&"));
         }
     }
-    if let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice::<serde_json::Value>(body) {
+    // Only a body that mentions the field is parsed (bodies may be megabytes of JSON).
+    let mentions = body.windows(b"__method".len()).any(|w| w == b"__method");
+    if let Some(Ok(serde_json::Value::Object(mut fields))) =
+        mentions.then(|| serde_json::from_slice::<serde_json::Value>(body))
+    {
         if let Some(m) = fields.remove("__method") {
             let m = m.as_str().ok_or_else(|| ApiError::bad_request("__method must be a string"))?;
             let from_body = parse(m)?;
