@@ -95,9 +95,9 @@ pub async fn publish(remote: &Remote, source: &Path) -> Result<()> {
 pub struct InstallArgs {
     /// Extension registry id or manifest name.
     pub extension: String,
-    /// Version (semver or version id).
+    /// Version (semver or version id); the latest published one when left out.
     #[arg(long)]
-    pub version: String,
+    pub version: Option<String>,
     /// Capabilities to grant (default: everything the manifest declares).
     #[arg(long = "capability", value_delimiter = ',')]
     pub capabilities: Option<Vec<String>>,
@@ -114,8 +114,16 @@ pub struct InstallArgs {
 
 /// `kelp install`.
 pub async fn install(remote: &Remote, args: &InstallArgs) -> Result<()> {
+    let version = match &args.version {
+        Some(v) => v.clone(),
+        None => {
+            let latest = latest_version(remote, &args.extension).await?;
+            println!("installing {}@{latest} (the latest published version)", args.extension);
+            latest
+        }
+    };
     let mut body = json!({
-        "extension": args.extension, "version": args.version, "egress": args.egress, "debug_logs": args.debug_logs,
+        "extension": args.extension, "version": version, "egress": args.egress, "debug_logs": args.debug_logs,
         "config": args.config.iter().cloned().collect::<BTreeMap<_, _>>(),
     });
     if let Some(caps) = &args.capabilities {
@@ -132,6 +140,30 @@ pub async fn install(remote: &Remote, args: &InstallArgs) -> Result<()> {
         out["tenant_id"].as_str().unwrap_or("?")
     );
     Ok(())
+}
+
+/// The most recently published version of an extension (registry id or name).
+async fn latest_version(remote: &Remote, extension: &str) -> Result<String> {
+    let mut cursor: Option<String> = None;
+    let mut latest = None;
+    loop {
+        let page = match &cursor {
+            Some(c) => format!("/admin/extensions/{extension}/versions?limit=1000&cursor={c}"),
+            None => format!("/admin/extensions/{extension}/versions?limit=1000"),
+        };
+        // Versions come oldest first; the last of the last page is the newest.
+        let mut plain = remote.clone();
+        plain.tenant = None;
+        let out = plain.json(reqwest::Method::GET, &page, Value::Null).await?;
+        if let Some(v) = out["items"].as_array().and_then(|items| items.last()) {
+            latest = v["version"].as_str().map(str::to_string);
+        }
+        match out["next_cursor"].as_str() {
+            Some(next) if !next.is_empty() => cursor = Some(next.to_string()),
+            _ => break,
+        }
+    }
+    latest.with_context(|| format!("{extension} has no published version"))
 }
 
 /// `kelp config set`.

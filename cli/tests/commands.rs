@@ -143,3 +143,20 @@ fn kelp_token_refuses_a_data_dir_kelp_up_never_used() {
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(token.split('.').count(), 3, "{token}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn install_without_a_version_takes_the_latest_published_one() {
+    let kelp = TestKelp::start().await;
+    let ops = token("acme", &["platform:publish", "platform:ops", "extension:manage"]);
+    let staged = staged_example("wat-hello").to_string_lossy().into_owned();
+    let k = &kelp;
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["publish", &staged]));
+    assert!(ok, "{out}");
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["install", "com.kelp.examples.wat-hello"]));
+    assert!(ok, "{out}");
+    assert!(out.contains("installing com.kelp.examples.wat-hello@1.0.0 (the latest published version)"), "{out}");
+    assert!(out.contains("installed: install id"), "{out}");
+    assert_eq!(kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &token("acme", RW)).await.status(), 200);
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["install", "com.kelp.examples.nothing"]));
+    assert!(!ok && out.contains("404"), "an unknown extension says so: {out}");
+}
