@@ -166,6 +166,76 @@ async fn latest_version(remote: &Remote, extension: &str) -> Result<String> {
     latest.with_context(|| format!("{extension} has no published version"))
 }
 
+/// The tenant's installs with their extensions' names and versions' semver.
+async fn installs_with_names(remote: &Remote) -> Result<Vec<(Value, String, String)>> {
+    let out = remote.json(reqwest::Method::GET, "/admin/installs?limit=1000", Value::Null).await?;
+    let mut rows = Vec::new();
+    let mut plain = remote.clone();
+    plain.tenant = None;
+    for install in out["items"].as_array().cloned().unwrap_or_default() {
+        let ext = install["extension_id"].as_str().unwrap_or_default().to_string();
+        let name = plain
+            .json(reqwest::Method::GET, &format!("/admin/extensions/{ext}"), Value::Null)
+            .await
+            .ok()
+            .and_then(|e| e["name"].as_str().map(str::to_string))
+            .unwrap_or_else(|| ext.clone());
+        let version_id = install["version_id"].as_str().unwrap_or_default();
+        let version = plain
+            .json(reqwest::Method::GET, &format!("/admin/extensions/{ext}/versions/{version_id}"), Value::Null)
+            .await
+            .ok()
+            .and_then(|v| v["version"].as_str().map(str::to_string))
+            .unwrap_or_else(|| version_id.to_string());
+        rows.push((install, name, version));
+    }
+    Ok(rows)
+}
+
+/// An install id from an extension name, registry id or install id.
+async fn resolve_install(remote: &Remote, reference: &str) -> Result<String> {
+    let rows = installs_with_names(remote).await?;
+    rows.iter()
+        .find(|(i, name, _)| name == reference || i["extension_id"] == reference || i["install_id"] == reference)
+        .and_then(|(i, _, _)| i["install_id"].as_str().map(str::to_string))
+        .with_context(|| format!("no install of {reference:?} in this tenant (kelp installs list shows them)"))
+}
+
+/// `kelp installs list`.
+pub async fn list_installs(remote: &Remote) -> Result<()> {
+    let rows = installs_with_names(remote).await?;
+    if rows.is_empty() {
+        println!("no installs");
+    }
+    for (install, name, version) in rows {
+        println!(
+            "{name}@{version}  {}  {}  debug stream {}  (install id {})",
+            install["tenant_id"].as_str().unwrap_or("?"),
+            if install["enabled"] == true { "enabled" } else { "disabled" },
+            if install["debug_logs"] == true { "on" } else { "off" },
+            install["install_id"].as_str().unwrap_or("?"),
+        );
+    }
+    Ok(())
+}
+
+/// `kelp enable` / `kelp disable`.
+pub async fn set_enabled(remote: &Remote, reference: &str, enabled: bool) -> Result<()> {
+    let id = resolve_install(remote, reference).await?;
+    remote.json(reqwest::Method::PATCH, &format!("/admin/installs/{id}"), json!({"enabled": enabled})).await?;
+    println!("{reference}: {} (install id {id})", if enabled { "enabled" } else { "disabled" });
+    Ok(())
+}
+
+/// `kelp uninstall`.
+pub async fn uninstall(remote: &Remote, reference: &str, purge: bool) -> Result<()> {
+    let id = resolve_install(remote, reference).await?;
+    let path = if purge { format!("/admin/installs/{id}?purge=true") } else { format!("/admin/installs/{id}") };
+    remote.json(reqwest::Method::DELETE, &path, Value::Null).await?;
+    println!("{reference}: uninstalled (install id {id}){}", if purge { ", storage purged" } else { "" });
+    Ok(())
+}
+
 /// `kelp config set`.
 pub async fn set_config(remote: &Remote, install: &str, pairs: &[(String, String)]) -> Result<()> {
     let config: BTreeMap<_, _> = pairs.iter().cloned().collect();

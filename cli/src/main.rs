@@ -51,6 +51,35 @@ enum Command {
         #[command(flatten)]
         remote: admin::Remote,
     },
+    /// The tenant's installs: extension, version, enabled, debug stream.
+    Installs {
+        #[command(subcommand)]
+        command: InstallsCommand,
+    },
+    /// Switch an install on (by extension name, registry id or install id).
+    Enable {
+        /// Extension name, registry id or install id.
+        install: String,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
+    /// Switch an install off: its routes answer 404 until it is enabled again.
+    Disable {
+        /// Extension name, registry id or install id.
+        install: String,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
+    /// Remove an install (its storage is kept unless --purge).
+    Uninstall {
+        /// Extension name, registry id or install id.
+        install: String,
+        /// Delete the install's storage too.
+        #[arg(long)]
+        purge: bool,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
     /// Install config.
     Config {
         #[command(subcommand)]
@@ -71,6 +100,15 @@ enum Command {
         /// Where to stage the built extension.
         #[arg(long, default_value = ".kelp/build")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstallsCommand {
+    /// One line per install.
+    List {
+        #[command(flatten)]
+        remote: admin::Remote,
     },
 }
 
@@ -117,6 +155,10 @@ async fn main() -> Result<()> {
         }
         Command::Publish { source, remote } => admin::publish(&remote, &source).await,
         Command::Install { args, remote } => admin::install(&remote, &args).await,
+        Command::Installs { command: InstallsCommand::List { remote } } => admin::list_installs(&remote).await,
+        Command::Enable { install, remote } => admin::set_enabled(&remote, &install, true).await,
+        Command::Disable { install, remote } => admin::set_enabled(&remote, &install, false).await,
+        Command::Uninstall { install, purge, remote } => admin::uninstall(&remote, &install, purge).await,
         Command::Config { command: SetCommand::Set { install, pairs, remote } } => {
             admin::set_config(&remote, &install, &pairs).await
         }

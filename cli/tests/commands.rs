@@ -145,7 +145,7 @@ fn kelp_token_refuses_a_data_dir_kelp_up_never_used() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn install_without_a_version_takes_the_latest_published_one() {
+async fn install_takes_the_latest_version_and_installs_are_managed_by_name_or_id() {
     let kelp = TestKelp::start().await;
     let ops = token("acme", &["platform:publish", "platform:ops", "extension:manage"]);
     let staged = staged_example("wat-hello").to_string_lossy().into_owned();
@@ -159,4 +159,23 @@ async fn install_without_a_version_takes_the_latest_published_one() {
     assert_eq!(kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &token("acme", RW)).await.status(), 200);
     let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["install", "com.kelp.examples.nothing"]));
     assert!(!ok && out.contains("404"), "an unknown extension says so: {out}");
+
+    // Managing it by name or by install id.
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["installs", "list"]));
+    assert!(ok && out.contains("com.kelp.examples.wat-hello@1.0.0  acme  enabled  debug stream off"), "{out}");
+    let install_id = out.split("install id ").nth(1).unwrap().trim_end_matches([')', '\n']).trim().to_string();
+    let user = token("acme", RW);
+    let hello = || kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &user);
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["disable", "com.kelp.examples.wat-hello"]));
+    assert!(ok && out.contains("disabled"), "{out}");
+    assert_eq!(hello().await.status(), 404, "a disabled install answers 404");
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["enable", &install_id]));
+    assert!(ok && out.contains("enabled"), "{out}");
+    assert_eq!(hello().await.status(), 200);
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["uninstall", "com.kelp.examples.wat-hello"]));
+    assert!(ok && out.contains("uninstalled"), "{out}");
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["installs", "list"]));
+    assert!(ok && out.contains("no installs"), "{out}");
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["disable", "com.kelp.examples.wat-hello"]));
+    assert!(!ok && out.contains("no install of"), "{out}");
 }
