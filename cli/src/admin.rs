@@ -192,13 +192,20 @@ async fn installs_with_names(remote: &Remote) -> Result<Vec<(Value, String, Stri
     Ok(rows)
 }
 
+/// An install (with its extension's name and version) by extension name, registry id or
+/// install id.
+async fn find_install(remote: &Remote, reference: &str) -> Result<(Value, String, String)> {
+    installs_with_names(remote)
+        .await?
+        .into_iter()
+        .find(|(i, name, _)| name == reference || i["extension_id"] == reference || i["install_id"] == reference)
+        .with_context(|| format!("no install of {reference:?} in this tenant (kelp installs list shows them)"))
+}
+
 /// An install id from an extension name, registry id or install id.
 async fn resolve_install(remote: &Remote, reference: &str) -> Result<String> {
-    let rows = installs_with_names(remote).await?;
-    rows.iter()
-        .find(|(i, name, _)| name == reference || i["extension_id"] == reference || i["install_id"] == reference)
-        .and_then(|(i, _, _)| i["install_id"].as_str().map(str::to_string))
-        .with_context(|| format!("no install of {reference:?} in this tenant (kelp installs list shows them)"))
+    let (install, _, _) = find_install(remote, reference).await?;
+    install["install_id"].as_str().map(str::to_string).context("install without an id")
 }
 
 /// `kelp installs list`.
@@ -224,6 +231,27 @@ pub async fn set_enabled(remote: &Remote, reference: &str, enabled: bool) -> Res
     let id = resolve_install(remote, reference).await?;
     remote.json(reqwest::Method::PATCH, &format!("/admin/installs/{id}"), json!({"enabled": enabled})).await?;
     println!("{reference}: {} (install id {id})", if enabled { "enabled" } else { "disabled" });
+    Ok(())
+}
+
+/// `kelp upgrade`.
+pub async fn upgrade(remote: &Remote, reference: &str, version: Option<String>) -> Result<()> {
+    let (install, name, from) = find_install(remote, reference).await?;
+    let to = match version {
+        Some(v) => v,
+        None => latest_version(remote, install["extension_id"].as_str().unwrap_or(reference)).await?,
+    };
+    let id = install["install_id"].as_str().unwrap_or_default();
+    remote.json(reqwest::Method::PATCH, &format!("/admin/installs/{id}"), json!({"version": to})).await?;
+    println!("{name}: {from} → {to} (install id {id})");
+    Ok(())
+}
+
+/// `kelp debug on|off`.
+pub async fn set_debug(remote: &Remote, reference: &str, on: bool) -> Result<()> {
+    let id = resolve_install(remote, reference).await?;
+    remote.json(reqwest::Method::PATCH, &format!("/admin/installs/{id}"), json!({"debug_logs": on})).await?;
+    println!("{reference}: debug stream {} (install id {id})", if on { "on" } else { "off" });
     Ok(())
 }
 

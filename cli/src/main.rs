@@ -70,6 +70,26 @@ enum Command {
         #[command(flatten)]
         remote: admin::Remote,
     },
+    /// Move an install to another version (the latest published one by default).
+    Upgrade {
+        /// Extension name, registry id or install id.
+        install: String,
+        /// Version (semver or version id).
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
+    /// Switch an install's debug stream on or off (`cap:debug.logs`).
+    Debug {
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        /// Extension name, registry id or install id.
+        install: String,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
     /// Remove an install (its storage is kept unless --purge).
     Uninstall {
         /// Extension name, registry id or install id.
@@ -159,6 +179,8 @@ async fn main() -> Result<()> {
         Command::Enable { install, remote } => admin::set_enabled(&remote, &install, true).await,
         Command::Disable { install, remote } => admin::set_enabled(&remote, &install, false).await,
         Command::Uninstall { install, purge, remote } => admin::uninstall(&remote, &install, purge).await,
+        Command::Upgrade { install, version, remote } => admin::upgrade(&remote, &install, version).await,
+        Command::Debug { state, install, remote } => admin::set_debug(&remote, &install, state == "on").await,
         Command::Config { command: SetCommand::Set { install, pairs, remote } } => {
             admin::set_config(&remote, &install, &pairs).await
         }

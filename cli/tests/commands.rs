@@ -172,6 +172,18 @@ async fn install_takes_the_latest_version_and_installs_are_managed_by_name_or_id
     let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["enable", &install_id]));
     assert!(ok && out.contains("enabled"), "{out}");
     assert_eq!(hello().await.status(), 200);
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["debug", "on", "com.kelp.examples.wat-hello"]));
+    assert!(ok && out.contains("debug stream on"), "{out}");
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["installs", "list"]));
+    assert!(ok && out.contains("debug stream on"), "{out}");
+    let (ok, out) = tokio::task::block_in_place(|| {
+        kelp_cmd(k, &ops, &["upgrade", "com.kelp.examples.wat-hello", "--version", "1.0.0"])
+    });
+    assert!(ok && out.contains("1.0.0 → 1.0.0"), "{out}");
+    let (ok, out) = tokio::task::block_in_place(|| {
+        kelp_cmd(k, &ops, &["upgrade", "com.kelp.examples.wat-hello", "--version", "9.9.9"])
+    });
+    assert!(!ok && out.contains("404"), "an unknown version says so: {out}");
     let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["uninstall", "com.kelp.examples.wat-hello"]));
     assert!(ok && out.contains("uninstalled"), "{out}");
     let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["installs", "list"]));
