@@ -267,18 +267,7 @@ fn parse_flattened_list(s: &str) -> Vec<String> {
 /// Gateway, which verified the token), else the bearer token. UI tokens are refused here:
 /// routes that accept them call [`identify_in_extension`].
 pub fn identify(parts: &Parts, verifier: &JwtVerifier) -> Result<Identity, AuthError> {
-    if let Some(claims) = authorizer_claims(parts, &verifier.trusted_api_ids) {
-        let claims: HashMap<String, Value> = claims.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-        return identity_from_claims(&claims);
-    }
-    let token = bearer(parts)?;
-    if looks_like_ui_token(token) {
-        return Err(AuthError::Invalid("a UI token only reaches its extension's API".into()));
-    }
-    if !verifier.is_configured() {
-        return Err(AuthError::Invalid("no token verification key is configured".into()));
-    }
-    verifier.verify(token)
+    identify_with(parts, verifier, None)
 }
 
 /// The identity of a request to one extension's API or UI: a user's token as in
@@ -289,14 +278,27 @@ pub fn identify_in_extension(
     verifier: &JwtVerifier,
     ui_tokens: &UiTokens,
 ) -> Result<Identity, AuthError> {
-    if authorizer_claims(parts, &verifier.trusted_api_ids).is_none() {
-        if let Ok(token) = bearer(parts) {
-            if looks_like_ui_token(token) {
-                return ui_tokens.verify(token);
-            }
-        }
+    identify_with(parts, verifier, Some(ui_tokens))
+}
+
+/// Both of the above in one pass over the request (the claims, the header and the token's
+/// payload are each read once): UI tokens are verified with `ui_tokens`, or refused without.
+fn identify_with(parts: &Parts, verifier: &JwtVerifier, ui_tokens: Option<&UiTokens>) -> Result<Identity, AuthError> {
+    if let Some(claims) = authorizer_claims(parts, &verifier.trusted_api_ids) {
+        let claims: HashMap<String, Value> = claims.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        return identity_from_claims(&claims);
     }
-    identify(parts, verifier)
+    let token = bearer(parts)?;
+    if looks_like_ui_token(token) {
+        return match ui_tokens {
+            Some(ui_tokens) => ui_tokens.verify(token),
+            None => Err(AuthError::Invalid("a UI token only reaches its extension's API".into())),
+        };
+    }
+    if !verifier.is_configured() {
+        return Err(AuthError::Invalid("no token verification key is configured".into()));
+    }
+    verifier.verify(token)
 }
 
 /// The bearer token of the `Authorization` header.
