@@ -177,6 +177,33 @@ pub async fn set_config(
     .await
 }
 
+/// Change some config keys and remove others, keeping the rest; bumps `config_version`.
+pub async fn patch_config(
+    platform: &Platform,
+    tenant: &str,
+    install_id: &str,
+    set: &BTreeMap<String, String>,
+    unset: &[String],
+) -> Result<InstallRecord, AdminError> {
+    update_install(platform, tenant, install_id, |i| {
+        let mut config = i.config.clone();
+        merge(&mut config, set, unset);
+        check_config(&config)?;
+        i.config = config;
+        i.config_version += 1;
+        Ok(())
+    })
+    .await
+}
+
+/// `unset` removed, then `set` written over what is left.
+fn merge(map: &mut BTreeMap<String, String>, set: &BTreeMap<String, String>, unset: &[String]) {
+    for key in unset {
+        map.remove(key);
+    }
+    map.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+}
+
 /// A fresh secret reference for one write of an install's envelope, under the Kelp prefix.
 /// Every write gets its own reference, so an envelope only goes live when the install record
 /// points at it.
@@ -198,11 +225,53 @@ pub async fn set_secrets(
     values: &BTreeMap<String, String>,
     expires_at: Option<String>,
 ) -> Result<InstallRecord, AdminError> {
-    let current = platform
+    let current = get_existing(platform, tenant, install_id).await?;
+    write_secrets(platform, tenant, current, values, expires_at).await
+}
+
+/// Change some secrets and remove others, keeping the rest (and, unless a new one is given,
+/// the envelope's expiry); bumps `secrets_version`. The live envelope is read to merge into,
+/// and the write goes live only if the install has not changed since: a concurrent write is
+/// a 409, never a lost key.
+pub async fn patch_secrets(
+    platform: &Platform,
+    tenant: &str,
+    install_id: &str,
+    set: &BTreeMap<String, String>,
+    unset: &[String],
+    expires_at: Option<String>,
+) -> Result<(InstallRecord, Vec<String>), AdminError> {
+    let current = get_existing(platform, tenant, install_id).await?;
+    let (mut values, current_expiry) = match &current.secrets_ref {
+        Some(secret_ref) => {
+            let envelope = platform.secrets.source().fetch(secret_ref).await?;
+            (envelope.decode()?.0, envelope.expires_at.clone())
+        }
+        None => (BTreeMap::new(), None),
+    };
+    merge(&mut values, set, unset);
+    let keys = values.keys().cloned().collect();
+    let updated = write_secrets(platform, tenant, current, &values, expires_at.or(current_expiry)).await?;
+    Ok((updated, keys))
+}
+
+async fn get_existing(platform: &Platform, tenant: &str, install_id: &str) -> Result<InstallRecord, AdminError> {
+    platform
         .installs
         .get_install(tenant, install_id)
         .await?
-        .ok_or_else(|| AdminError::NotFound(format!("install {install_id} not found")))?;
+        .ok_or_else(|| AdminError::NotFound(format!("install {install_id} not found")))
+}
+
+/// Write `values` as the envelope of `current` (read by the caller) and make it live.
+async fn write_secrets(
+    platform: &Platform,
+    tenant: &str,
+    current: InstallRecord,
+    values: &BTreeMap<String, String>,
+    expires_at: Option<String>,
+) -> Result<InstallRecord, AdminError> {
+    let install_id = current.install_id.clone();
     // The envelope base64-encodes the values: 3/4 of 64 KB keeps it within Secrets Manager's cap.
     check_map_size("secrets", values, MAX_CONFIG_BYTES * 3 / 4)?;
     let secret_ref = secret_ref_for(&current);
@@ -211,7 +280,7 @@ pub async fn set_secrets(
     let source = platform.secrets.source();
     source.store(&secret_ref, &envelope).await?;
     let expected_revision = current.revision;
-    let updated = update_install(platform, tenant, install_id, |i| {
+    let updated = update_install(platform, tenant, &install_id, |i| {
         if i.revision != expected_revision {
             return Err(AdminError::Conflict("the install changed concurrently; retry".into()));
         }

@@ -218,6 +218,8 @@ async fn permission_boundaries_hold() {
         ("PATCH", format!("/admin/installs/{b_id}"), Some(json!({"enabled": false}))),
         ("PUT", format!("/admin/installs/{b_id}/config"), Some(json!({"config": {}}))),
         ("PUT", format!("/admin/installs/{b_id}/secrets"), Some(json!({"secrets": {"x": "y"}}))),
+        ("PATCH", format!("/admin/installs/{b_id}/config"), Some(json!({"set": {"a": "b"}}))),
+        ("PATCH", format!("/admin/installs/{b_id}/secrets"), Some(json!({"unset": ["x"]}))),
         ("DELETE", format!("/admin/installs/{b_id}"), None),
     ] {
         let (status, _) = call(&kelp, method, &path, &acme, body.clone()).await;
@@ -252,6 +254,17 @@ async fn permission_boundaries_hold() {
     assert_eq!(ok["debug_logs"], true, "cap:debug.logs needs no declaration");
     let (status, got) = call(&kelp, "GET", &format!("/admin/installs/{b_id}?tenant=globex"), &ops, None).await;
     assert_eq!((status, got["tenant_id"].as_str()), (200, Some("globex")), "operators reach any tenant");
+    // Installing picks the tenant with ?tenant= like every other route (the body's `tenant`
+    // still works; two different answers are refused).
+    let wat = json!({"extension": "com.kelp.examples.wat-hello", "version": "1.0.0"});
+    let (status, _) = call(&kelp, "POST", "/admin/installs?tenant=initech", &acme, Some(wat.clone())).await;
+    assert_eq!(status, 403, "only platform:ops may install into another tenant");
+    let (status, body) = call(&kelp, "POST", "/admin/installs?tenant=initech", &ops, Some(wat.clone())).await;
+    assert_eq!((status, body["tenant_id"].as_str()), (201, Some("initech")), "{body}");
+    let mut both = wat.clone();
+    both["tenant"] = json!("hooli");
+    let (status, body) = call(&kelp, "POST", "/admin/installs?tenant=initech", &ops, Some(both)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
     let (_, all) = call(&kelp, "GET", "/admin/installs", &ops, None).await;
     assert!(all["items"].as_array().unwrap().iter().any(|i| i["install_id"] == b_id.as_str()));
     let (status, _) = call(&kelp, "GET", "/admin/audit?tenant=globex", &acme, None).await;
@@ -499,7 +512,7 @@ async fn the_openapi_document_matches_the_real_routes() {
             operations += 1;
         }
     }
-    assert_eq!(operations, 17);
+    assert_eq!(operations, 19);
     // And nothing is routed that the document does not describe.
     for (method, path) in [("GET", "/admin/secrets"), ("POST", "/admin/audit"), ("PUT", "/admin/extensions")] {
         let (status, _) = call(&kelp, method, path, &ops, None).await;

@@ -104,3 +104,53 @@ async fn concurrent_secret_writes_leave_the_winners_values_live_and_uninstall_de
         "uninstall deletes the envelope"
     );
 }
+
+#[tokio::test]
+async fn config_and_secrets_patches_merge_keep_the_other_keys_and_refuse_nonsense() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("js-notes")).await;
+    let install = kelp.install(&published, "acme", &[]).await;
+    let manager = token("acme", &["extension:manage"]);
+    let patch = |what: &str, body: serde_json::Value| {
+        kelp.client
+            .patch(format!("{}/admin/installs/{}/{what}", kelp.base, install.install_id))
+            .bearer_auth(&manager)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let t = token("acme", RW);
+    let r = patch("config", serde_json::json!({"set": {"greeting": "Moi", "other": "1"}})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = json_body(patch("config", serde_json::json!({"unset": ["other"]})).await.unwrap()).await;
+    assert_eq!((r["config_version"].as_u64(), &r["keys"]), (Some(3), &serde_json::json!(["greeting"])));
+    let hello = json_body(kelp.get(&format!("{JS}/hello"), &t).await).await;
+    assert_eq!(hello["message"], "Moi, acme!", "the kept key is live");
+
+    let r = json_body(patch("secrets", serde_json::json!({"set": {"api_key": "1234567"}})).await.unwrap()).await;
+    assert_eq!(r["keys"], serde_json::json!(["api_key"]));
+    let r = json_body(patch("secrets", serde_json::json!({"set": {"other": "x"}})).await.unwrap()).await;
+    assert_eq!((r["secrets_version"].as_u64(), &r["keys"]), (Some(2), &serde_json::json!(["api_key", "other"])));
+    let secret = json_body(kelp.get(&format!("{JS}/secret"), &t).await).await;
+    assert_eq!((secret["length"].as_u64(), &secret["keys"]), (Some(7), &serde_json::json!(["api_key", "other"])));
+    let r = json_body(patch("secrets", serde_json::json!({"unset": ["api_key"]})).await.unwrap()).await;
+    assert_eq!(r["keys"], serde_json::json!(["other"]));
+    let secret = json_body(kelp.get(&format!("{JS}/secret"), &t).await).await;
+    assert_eq!((&secret["present"], &secret["keys"]), (&serde_json::json!(false), &serde_json::json!(["other"])));
+
+    for (what, body) in [
+        ("config", serde_json::json!({})),
+        ("config", serde_json::json!({"set": {"a": "1"}, "unset": ["a"]})),
+        ("config", serde_json::json!({"set": {"a": "1"}, "expires_at": "2030-01-01T00:00:00Z"})),
+        ("secrets", serde_json::json!({"set": {"a": "1"}, "expires_at": "next tuesday"})),
+        ("secrets", serde_json::json!({"sett": {"a": "1"}})),
+    ] {
+        let r = patch(what, body.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{what} {body}");
+        let err = json_body(r).await;
+        // bad_request for a rule of the patch, invalid_request for a body that does not parse.
+        assert!(matches!(err["error"]["code"].as_str(), Some("bad_request" | "invalid_request")), "{err}");
+    }
+    let after = kelp.platform.installs.get_install("acme", &install.install_id).await.unwrap().unwrap();
+    assert_eq!((after.config_version, after.secrets_version), (3, 3), "refused patches changed nothing");
+}

@@ -32,12 +32,21 @@ pub(super) async fn create_install(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
     meta: Meta,
+    Query(q): Query<TenantQuery>,
     LimitedBytes(body): LimitedBytes,
 ) -> Answer {
     let platform = &admin.platform;
     caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "manage installs").await?;
     let req: CreateInstall = parse_json(&body)?;
-    let tenant = caller.tenant(platform, req.tenant.as_deref()).await?;
+    // `?tenant=` picks the tenant here as on every other admin route; the body's `tenant`
+    // (the older way) is still read, and two different answers are refused.
+    let chosen = match (q.tenant.as_deref(), req.tenant.as_deref()) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiError::bad_request(format!("?tenant={a} and the body's tenant {b:?} differ")))
+        }
+        (a, b) => a.or(b),
+    };
+    let tenant = caller.tenant(platform, chosen).await?;
     idempotent(&admin, &caller, &tenant, &meta, &body, || async {
         let ext = find_extension(platform, &req.extension).await?;
         let version = resolve_version(platform, &ext, &req.version).await?;
@@ -286,6 +295,101 @@ pub(super) async fn put_secrets(
                 "install.secrets",
                 Some(&id),
                 json!({"keys": keys, "secrets_version": updated.secrets_version}),
+            )
+            .await;
+        Ok((StatusCode::OK, json!({"install_id": id, "secrets_version": updated.secrets_version, "keys": keys})))
+    })
+    .await
+}
+
+/// `PATCH /admin/installs/{id}/config` and `/secrets`: keys to write and keys to remove; the
+/// other keys stay.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MapPatch {
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    unset: Vec<String>,
+    /// Secrets only: a new expiry for the envelope (the current one is kept otherwise).
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+impl MapPatch {
+    fn parse(body: &[u8], what: &str) -> Result<Self, ApiError> {
+        let patch: MapPatch = parse_json(body)?;
+        if patch.set.is_empty() && patch.unset.is_empty() {
+            return Err(ApiError::bad_request(format!("a {what} patch needs `set` or `unset` keys")));
+        }
+        if let Some(key) = patch.unset.iter().find(|k| patch.set.contains_key(*k)) {
+            return Err(ApiError::bad_request(format!("{key:?} is both set and unset")));
+        }
+        Ok(patch)
+    }
+}
+
+pub(super) async fn patch_config(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    meta: Meta,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+    LimitedBytes(body): LimitedBytes,
+) -> Answer {
+    let platform = &admin.platform;
+    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "change config").await?;
+    let patch = MapPatch::parse(&body, "config")?;
+    if patch.expires_at.is_some() {
+        return Err(ApiError::bad_request("expires_at applies to secrets, not config"));
+    }
+    let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
+    idempotent(&admin, &caller, &tenant, &meta, &body, || async {
+        let updated = service::patch_config(platform, &tenant, &id, &patch.set, &patch.unset).await?;
+        let keys: Vec<&String> = updated.config.keys().collect();
+        caller
+            .audit(
+                platform,
+                Some(&tenant),
+                "install.config",
+                Some(&id),
+                json!({"set": patch.set.keys().collect::<Vec<_>>(), "unset": patch.unset,
+                       "config_version": updated.config_version}),
+            )
+            .await;
+        Ok((StatusCode::OK, json!({"install_id": id, "config_version": updated.config_version, "keys": keys})))
+    })
+    .await
+}
+
+pub(super) async fn patch_secrets(
+    State(admin): State<Arc<Admin>>,
+    caller: Caller,
+    meta: Meta,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+    LimitedBytes(body): LimitedBytes,
+) -> Answer {
+    let platform = &admin.platform;
+    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "change secrets").await?;
+    let patch = MapPatch::parse(&body, "secrets")?;
+    if let Some(ts) = &patch.expires_at {
+        chrono::DateTime::parse_from_rfc3339(ts)
+            .map_err(|_| ApiError::bad_request("expires_at must be an RFC 3339 timestamp"))?;
+    }
+    let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
+    // The fingerprint (not the body) is what idempotency stores: values never persist there.
+    idempotent(&admin, &caller, &tenant, &meta, &body, || async {
+        let (updated, keys) =
+            service::patch_secrets(platform, &tenant, &id, &patch.set, &patch.unset, patch.expires_at.clone()).await?;
+        caller
+            .audit(
+                platform,
+                Some(&tenant),
+                "install.secrets",
+                Some(&id),
+                json!({"set": patch.set.keys().collect::<Vec<_>>(), "unset": patch.unset,
+                       "secrets_version": updated.secrets_version}),
             )
             .await;
         Ok((StatusCode::OK, json!({"install_id": id, "secrets_version": updated.secrets_version, "keys": keys})))

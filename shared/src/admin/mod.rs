@@ -22,7 +22,10 @@ use audit::query_audit;
 use common::*;
 use extensions::{get_extension, get_version, list_extensions, list_versions, publish_version};
 use grants::{create_grant, list_grants, revoke_grant};
-use installs::{create_install, delete_install, get_install, list_installs, put_config, put_secrets, update_install};
+use installs::{
+    create_install, delete_install, get_install, list_installs, patch_config, patch_secrets, put_config, put_secrets,
+    update_install,
+};
 
 /// The admin API's own settings (the app layer builds them from the environment).
 #[derive(Debug, Clone)]
@@ -69,8 +72,8 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/admin/extensions/{extension}/versions/{version}", get(get_version))
         .route("/admin/installs", get(list_installs).post(create_install))
         .route("/admin/installs/{install}", get(get_install).patch(update_install).delete(delete_install))
-        .route("/admin/installs/{install}/config", put(put_config))
-        .route("/admin/installs/{install}/secrets", put(put_secrets))
+        .route("/admin/installs/{install}/config", put(put_config).patch(patch_config))
+        .route("/admin/installs/{install}/secrets", put(put_secrets).patch(patch_secrets))
         .route("/admin/grants", get(list_grants).post(create_grant))
         .route("/admin/grants/{grant}", delete(revoke_grant))
         .route("/admin/audit", get(query_audit))
