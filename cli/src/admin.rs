@@ -52,29 +52,53 @@ impl Remote {
     }
 }
 
-/// Bundle bytes from a `.tar.zst`/`.tar` file, a built directory (manifest.json + component)
-/// or an extension source directory (built first).
-pub fn bundle_bytes(source: &Path) -> Result<Vec<u8>> {
-    if source.is_file() {
-        return std::fs::read(source).with_context(|| format!("reading {}", source.display()));
-    }
-    let manifest: Value = serde_json::from_slice(
-        &std::fs::read(source.join("manifest.json")).context("no manifest.json in the directory")?,
-    )?;
-    let entry = manifest["entry"].as_str().unwrap_or("dist/main.wasm");
-    let dir: PathBuf = if source.join(entry).is_file() {
-        source.to_path_buf()
-    } else {
-        let root = kelp_runtime::devtools::repo_root(&std::env::current_dir()?).unwrap_or_else(|| PathBuf::from("."));
-        kelp_runtime::devtools::stage_example(&root, source, Path::new(".kelp/build"))?
-    };
-    kelp_runtime::publish::pack_dir(&dir)
+/// What `kelp publish` was given.
+enum PublishSource {
+    /// A `.tar.zst`/`.tar` bundle file.
+    Bundle(PathBuf),
+    /// A built directory (manifest.json + the component at its `entry`).
+    Built(PathBuf),
+    /// An extension project to build first.
+    Project(PathBuf),
 }
 
-/// `kelp publish`.
+fn classify(source: &Path) -> Result<PublishSource> {
+    if source.is_file() {
+        return Ok(PublishSource::Bundle(source.to_path_buf()));
+    }
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(source.join("manifest.json"))
+            .with_context(|| format!("no manifest.json in {}", source.display()))?,
+    )
+    .with_context(|| format!("{}/manifest.json is not valid JSON", source.display()))?;
+    let entry = manifest["entry"].as_str().unwrap_or("dist/main.wasm");
+    Ok(if source.join(entry).is_file() {
+        PublishSource::Built(source.to_path_buf())
+    } else {
+        PublishSource::Project(source.to_path_buf())
+    })
+}
+
+/// `kelp publish`. A project is built first, unless its manifest's version is already
+/// published (then there is nothing to do but say so, without a build).
 pub async fn publish(remote: &Remote, source: &Path) -> Result<()> {
-    let bytes = bundle_bytes(source)?;
-    let out = remote.send(reqwest::Method::POST, "/admin/extensions", "application/zstd", bytes).await?;
+    let bytes = match classify(source)? {
+        PublishSource::Bundle(file) => std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
+        PublishSource::Built(dir) => kelp_runtime::publish::pack_dir(&dir)?,
+        PublishSource::Project(dir) => {
+            let manifest = kelp_runtime::devtools::project::check_manifest(&dir)?.manifest;
+            if let Some(id) = published_version_id(remote, &manifest.name, &manifest.version).await? {
+                println!(
+                    "already published {}@{} (version id {id}); bump \"version\" in manifest.json to publish a change",
+                    manifest.name, manifest.version
+                );
+                return Ok(());
+            }
+            let built = crate::build::build(&dir, Path::new(".kelp/build"))?;
+            kelp_runtime::publish::pack_dir(&built.dir)?
+        }
+    };
+    let out = publish_bytes(remote, bytes).await?;
     let verb = if out["created"].as_bool() == Some(true) { "published" } else { "already published" };
     println!(
         "{verb} {}@{} (version id {}, {}, precompiled: {})",
@@ -84,10 +108,28 @@ pub async fn publish(remote: &Remote, source: &Path) -> Result<()> {
         out["version"]["content_hash"].as_str().unwrap_or("?"),
         out["version"]["artifact_present"]
     );
+    Ok(())
+}
+
+/// Publish a bundle; print the manifest warnings the server found.
+pub async fn publish_bytes(remote: &Remote, bytes: Vec<u8>) -> Result<Value> {
+    let out = remote.send(reqwest::Method::POST, "/admin/extensions", "application/zstd", bytes).await?;
     for warning in out["warnings"].as_array().into_iter().flatten() {
         eprintln!("warning: manifest: {}", warning.as_str().unwrap_or_default());
     }
-    Ok(())
+    Ok(out)
+}
+
+/// The id of `name@version` if it is published (None when the extension or the version is
+/// unknown).
+async fn published_version_id(remote: &Remote, name: &str, version: &str) -> Result<Option<String>> {
+    let mut plain = remote.clone();
+    plain.tenant = None;
+    match plain.json(reqwest::Method::GET, &format!("/admin/extensions/{name}/versions/{version}"), Value::Null).await {
+        Ok(v) => Ok(v["id"].as_str().map(str::to_string)),
+        Err(e) if e.to_string().starts_with("404") => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Options of `kelp install`.
@@ -129,16 +171,41 @@ pub async fn install(remote: &Remote, args: &InstallArgs) -> Result<()> {
     if let Some(caps) = &args.capabilities {
         body["capabilities"] = json!(caps);
     }
-    let mut remote = remote.clone();
-    if let Some(t) = remote.tenant.take() {
-        body["tenant"] = json!(t);
-    }
     let out = remote.json(reqwest::Method::POST, "/admin/installs", body).await?;
     println!(
         "installed: install id {} for tenant {}",
         out["install_id"].as_str().unwrap_or("?"),
         out["tenant_id"].as_str().unwrap_or("?")
     );
+    Ok(())
+}
+
+/// `kelp dev`: point the tenant's install of `name` at `version` with the debug stream on,
+/// installing it (every declared capability granted) the first time.
+pub async fn install_or_upgrade_for_dev(remote: &Remote, name: &str, version: &str) -> Result<()> {
+    match installs_with_names(remote).await?.into_iter().find(|(i, n, _)| n == name || i["extension_id"] == name) {
+        Some((install, _, _)) => {
+            let id = install["install_id"].as_str().unwrap_or_default();
+            remote
+                .json(
+                    reqwest::Method::PATCH,
+                    &format!("/admin/installs/{id}"),
+                    json!({"version": version, "debug_logs": true, "enabled": true}),
+                )
+                .await?;
+        }
+        None => {
+            let args = InstallArgs {
+                extension: name.to_string(),
+                version: Some(version.to_string()),
+                capabilities: None,
+                egress: Vec::new(),
+                config: Vec::new(),
+                debug_logs: true,
+            };
+            install(remote, &args).await?;
+        }
+    }
     Ok(())
 }
 
@@ -264,31 +331,51 @@ pub async fn uninstall(remote: &Remote, reference: &str, purge: bool) -> Result<
     Ok(())
 }
 
-/// `kelp config set`.
-pub async fn set_config(remote: &Remote, install: &str, pairs: &[(String, String)]) -> Result<()> {
-    let config: BTreeMap<_, _> = pairs.iter().cloned().collect();
-    let out = remote
-        .json(reqwest::Method::PUT, &format!("/admin/installs/{install}/config"), json!({"config": config}))
-        .await?;
+/// How `kelp config` / `kelp secrets` change a map.
+pub enum MapChange<'a> {
+    /// Write these pairs and remove these keys; the other keys stay.
+    Merge(&'a [(String, String)], &'a [String]),
+    /// Replace the whole map with these pairs.
+    Replace(&'a [(String, String)]),
+}
+
+impl MapChange<'_> {
+    /// (HTTP method, body) for `/admin/installs/{id}/{config|secrets}`.
+    fn request(&self, field: &str) -> (reqwest::Method, Value) {
+        match self {
+            MapChange::Merge(set, unset) => (
+                reqwest::Method::PATCH,
+                json!({"set": set.iter().cloned().collect::<BTreeMap<_, _>>(), "unset": unset}),
+            ),
+            MapChange::Replace(pairs) => {
+                (reqwest::Method::PUT, json!({ field: pairs.iter().cloned().collect::<BTreeMap<_, _>>() }))
+            }
+        }
+    }
+}
+
+/// `kelp config set|unset`.
+pub async fn change_config(remote: &Remote, reference: &str, change: MapChange<'_>) -> Result<()> {
+    let id = resolve_install(remote, reference).await?;
+    let (method, body) = change.request("config");
+    let out = remote.json(method, &format!("/admin/installs/{id}/config"), body).await?;
     println!("config_version is now {}", out["config_version"]);
     Ok(())
 }
 
-/// `kelp secrets set` (values are sent once and never shown again).
-pub async fn set_secrets(
+/// `kelp secrets set|unset` (values are sent once and never shown again).
+pub async fn change_secrets(
     remote: &Remote,
-    install: &str,
-    pairs: &[(String, String)],
+    reference: &str,
+    change: MapChange<'_>,
     expires_at: Option<String>,
 ) -> Result<()> {
-    let secrets: BTreeMap<_, _> = pairs.iter().cloned().collect();
-    let out = remote
-        .json(
-            reqwest::Method::PUT,
-            &format!("/admin/installs/{install}/secrets"),
-            json!({"secrets": secrets, "expires_at": expires_at}),
-        )
-        .await?;
+    let id = resolve_install(remote, reference).await?;
+    let (method, mut body) = change.request("secrets");
+    if expires_at.is_some() {
+        body["expires_at"] = json!(expires_at);
+    }
+    let out = remote.json(method, &format!("/admin/installs/{id}/secrets"), body).await?;
     println!("secrets_version is now {} (keys: {})", out["secrets_version"], out["keys"]);
     Ok(())
 }

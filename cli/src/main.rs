@@ -1,6 +1,9 @@
 //! `kelp`: run Kelp locally and work with extensions.
 
 mod admin;
+mod build;
+mod dev;
+mod new;
 mod tail;
 mod up;
 
@@ -9,8 +12,29 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+const FOOTER: &str = "\
+Getting started:
+  kelp up                                   # in one terminal; export what it prints
+  kelp new hello --lang js && kelp dev hello
+
+Environment:
+  KELP_URL          base URL of Kelp (kelp up prints it; default http://127.0.0.1:8080)
+  KELP_ADMIN_TOKEN  bearer token for the admin commands (publish, install, config, ...)
+  KELP_TOKEN        bearer token for the debug stream (tail, dev)
+  XDG_CACHE_HOME    where the build toolchains are installed (default ~/.cache; kelp uses kelp/)
+
+Exit codes:
+  0  done
+  1  failed; the message says why (an HTTP refusal starts with its status, e.g. 404 Not Found)
+  2  the command line was wrong (see --help)";
+
 #[derive(Parser)]
-#[command(name = "kelp", version, about = "Kelp: WebAssembly extensions behind HTTP, locally and on AWS Lambda")]
+#[command(
+    name = "kelp",
+    version,
+    about = "Kelp: WebAssembly extensions behind HTTP, locally and on AWS Lambda",
+    after_help = FOOTER
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,8 +44,10 @@ struct Cli {
 enum Command {
     /// Serve the gateway on localhost over the embedded default (SQLite, files, in-process
     /// debug bus), with the examples published and installed for a demo tenant.
+    #[command(after_help = "Example:\n  kelp up --listen 127.0.0.1:8080 --data-dir .kelp")]
     Up(up::UpArgs),
     /// Mint a development token (HS256 with the local secret) for a tenant.
+    #[command(after_help = "Example:\n  kelp token --tenant acme --perm extension:read,extension:debug")]
     Token {
         /// Tenant id.
         #[arg(long, default_value = "demo")]
@@ -38,6 +64,9 @@ enum Command {
     },
     /// Publish a version: a .tar.zst bundle, a built directory or an extension source
     /// directory (built first).
+    #[command(
+        after_help = "Example:\n  kelp publish hello            # a project (built first), a built dir or a .tar.zst"
+    )]
     Publish {
         /// Bundle file or directory.
         source: PathBuf,
@@ -45,6 +74,7 @@ enum Command {
         remote: admin::Remote,
     },
     /// Install a published version for a tenant.
+    #[command(after_help = "Example:\n  kelp install com.example.hello --config greeting=Hi --debug-logs")]
     Install {
         #[command(flatten)]
         args: admin::InstallArgs,
@@ -52,11 +82,13 @@ enum Command {
         remote: admin::Remote,
     },
     /// The tenant's installs: extension, version, enabled, debug stream.
+    #[command(after_help = "Example:\n  kelp installs list")]
     Installs {
         #[command(subcommand)]
         command: InstallsCommand,
     },
     /// Switch an install on (by extension name, registry id or install id).
+    #[command(after_help = "Example:\n  kelp enable com.example.hello")]
     Enable {
         /// Extension name, registry id or install id.
         install: String,
@@ -64,6 +96,7 @@ enum Command {
         remote: admin::Remote,
     },
     /// Switch an install off: its routes answer 404 until it is enabled again.
+    #[command(after_help = "Example:\n  kelp disable com.example.hello")]
     Disable {
         /// Extension name, registry id or install id.
         install: String,
@@ -71,6 +104,7 @@ enum Command {
         remote: admin::Remote,
     },
     /// Move an install to another version (the latest published one by default).
+    #[command(after_help = "Example:\n  kelp upgrade com.example.hello --version 1.2.0")]
     Upgrade {
         /// Extension name, registry id or install id.
         install: String,
@@ -81,6 +115,7 @@ enum Command {
         remote: admin::Remote,
     },
     /// Switch an install's debug stream on or off (`cap:debug.logs`).
+    #[command(after_help = "Example:\n  kelp debug on com.example.hello")]
     Debug {
         /// `on` or `off`.
         #[arg(value_parser = ["on", "off"])]
@@ -91,6 +126,7 @@ enum Command {
         remote: admin::Remote,
     },
     /// Remove an install (its storage is kept unless --purge).
+    #[command(after_help = "Example:\n  kelp uninstall com.example.hello --purge")]
     Uninstall {
         /// Extension name, registry id or install id.
         install: String,
@@ -101,19 +137,40 @@ enum Command {
         remote: admin::Remote,
     },
     /// Install config.
+    #[command(
+        after_help = "Example:\n  kelp config set com.example.hello greeting=Hi && kelp config unset com.example.hello greeting"
+    )]
     Config {
         #[command(subcommand)]
         command: SetCommand,
     },
     /// Install secrets (write-only).
+    #[command(
+        after_help = "Example:\n  kelp secrets set com.example.hello api_key=s3cr3t --expires-at 2027-01-01T00:00:00Z"
+    )]
     Secrets {
         #[command(subcommand)]
         command: SecretsCommand,
     },
     /// Follow an extension's debug stream (reconnects and resumes after disconnects).
+    #[command(after_help = "Example:\n  kelp tail com.example.hello --level warn")]
     Tail(tail::TailArgs),
-    /// Build an extension's component from source (`*.wat` or `src/index.js`) into a staging
-    /// directory ready to publish.
+    /// Make a new extension project from a template that builds and runs as is.
+    #[command(after_help = "Example:\n  kelp new hello --lang ts")]
+    New {
+        /// Directory to create (its name becomes the extension's: com.example.<dir>).
+        dir: PathBuf,
+        /// Language of the guest.
+        #[arg(long, value_enum, default_value = "js")]
+        lang: new::Lang,
+        /// Extension name (default com.example.<directory name>).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Check an extension's manifest, then build its component from source (`*.wat`,
+    /// `src/index.{ts,js}`, `src/handler.{ts,js}` or `index.{ts,js}`) into a staging directory
+    /// ready to publish.
+    #[command(after_help = "Example:\n  kelp build hello --out .kelp/build")]
     Build {
         /// Extension directory (with manifest.json).
         dir: PathBuf,
@@ -121,6 +178,10 @@ enum Command {
         #[arg(long, default_value = ".kelp/build")]
         out: PathBuf,
     },
+    /// Build, publish a prerelease and upgrade the install on every source change, following
+    /// the extension's debug stream (against a running `kelp up` or a deployed Kelp).
+    #[command(after_help = "Example:\n  kelp dev hello")]
+    Dev(dev::DevArgs),
 }
 
 #[derive(Subcommand)]
@@ -134,13 +195,26 @@ enum InstallsCommand {
 
 #[derive(Subcommand)]
 enum SetCommand {
-    /// Replace an install's config map (bumps config_version).
+    /// Set config keys, keeping the others (bumps config_version).
     Set {
-        /// Install id.
+        /// Extension name, registry id or install id.
         install: String,
         /// key=value pairs.
         #[arg(value_parser = admin::parse_pair, required = true)]
         pairs: Vec<(String, String)>,
+        /// Replace the whole map with these pairs instead.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
+    /// Remove config keys (bumps config_version).
+    Unset {
+        /// Extension name, registry id or install id.
+        install: String,
+        /// Keys to remove.
+        #[arg(required = true)]
+        keys: Vec<String>,
         #[command(flatten)]
         remote: admin::Remote,
     },
@@ -148,9 +222,9 @@ enum SetCommand {
 
 #[derive(Subcommand)]
 enum SecretsCommand {
-    /// Write an install's secrets (bumps secrets_version).
+    /// Write secrets, keeping the others (bumps secrets_version; values are never shown).
     Set {
-        /// Install id.
+        /// Extension name, registry id or install id.
         install: String,
         /// key=value pairs.
         #[arg(value_parser = admin::parse_pair, required = true)]
@@ -158,6 +232,19 @@ enum SecretsCommand {
         /// Expiry of the envelope (RFC 3339).
         #[arg(long)]
         expires_at: Option<String>,
+        /// Replace all secrets with these pairs instead.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
+    /// Remove secrets (bumps secrets_version).
+    Unset {
+        /// Extension name, registry id or install id.
+        install: String,
+        /// Keys to remove.
+        #[arg(required = true)]
+        keys: Vec<String>,
         #[command(flatten)]
         remote: admin::Remote,
     },
@@ -181,19 +268,27 @@ async fn main() -> Result<()> {
         Command::Uninstall { install, purge, remote } => admin::uninstall(&remote, &install, purge).await,
         Command::Upgrade { install, version, remote } => admin::upgrade(&remote, &install, version).await,
         Command::Debug { state, install, remote } => admin::set_debug(&remote, &install, state == "on").await,
-        Command::Config { command: SetCommand::Set { install, pairs, remote } } => {
-            admin::set_config(&remote, &install, &pairs).await
+        Command::Config { command: SetCommand::Set { install, pairs, replace, remote } } => {
+            let change = if replace { admin::MapChange::Replace(&pairs) } else { admin::MapChange::Merge(&pairs, &[]) };
+            admin::change_config(&remote, &install, change).await
         }
-        Command::Secrets { command: SecretsCommand::Set { install, pairs, expires_at, remote } } => {
-            admin::set_secrets(&remote, &install, &pairs, expires_at).await
+        Command::Config { command: SetCommand::Unset { install, keys, remote } } => {
+            admin::change_config(&remote, &install, admin::MapChange::Merge(&[], &keys)).await
+        }
+        Command::Secrets { command: SecretsCommand::Set { install, pairs, expires_at, replace, remote } } => {
+            let change = if replace { admin::MapChange::Replace(&pairs) } else { admin::MapChange::Merge(&pairs, &[]) };
+            admin::change_secrets(&remote, &install, change, expires_at).await
+        }
+        Command::Secrets { command: SecretsCommand::Unset { install, keys, remote } } => {
+            admin::change_secrets(&remote, &install, admin::MapChange::Merge(&[], &keys), None).await
         }
         Command::Tail(args) => tail::run(args).await,
+        Command::New { dir, lang, name } => new::run(&dir, lang, name),
         Command::Build { dir, out } => {
-            let root =
-                kelp_runtime::devtools::repo_root(&std::env::current_dir()?).unwrap_or_else(|| PathBuf::from("."));
-            let staged = kelp_runtime::devtools::stage_example(&root, &dir, &out)?;
-            println!("built {}", staged.display());
+            let built = build::build(&dir, &out)?;
+            println!("{}", built.dir.display());
             Ok(())
         }
+        Command::Dev(args) => dev::run(args).await,
     }
 }

@@ -10,6 +10,7 @@ use clap::Args;
 use kelp_runtime::installs::{create_install, set_config, set_secrets, NewInstall};
 use kelp_runtime::{devtools, publish, Platform, Settings};
 use serde_json::json;
+use sha2::Digest as _;
 
 /// Permissions of the demo operator token (publish, any tenant, grants, audit).
 pub const OPERATOR_PERMS: &[&str] = &["platform:publish", "platform:ops", "extension:manage", "extension:debug"];
@@ -26,9 +27,11 @@ pub struct UpArgs {
     /// Data directory (SQLite, blobs, secrets, artifacts).
     #[arg(long, default_value = ".kelp")]
     data_dir: PathBuf,
-    /// Examples directory to publish and install.
-    #[arg(long, default_value = "examples")]
-    examples: PathBuf,
+    /// Directory of extension projects to build, publish and install for the demo tenant
+    /// (default: ./examples when there is one; outside a Kelp checkout there is none, and
+    /// `kelp up` starts empty).
+    #[arg(long)]
+    examples: Option<PathBuf>,
     /// Demo tenant.
     #[arg(long, default_value = "demo")]
     tenant: String,
@@ -125,8 +128,13 @@ pub async fn run(args: UpArgs) -> Result<()> {
     let platform = Platform::from_settings(&settings).await?;
 
     let mut installed = Vec::new();
-    if !args.no_examples {
-        installed = seed_examples(&platform, &args).await?;
+    let examples = match &args.examples {
+        Some(dir) => Some(dir.clone()),
+        None => Some(PathBuf::from("examples")).filter(|d| d.is_dir()),
+    };
+    match examples {
+        Some(dir) if !args.no_examples => installed = seed_examples(&platform, &args, &dir).await?,
+        _ => {}
     }
     let app = kelp_runtime::local::app(platform.clone(), &settings);
     let listener =
@@ -193,12 +201,16 @@ struct Installed {
     ui_path: Option<String>,
 }
 
-async fn seed_examples(platform: &Arc<Platform>, args: &UpArgs) -> Result<Vec<Installed>> {
-    let root = devtools::repo_root(&std::env::current_dir()?).unwrap_or_else(|| PathBuf::from("."));
-    let staging = args.data_dir.join("build");
+async fn seed_examples(platform: &Arc<Platform>, args: &UpArgs, examples: &Path) -> Result<Vec<Installed>> {
+    let root = devtools::toolchain::root()?;
+    // Built examples are kept in the user's cache, per examples directory, so a new data
+    // directory (every test, every fresh `kelp up`) does not rebuild unchanged sources.
+    let examples_path = std::path::absolute(examples)?;
+    let key = &hex::encode(sha2::Sha256::digest(examples_path.to_string_lossy().as_bytes()))[..16];
+    let staging = devtools::toolchain::cache_dir()?.join("staging").join(key);
     let mut out = Vec::new();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&args.examples)
-        .with_context(|| format!("reading {}", args.examples.display()))?
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(examples)
+        .with_context(|| format!("reading {}", examples.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("manifest.json").is_file())
         .collect();
@@ -293,6 +305,11 @@ fn print_banner(base: &str, token: &str, admin_token: &str, installed: &[Install
     println!("  export KELP_URL={base}");
     println!("  export KELP_TOKEN={token}");
     println!("  export KELP_ADMIN_TOKEN={admin_token}\n");
+    if installed.is_empty() {
+        let kelp = kelp_command();
+        println!("  No extensions yet. In another terminal, with the three exports above:");
+        println!("    {kelp} new hello --lang js && {kelp} dev hello");
+    }
     for ext in installed {
         println!("  {}:", ext.name);
         for path in &ext.sample_paths {

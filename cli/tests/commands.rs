@@ -60,6 +60,22 @@ async fn publish_install_config_and_secrets_from_the_command_line() {
     assert_eq!(hello["message"], "Moi, acme!");
     let secret = json_body(kelp.get("/api/ext/com.kelp.examples.js-notes/secret", &token("acme", RW)).await).await;
     assert_eq!(secret["length"], 7);
+    // By extension name, merging by default: the other keys stay.
+    let name = "com.kelp.examples.js-notes";
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["secrets", "set", name, "region=eu"]));
+    assert!(ok && out.contains(r#"(keys: ["api_key","region"])"#), "{out}");
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["secrets", "unset", name, "region"]));
+    assert!(ok && out.contains(r#"(keys: ["api_key"])"#), "{out}");
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["config", "set", name, "extra=1"]));
+    assert!(ok && out.contains("config_version is now 3"), "{out}");
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["config", "unset", name, "extra"]));
+    assert!(ok && out.contains("config_version is now 4"), "{out}");
+    let hello = json_body(kelp.get("/api/ext/com.kelp.examples.js-notes/hello", &token("acme", RW)).await).await;
+    assert_eq!(hello["message"], "Moi, acme!", "greeting survived the merges");
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["config", "set", name, "other=1", "--replace"]));
+    assert!(ok && out.contains("config_version is now 5"), "{out}");
+    let hello = json_body(kelp.get("/api/ext/com.kelp.examples.js-notes/hello", &token("acme", RW)).await).await;
+    assert_eq!(hello["message"], "Hello, acme!", "--replace dropped the greeting");
     let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, "not-a-token", &["config", "set", &install_id, "a=b"]));
     assert!(!ok && out.contains("401"), "{out}");
 }
@@ -190,4 +206,29 @@ async fn install_takes_the_latest_version_and_installs_are_managed_by_name_or_id
     assert!(ok && out.contains("no installs"), "{out}");
     let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["disable", "com.kelp.examples.wat-hello"]));
     assert!(!ok && out.contains("no install of"), "{out}");
+}
+
+#[test]
+fn every_command_s_help_shows_an_example_and_the_top_level_help_lists_variables_and_exit_codes() {
+    let kelp = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_kelp")).args(args).output().unwrap();
+    let top = kelp(&["--help"]);
+    let text = String::from_utf8_lossy(&top.stdout).to_string();
+    assert!(text.contains("Exit codes:") && text.contains("KELP_ADMIN_TOKEN") && text.contains("XDG_CACHE_HOME"));
+    let commands: Vec<String> = text
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 16, "{commands:?}");
+    for command in commands {
+        let help = kelp(&[&command, "--help"]);
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(text.contains(&format!("Example:\n  kelp {command}")), "kelp {command} --help:\n{text}");
+    }
+    assert_eq!(kelp(&["publish"]).status.code(), Some(2), "a usage error exits 2");
 }

@@ -5,55 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kelp_tests::*;
-use tokio::io::AsyncBufReadExt;
 
-struct Up {
-    base: String,
-    token: String,
-    admin_token: String,
-    printed: Vec<String>,
-    child: tokio::process::Child,
-    _data: tempfile::TempDir,
-}
-
-async fn kelp_up(extra_args: &[&str], env: &[(String, String)]) -> Up {
-    let data = tempfile::tempdir().unwrap();
-    let port = kelp_tests::services::free_port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kelp"))
-        .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", data.path().to_str().unwrap()])
-        .args(extra_args)
-        .envs(env.iter().cloned())
-        .env("KELP_ARTIFACT_DIR", fixtures_dir().join("artifacts"))
-        .env("RUNNER_DEBUG_REDIS_STREAM_PREFIX", format!("docs-{}:", uuid::Uuid::new_v4().simple()))
-        .current_dir(repo_root())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut base, mut token, mut admin_token, mut printed) = (String::new(), String::new(), String::new(), Vec::new());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
-    while let Ok(Ok(Some(line))) = tokio::time::timeout_at(deadline, lines.next_line()).await {
-        if let Some(rest) = line.trim().strip_prefix("Kelp is up on ") {
-            base = rest.split_whitespace().next().unwrap().to_string();
-        } else if let Some(t) = line.trim().strip_prefix("export KELP_TOKEN=") {
-            token = t.to_string();
-        } else if let Some(t) = line.trim().strip_prefix("export KELP_ADMIN_TOKEN=") {
-            admin_token = t.to_string();
-        } else if line.trim().starts_with("curl ")
-            || line.trim().starts_with("UI: ")
-            || line.trim().starts_with("debug console: ")
-        {
-            printed.push(line.trim().to_string());
-        } else if line.contains("Ctrl-C stops") {
-            break;
-        }
-    }
-    assert!(!base.is_empty() && !token.is_empty() && !admin_token.is_empty(), "kelp up printed its banner");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Up { base, token, admin_token, printed, child, _data: data }
-}
+mod common;
+use common::{kelp_up, Up};
 
 /// Send `signal` to `kelp up` while a debug viewer holds a stream open; how long it took to
 /// exit.
@@ -186,7 +140,7 @@ async fn kelp_up_runs_on_the_aws_backends_against_moto() {
     let settings = kelp_runtime::Settings::from_map(&env.iter().cloned().collect()).unwrap();
     let backends = kelp_runtime::platform::Backends::aws(&settings).await.unwrap();
     let installs = backends.installs.list_installs(Some("demo"), &Default::default()).await.unwrap();
-    assert_eq!(installs.items.len(), 2, "both examples installed in DynamoDB");
+    assert_eq!(installs.items.len(), 3, "the three examples are installed in DynamoDB");
     let js = installs.items.iter().find(|i| i.secrets_ref.is_some()).expect("the JS example has secrets");
     assert!(
         backends.secrets.fetch(js.secrets_ref.as_ref().unwrap()).await.is_ok(),

@@ -336,16 +336,40 @@ const API_KEYS: &[&str] = &["endpoints"];
 /// Keys of an endpoint.
 const ENDPOINT_KEYS: &[&str] = &["method", "path", "handler", "schedulable"];
 
+/// A manifest key Kelp does not know (and ignores, as Alga's SDK strips it), with the closest
+/// known key when it looks like a typo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownKey {
+    /// Where: `"capabilites"`, `api."endpionts"`, `api.endpoints[0]."handelr"`.
+    pub at: String,
+    /// The known key it is probably a typo of.
+    pub suggestion: Option<&'static str>,
+}
+
+impl std::fmt::Display for UnknownKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown key {} ignored", self.at)?;
+        match self.suggestion {
+            Some(known) => write!(f, " (did you mean {known:?}?)"),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Manifest {
     /// What a manifest says that Kelp ignores: unknown keys at the top, in `api` and in each
     /// endpoint, each with the closest known key as a suggestion. A typo such as
     /// `"endpionts"` would otherwise publish an extension with no endpoints, silently.
     pub fn warnings(value: &Value) -> Vec<String> {
+        Self::unknown_keys(value).iter().map(ToString::to_string).collect()
+    }
+
+    /// The unknown keys behind [`Manifest::warnings`], for `kelp build` to refuse typos.
+    pub fn unknown_keys(value: &Value) -> Vec<UnknownKey> {
         let mut out = Vec::new();
-        let mut check = |obj: &serde_json::Map<String, Value>, at: &str, known: &[&str]| {
+        let mut check = |obj: &serde_json::Map<String, Value>, at: &str, known: &[&'static str]| {
             for key in obj.keys().filter(|k| !known.contains(&k.as_str())) {
-                let hint = closest(key, known).map(|k| format!(" (did you mean {k:?}?)")).unwrap_or_default();
-                out.push(format!("unknown key {at}{key:?} ignored{hint}"));
+                out.push(UnknownKey { at: format!("{at}{key:?}"), suggestion: closest(key, known) });
             }
         };
         let Some(obj) = value.as_object() else { return out };
@@ -363,7 +387,7 @@ impl Manifest {
 }
 
 /// The known key closest to `key` by edit distance, if it is close enough to be a typo.
-fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+fn closest(key: &str, known: &[&'static str]) -> Option<&'static str> {
     known
         .iter()
         .map(|k| (edit_distance(&key.to_lowercase(), k), *k))

@@ -1,22 +1,76 @@
-// Build a JavaScript extension into a WebAssembly component with componentize-js.
+// Build a JavaScript or TypeScript extension into a WebAssembly component.
 //
-//   node tools/componentize/build.mjs <source.js> <out.wasm> [world]
+//   node tools/componentize/build.mjs <entry.js|entry.ts> <out.wasm> [world|auto]
 //
-// The world defaults to kelp:extension/runner (the Alga world plus config); pass
-// alga:extension/runner for a component of the plain Alga world. The WIT comes from wit/.
+// Step 1, esbuild: checks the source (syntax errors come out as file:line:column: reason),
+// strips TypeScript and bundles relative imports and npm packages into one ES module, as
+// Alga's SDK does. A single plain .js file is componentized as written, so the guest's
+// exceptions keep the author's line numbers.
+// Step 2, componentize-js against the WIT next to this script (`../../wit`). The world is
+// kelp:extension/runner when the source imports kelp:extension/config, else the plain
+// alga:extension/runner ("auto", the default); pass a world to force one.
+//
+// Writes `<out>.sources.json`, the files the build read (for up-to-date checks).
+// Prints `built <out> (<bytes> bytes, world <world>)` on success; exits 1 with the errors
+// on stderr, one `file:line:column: reason` per line where esbuild knows the place.
 import { componentize } from '@bytecodealliance/componentize-js';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { build } from 'esbuild';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const [source, out, world = 'kelp:extension/runner'] = process.argv.slice(2);
+const [source, out, requestedWorld = 'auto'] = process.argv.slice(2);
 if (!source || !out) {
-  console.error('usage: node build.mjs <source.js> <out.wasm> [world]');
+  console.error('usage: node build.mjs <entry.js|entry.ts> <out.wasm> [world|auto]');
   process.exit(2);
 }
+const entry = resolve(source);
 const witPath = resolve(dirname(fileURLToPath(import.meta.url)), '../../wit');
+
+let bundled;
+try {
+  bundled = await build({
+    entryPoints: [entry],
+    bundle: true,
+    format: 'esm',
+    platform: 'neutral',
+    // WIT imports are resolved by componentize-js, not files on disk.
+    external: ['alga:*', 'kelp:*', 'wasi:*'],
+    write: false,
+    metafile: true,
+    logLevel: 'silent',
+  });
+} catch (e) {
+  for (const m of e.errors ?? [{ text: String(e) }]) {
+    const at = m.location ? `${m.location.file}:${m.location.line}:${m.location.column + 1}: ` : '';
+    console.error(`${at}${m.text}`);
+  }
+  process.exit(1);
+}
+
+// Every file that went into the build, for the caller's up-to-date check.
+await mkdir(dirname(resolve(out)), { recursive: true });
+await writeFile(
+  `${out}.sources.json`,
+  JSON.stringify(Object.keys(bundled.metafile.inputs).map((p) => resolve(p))),
+);
+const plainJs = /\.m?js$/.test(entry) && Object.keys(bundled.metafile.inputs).length === 1;
+let sourcePath = entry;
+if (!plainJs) {
+  sourcePath = resolve(`${out}.bundle.mjs`);
+  await mkdir(dirname(sourcePath), { recursive: true });
+  await writeFile(sourcePath, bundled.outputFiles[0].contents);
+}
+const code = await readFile(sourcePath, 'utf8');
+const world =
+  requestedWorld !== 'auto'
+    ? requestedWorld
+    : /["']kelp:extension\/config["']/.test(code)
+      ? 'kelp:extension/runner'
+      : 'alga:extension/runner';
+
 const { component } = await componentize({
-  sourcePath: resolve(source),
+  sourcePath,
   witPath,
   worldName: world,
   // Guests reach the network only through alga:extension/http (allow-listed, SSRF-guarded);

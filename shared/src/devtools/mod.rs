@@ -9,6 +9,9 @@ use std::process::Command;
 use anyhow::{bail, Context as _, Result};
 use sha2::{Digest, Sha256};
 
+pub mod project;
+pub mod toolchain;
+
 /// The repository root (where `wit/` and `tools/componentize/` are), found from `start`
 /// upwards.
 pub fn repo_root(start: &Path) -> Option<PathBuf> {
@@ -31,17 +34,11 @@ pub fn ensure_npm_packages(tools: &Path) -> Result<()> {
     let lockfile = std::fs::read(tools.join("package-lock.json"))
         .with_context(|| format!("reading {}/package-lock.json", tools.display()))?;
     let wanted = hex::encode(Sha256::digest(&lockfile));
-    // Beside node_modules, not inside: a user's own `npm ci` (which recreates node_modules
-    // from the same lock file) leaves it valid.
-    let marker = tools.join(".kelp-installed");
-    let ready = || {
-        std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) && tools.join("node_modules").is_dir()
-    };
-    if ready() {
+    if npm_packages_ready(&tools) {
         return Ok(());
     }
     let _lock = lock(&tools.join(".npm.lock"))?;
-    if ready() {
+    if npm_packages_ready(&tools) {
         return Ok(());
     }
     tracing::info!(dir = %tools.display(), "installing npm packages (npm ci)");
@@ -53,8 +50,20 @@ pub fn ensure_npm_packages(tools: &Path) -> Result<()> {
     if !status.success() {
         bail!("npm ci failed in {}", tools.display());
     }
-    std::fs::write(&marker, &wanted)?;
+    std::fs::write(tools.join(INSTALLED_MARKER), &wanted)?;
     Ok(())
+}
+
+/// Written beside node_modules, not inside, once `npm ci` succeeded: a user's own `npm ci`
+/// (which recreates node_modules from the same lock file) leaves it valid.
+const INSTALLED_MARKER: &str = ".kelp-installed";
+
+/// Whether `npm ci` already ran in `tools` for its current package-lock.
+pub fn npm_packages_ready(tools: &Path) -> bool {
+    let Ok(lockfile) = std::fs::read(tools.join("package-lock.json")) else { return false };
+    let wanted = hex::encode(Sha256::digest(&lockfile));
+    std::fs::read_to_string(tools.join(INSTALLED_MARKER)).ok().as_deref() == Some(wanted.as_str())
+        && tools.join("node_modules").is_dir()
 }
 
 fn lock(path: &Path) -> Result<File> {
@@ -80,18 +89,29 @@ fn hash_inputs(root: &Path, extra: &[&Path]) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Build a JavaScript guest with componentize-js into `out`, unless `out` is already built
-/// from the same inputs. Concurrent builders (test processes) wait for each other.
+/// Build a JavaScript or TypeScript guest (esbuild, then componentize-js) into `out`, unless
+/// `out` is already built from the same inputs: the toolchain, the world and every source
+/// file the last build read (listed by build.mjs in `<out>.sources.json`). Concurrent
+/// builders (test processes) wait for each other.
 pub fn build_js(root: &Path, source: &Path, world: &str, out: &Path) -> Result<()> {
     let stamp_path = out.with_extension("wasm.inputs");
-    let inputs = hash_inputs(root, &[source])? + world;
-    if out.is_file() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(inputs.as_str()) {
+    let sources_path = PathBuf::from(format!("{}.sources.json", out.display()));
+    let up_to_date = || {
+        let sources: Vec<PathBuf> = std::fs::read(&sources_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| vec![source.to_path_buf()]);
+        let refs: Vec<&Path> = std::iter::once(source).chain(sources.iter().map(PathBuf::as_path)).collect();
+        let stamp = hash_inputs(root, &refs).ok().map(|h| h + world);
+        out.is_file() && stamp.is_some() && std::fs::read_to_string(&stamp_path).ok() == stamp
+    };
+    if up_to_date() {
         return Ok(());
     }
     ensure_node_tools(root)?;
     std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))?;
     let _lock = lock(&out.with_extension("wasm.lock"))?;
-    if out.is_file() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(inputs.as_str()) {
+    if up_to_date() {
         return Ok(());
     }
     let output = Command::new("node")
@@ -103,13 +123,150 @@ pub fn build_js(root: &Path, source: &Path, world: &str, out: &Path) -> Result<(
         .context("running node (Node.js 20+ is needed to build JavaScript extensions)")?;
     if !output.status.success() {
         bail!(
-            "componentize-js failed for {}:\n{}{}",
+            "building {} failed:\n{}{}",
             source.display(),
             String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            String::from_utf8_lossy(&output.stderr).trim_end()
         );
     }
-    std::fs::write(&stamp_path, inputs)?;
+    let sources: Vec<PathBuf> = serde_json::from_slice(&std::fs::read(&sources_path)?)
+        .with_context(|| format!("reading {}", sources_path.display()))?;
+    let refs: Vec<&Path> = std::iter::once(source).chain(sources.iter().map(PathBuf::as_path)).collect();
+    std::fs::write(&stamp_path, hash_inputs(root, &refs)? + world)?;
+    Ok(())
+}
+
+/// The virtual environment with componentize-py, under the toolchain root.
+fn python_venv(root: &Path) -> PathBuf {
+    root.join("tools/componentize-py/venv")
+}
+
+/// Whether the componentize-py environment is installed for the current requirements.
+pub fn python_tools_ready(root: &Path) -> bool {
+    let tools = root.join("tools/componentize-py");
+    let Ok(requirements) = std::fs::read(tools.join("requirements.txt")) else { return false };
+    std::fs::read_to_string(tools.join(INSTALLED_MARKER)).ok().as_deref()
+        == Some(hex::encode(Sha256::digest(&requirements)).as_str())
+        && python_venv(root).join("bin/componentize-py").is_file()
+}
+
+/// Create the virtual environment and pip install componentize-py (once per requirements
+/// file; concurrent builders wait for each other).
+pub fn ensure_python_tools(root: &Path) -> Result<()> {
+    if python_tools_ready(root) {
+        return Ok(());
+    }
+    let tools = root.join("tools/componentize-py");
+    let _lock = lock(&tools.join(".pip.lock"))?;
+    if python_tools_ready(root) {
+        return Ok(());
+    }
+    let venv = python_venv(root);
+    let run = |cmd: &mut Command, what: &str| -> Result<()> {
+        let status =
+            cmd.status().with_context(|| format!("{what} (python3 with venv is needed for Python extensions)"))?;
+        if !status.success() {
+            bail!("{what} failed");
+        }
+        Ok(())
+    };
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv), "creating a Python virtual environment")?;
+    run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(tools.join("requirements.txt")),
+        "pip install componentize-py",
+    )?;
+    let requirements = std::fs::read(tools.join("requirements.txt"))?;
+    std::fs::write(tools.join(INSTALLED_MARKER), hex::encode(Sha256::digest(&requirements)))?;
+    Ok(())
+}
+
+/// The `.py` files of a Python guest's directory (what its build depends on), sorted.
+fn python_sources(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if path.is_dir() && !name.starts_with('.') && name != "__pycache__" && name != "dist" {
+                pending.push(path);
+            } else if path.extension().is_some_and(|x| x == "py") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The world of a Python guest: Kelp's when it imports the config interface.
+fn python_world(sources: &[PathBuf]) -> &'static str {
+    let uses_config = sources.iter().any(|p| {
+        std::fs::read_to_string(p).is_ok_and(|text| {
+            text.contains("wit_world.imports.config")
+                || text.lines().any(|l| l.starts_with("from wit_world.imports import") && l.contains("config"))
+        })
+    });
+    if uses_config {
+        "kelp:extension/runner"
+    } else {
+        "alga:extension/runner"
+    }
+}
+
+/// Build a Python guest (`module.py` and the files beside it) with componentize-py into
+/// `out`, unless it is already built from the same sources and toolchain.
+pub fn build_python(root: &Path, module: &Path, out: &Path) -> Result<()> {
+    let dir = module.parent().context("the Python module has no directory")?;
+    let name = module.file_stem().context("the Python module has no name")?.to_string_lossy().into_owned();
+    let sources = python_sources(dir)?;
+    let world = python_world(&sources);
+    let requirements = root.join("tools/componentize-py/requirements.txt");
+    let refs: Vec<&Path> =
+        std::iter::once(requirements.as_path()).chain(sources.iter().map(PathBuf::as_path)).collect();
+    let stamp = hash_inputs(root, &refs)? + world;
+    let stamp_path = out.with_extension("wasm.inputs");
+    let fresh = || out.is_file() && std::fs::read_to_string(&stamp_path).ok().as_deref() == Some(stamp.as_str());
+    if fresh() {
+        return Ok(());
+    }
+    ensure_python_tools(root)?;
+    std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))?;
+    let _lock = lock(&out.with_extension("wasm.lock"))?;
+    if fresh() {
+        return Ok(());
+    }
+    // The Alga world is a package of its own; Kelp's world includes it from wit/deps.
+    let wit = if world == "alga:extension/runner" { root.join("wit/deps/alga") } else { root.join("wit") };
+    // componentize-py writes __pycache__ next to the modules it reads: build from a copy, so
+    // the author's folder stays as it was.
+    let copy = out.with_extension("py-src");
+    let _ = std::fs::remove_dir_all(&copy);
+    for source in &sources {
+        let target = copy.join(source.strip_prefix(dir).unwrap_or(source));
+        std::fs::create_dir_all(target.parent().unwrap_or(&copy))?;
+        std::fs::copy(source, &target).with_context(|| format!("copying {}", source.display()))?;
+    }
+    let output = Command::new(python_venv(root).join("bin/componentize-py"))
+        .arg("-d")
+        .arg(&wit)
+        .args(["-w", world, "componentize", &name, "-p"])
+        .arg(&copy)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .context("running componentize-py")?;
+    if !output.status.success() {
+        bail!(
+            "building {} failed:\n{}{}",
+            module.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr).trim_end()
+        );
+    }
+    std::fs::write(&stamp_path, stamp)?;
     Ok(())
 }
 
@@ -135,7 +292,8 @@ fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
 pub struct GuestSources<'a> {
     /// manifest.json to publish with.
     pub manifest: &'a Path,
-    /// The guest's code: a `.wat` core module or a JavaScript entry file.
+    /// The guest's code: a `.wat` core module, a JavaScript/TypeScript entry file or a Python
+    /// module.
     pub code: &'a Path,
     /// The WIT world the component is built against.
     pub world: &'a str,
@@ -146,20 +304,7 @@ pub struct GuestSources<'a> {
 /// Stage an example for publishing: its manifest and the freshly built component under
 /// `staging/<name>/` (sources stay where they are). Returns the staged directory.
 pub fn stage_example(root: &Path, example: &Path, staging: &Path) -> Result<PathBuf> {
-    let name = example.file_name().context("example directory name")?.to_string_lossy().into_owned();
-    let wat = std::fs::read_dir(example)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "wat"));
-    let (code, world) = match wat {
-        Some(wat) => (wat, "alga:extension/runner"),
-        None if example.join("src/index.js").is_file() => (example.join("src/index.js"), "kelp:extension/runner"),
-        None => bail!("{}: no *.wat or src/index.js", example.display()),
-    };
-    let ui = example.join("ui");
-    let manifest = example.join("manifest.json");
-    let sources = GuestSources { manifest: &manifest, code: &code, world, ui: ui.is_dir().then_some(ui.as_path()) };
-    stage_guest(root, &name, &sources, staging)
+    Ok(project::build_project(root, example, staging, &project::Quiet)?.dir)
 }
 
 /// Stage a guest under `staging/<name>/`: manifest.json, dist/main.wasm and ui/. Concurrent
@@ -179,10 +324,11 @@ pub fn stage_guest(root: &Path, name: &str, sources: &GuestSources<'_>, staging:
         copy_tree(ui, &dir.join("ui"))?;
     }
     let built = staging.join(".build").join(format!("{name}.wasm"));
-    if sources.code.extension().is_some_and(|x| x == "wat") {
-        build_wat(sources.code, sources.world, &built)?;
-    } else {
-        build_js(root, sources.code, sources.world, &built)?;
+    match sources.code.extension().and_then(|x| x.to_str()) {
+        Some("wat") => build_wat(sources.code, sources.world, &built)?,
+        // The world follows the sources' imports (see `python_world`).
+        Some("py") => build_python(root, sources.code, &built)?,
+        _ => build_js(root, sources.code, sources.world, &built)?,
     }
     write_if_changed(&dir.join("dist/main.wasm"), &std::fs::read(&built)?)?;
     Ok(dir)

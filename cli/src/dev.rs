@@ -1,0 +1,170 @@
+//! `kelp dev`: the inner loop against a running Kelp. Build, publish an automatically bumped
+//! prerelease, point the tenant's install at it (installing it the first time, debug stream
+//! on), follow its debug stream, and do it again whenever a source file changes.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::admin::{self, Remote};
+
+/// Options of `kelp dev`.
+#[derive(Args)]
+pub struct DevArgs {
+    /// Extension project directory (with manifest.json).
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub remote: Remote,
+    /// Token to follow the debug stream with (kelp up prints it as KELP_TOKEN).
+    #[arg(long, env = "KELP_TOKEN", hide_env_values = true)]
+    pub viewer_token: Option<String>,
+    /// How often to look for changed sources, in milliseconds.
+    #[arg(long, default_value_t = 400)]
+    pub poll_ms: u64,
+    /// Build, publish and upgrade once, then exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// Run `kelp dev` until Ctrl-C (or once).
+pub async fn run(args: DevArgs) -> Result<()> {
+    let mut seen = fingerprint(&args.dir)?;
+    let mut following = false;
+    loop {
+        match round(&args).await {
+            Ok(name) => {
+                if !following && !args.once {
+                    following = follow(&args, &name);
+                }
+            }
+            // A broken edit is the normal case in a watch loop: say why and wait for the next.
+            Err(e) if !args.once => eprintln!("error: {e:#}\n(waiting for the next change)"),
+            Err(e) => return Err(e),
+        }
+        if args.once {
+            return Ok(());
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(args.poll_ms)) => {}
+            }
+            let now = fingerprint(&args.dir)?;
+            if now != seen {
+                seen = now;
+                eprintln!("-- change detected; rebuilding");
+                break;
+            }
+        }
+    }
+}
+
+/// One build → publish → upgrade; the extension's name.
+async fn round(args: &DevArgs) -> Result<String> {
+    let started = Instant::now();
+    let dir = args.dir.clone();
+    let built = tokio::task::spawn_blocking(move || crate::build::build(&dir, Path::new(".kelp/build"))).await??;
+    let version = dev_version(&built.manifest.version);
+    let staged_manifest = built.dir.join("manifest.json");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&staged_manifest)?)?;
+    manifest["version"] = json!(version);
+    std::fs::write(&staged_manifest, serde_json::to_vec_pretty(&manifest)?)?;
+    let bundle = kelp_runtime::publish::pack_dir(&built.dir)?;
+    admin::publish_bytes(&args.remote, bundle).await?;
+    let name = built.manifest.name.clone();
+    admin::install_or_upgrade_for_dev(&args.remote, &name, &version).await?;
+    eprintln!("live: {name}@{version} ({:.1} s after the change)", started.elapsed().as_secs_f64());
+    Ok(name)
+}
+
+/// A prerelease of the manifest's version that sorts after earlier ones:
+/// `1.2.0` → `1.2.0-dev.<ms since the epoch>`, `1.2.0-beta.1` → `1.2.0-beta.1.dev.<ms>`.
+fn dev_version(version: &str) -> String {
+    let core = version.split('+').next().unwrap_or(version);
+    let ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
+    if core.contains('-') {
+        format!("{core}.dev.{ms}")
+    } else {
+        format!("{core}-dev.{ms}")
+    }
+}
+
+/// Follow the extension's debug stream in the background, when there is a token for it.
+fn follow(args: &DevArgs, name: &str) -> bool {
+    let Some(token) = args.viewer_token.clone() else {
+        eprintln!("-- set KELP_TOKEN (kelp up prints it) to see the extension's logs here");
+        return false;
+    };
+    let tail = crate::tail::TailArgs {
+        extension: name.to_string(),
+        install: None,
+        level: None,
+        stream: None,
+        request: None,
+        url: args.remote.url.clone(),
+        token,
+        json: false,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = crate::tail::run(tail).await {
+            eprintln!("-- debug stream: {e:#}");
+        }
+    });
+    true
+}
+
+/// Directories never watched: build output, dependencies, VCS.
+const IGNORED: &[&str] = &["node_modules", "dist", ".kelp", ".git", "target", "__pycache__"];
+
+/// Paths, sizes and modification times of the project's files, sorted: equal fingerprints
+/// mean nothing to rebuild.
+fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, u64, SystemTime)>> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                if !IGNORED.iter().any(|i| entry.file_name() == *i) {
+                    pending.push(entry.path());
+                }
+            } else {
+                out.push((entry.path(), meta.len(), meta.modified()?));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_versions_are_prereleases_of_the_manifest_version() {
+        assert!(dev_version("1.2.0").starts_with("1.2.0-dev."));
+        assert!(dev_version("1.2.0-beta.1+build.7").starts_with("1.2.0-beta.1.dev."));
+        assert!(kelp_runtime::manifest::Manifest::parse(
+            json!({"name": "com.a.b", "version": dev_version("1.2.0"), "runtime": "wasm-js@1"}).to_string().as_bytes()
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn fingerprints_change_with_sources_but_not_build_output() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::create_dir_all(dir.path().join("dist")).unwrap();
+        std::fs::write(dir.path().join("src/index.js"), "a").unwrap();
+        let before = fingerprint(dir.path()).unwrap();
+        std::fs::write(dir.path().join("dist/main.wasm"), "built").unwrap();
+        assert_eq!(fingerprint(dir.path()).unwrap(), before);
+        std::fs::write(dir.path().join("src/index.js"), "ab").unwrap();
+        assert_ne!(fingerprint(dir.path()).unwrap(), before);
+    }
+}
