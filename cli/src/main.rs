@@ -251,9 +251,22 @@ enum SecretsCommand {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> std::process::ExitCode {
     kelp_runtime::telemetry::init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    match run(command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the cause chain (`{:#}`), never a Rust backtrace: the message is
+            // the product here.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<()> {
+    match command {
         Command::Up(args) => up::run(args).await,
         Command::Token { tenant, sub, perm, data_dir } => {
             let secret = up::existing_dev_secret(&data_dir)?;

@@ -21,7 +21,7 @@ pub struct TailArgs {
     /// Only this level (info, warn, error).
     #[arg(long)]
     pub level: Option<String>,
-    /// Only this stream (log, stdout, stderr).
+    /// Only this stream (log, stdout, stderr, request).
     #[arg(long)]
     pub stream: Option<String>,
     /// Only this request id.

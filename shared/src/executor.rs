@@ -58,6 +58,14 @@ pub enum ExecError {
         /// The capability it needs, e.g. `cap:storage.kv`.
         capability: String,
     },
+    /// The guest's runtime reported an uncaught exception (on stderr) and aborted.
+    #[error("uncaught exception: {message}{}", at.as_ref().map(|a| format!(" (at {a})")).unwrap_or_default())]
+    GuestException {
+        /// The exception's message.
+        message: String,
+        /// Where it was thrown (`file:line:column`), when the runtime said.
+        at: Option<String>,
+    },
     /// Every instance slot stayed busy for the whole time budget.
     #[error("all {0} instance slots are busy")]
     Busy(usize),
@@ -165,6 +173,8 @@ impl Executor {
                     ExecError::Timeout(limits.timeout)
                 } else if let Some((interface, capability)) = debug.first_denial() {
                     ExecError::CapabilityDenied { interface, capability }
+                } else if let Some(thrown) = store.data().output.guest_exception() {
+                    ExecError::GuestException { message: thrown.message, at: thrown.at }
                 } else {
                     ExecError::Trap(format!("{e:#}"))
                 }

@@ -147,7 +147,7 @@ async fn the_last_invocations_events_reach_redis_before_the_response() {
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let key = format!("{prefix}acme:{}", published.extension.id);
     let len: usize = redis::cmd("XLEN").arg(&key).query_async(&mut conn).await.unwrap();
-    assert_eq!(len, 50 + 1 + 1 + 1, "50 stdout lines, 1 stderr line, 2 log lines: {len}");
+    assert_eq!(len, 50 + 1 + 1 + 1 + 1, "50 stdout lines, 1 stderr line, 2 log lines, the request line: {len}");
 }
 
 #[tokio::test]

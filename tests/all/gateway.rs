@@ -400,3 +400,59 @@ async fn a_post_may_name_its_method_as_algas_proxy_allows() {
     let echo = json_body(post("/echo", r#"{"b":2}"#, RW).await.unwrap()).await;
     assert_eq!((echo["method"].as_str(), echo["body"].as_str()), (Some("POST"), Some(r#"{"b":2}"#)));
 }
+
+#[tokio::test]
+async fn an_uncaught_guest_exception_is_one_clean_line_with_its_place_and_a_clear_client_code() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_fixture("echo")).await;
+    kelp.install(&published, "acme", &[]).await;
+    let r = kelp.get("/api/ext/test.echo/echo?throw=1", &token("acme", RW)).await;
+    assert_eq!(r.status(), 500);
+    let body = json_body(r).await;
+    assert_eq!(body["error"]["code"], "extension_exception", "{body}");
+    let events = kelp.platform.debug.backlog("acme", &published.extension.id, 50).await.unwrap();
+    let failed = events
+        .iter()
+        .map(|e| e.event.message.as_str())
+        .find(|m| m.starts_with("execution failed"))
+        .expect("the failure is in the debug stream");
+    assert!(
+        failed.starts_with(
+            "execution failed: uncaught exception: can't access property \"explode\", thing is undefined (at "
+        ) && failed.contains("index.js:18:")
+            && !failed.contains('\n')
+            && !failed.contains("wasm function"),
+        "{failed}"
+    );
+    assert!(events.iter().all(|e| !e.event.message.contains("mozalloc")), "the runtime's abort noise is dropped");
+    // The extension still serves the next request (a fresh instance).
+    assert_eq!(kelp.get("/api/ext/test.echo/echo", &token("acme", RW)).await.status(), 200);
+}
+
+#[tokio::test]
+async fn every_request_of_an_install_leaves_one_line_in_its_debug_stream_with_status_duration_and_refusal() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_fixture("echo")).await;
+    kelp.install(&published, "acme", &[]).await;
+    assert_eq!(kelp.get("/api/ext/test.echo/echo?status=201", &token("acme", RW)).await.status(), 201);
+    assert_eq!(kelp.get("/api/ext/test.echo/nope", &token("acme", RW)).await.status(), 404);
+    let lines: Vec<(String, String)> = kelp
+        .platform
+        .debug
+        .backlog("acme", &published.extension.id, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event.stream == "request")
+        .map(|e| (e.event.level.clone(), e.event.message.clone()))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0].0, "info");
+    assert!(lines[0].1.starts_with("GET /echo → 201 in ") && lines[0].1.ends_with(" ms"), "{lines:?}");
+    assert_eq!(lines[1].0, "warn");
+    assert!(
+        lines[1].1.starts_with("GET /nope → 404 in ")
+            && lines[1].1.ends_with("(endpoint_not_found: GET /nope is not an endpoint of this extension)"),
+        "{lines:?}"
+    );
+}

@@ -22,6 +22,47 @@ struct Shared {
     used: usize,
     cut_reported: bool,
     lines: [Vec<u8>; 2],
+    exception: ExceptionReport,
+}
+
+/// An uncaught exception the guest's runtime reported on stderr before it aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestException {
+    /// The exception's message, e.g. `can't access property "x", thing is undefined`.
+    pub message: String,
+    /// Where it was thrown, from the top stack frame: `src/index.js:37:5`.
+    pub at: Option<String>,
+}
+
+/// Reads componentize-js's (SpiderMonkey's) report of an uncaught exception on stderr:
+///
+/// ```text
+/// can't access property "explode", thing is undefined
+/// Stack:
+///   handler@src/index.js:37:5
+///   export_handler@/tmp/…/initializer.js:3016:15
+/// ```
+#[derive(Default)]
+struct ExceptionReport {
+    previous_line: Option<String>,
+    awaiting_frame: Option<String>,
+    found: Option<GuestException>,
+}
+
+/// What the JavaScript runtime prints when it aborts after an uncaught exception: noise to
+/// the author, who gets the exception's own line instead.
+const ABORT_NOISE: &str = "Redirecting call to abort() to mozalloc_abort";
+
+impl ExceptionReport {
+    fn stderr_line(&mut self, line: &str) {
+        if line == "Stack:" {
+            self.awaiting_frame = self.previous_line.take();
+        } else if let Some(message) = self.awaiting_frame.take() {
+            let at = line.trim().split_once('@').map(|(_, place)| place.to_string()).filter(|p| p.contains(':'));
+            self.found.get_or_insert(GuestException { message, at });
+        }
+        self.previous_line = Some(line.to_string());
+    }
 }
 
 const NAMES: [&str; 2] = ["stdout", "stderr"];
@@ -79,6 +120,12 @@ impl Shared {
         }
         let text = String::from_utf8_lossy(&line);
         let text = text.trim_end_matches(['\n', '\r']);
+        if which == 1 {
+            if text == ABORT_NOISE {
+                return;
+            }
+            self.exception.stderr_line(text);
+        }
         self.sink.emit(LEVELS[which], NAMES[which], text, false);
     }
 }
@@ -99,6 +146,7 @@ impl Capture {
                 used: 0,
                 cut_reported: false,
                 lines: [Vec::new(), Vec::new()],
+                exception: ExceptionReport::default(),
             })),
         }
     }
@@ -123,6 +171,12 @@ impl Capture {
         let mut s = self.shared.lock();
         s.flush_line(0);
         s.flush_line(1);
+    }
+
+    /// The uncaught exception the guest reported on stderr this call, if any (call after
+    /// [`Capture::finish`]).
+    pub fn guest_exception(&self) -> Option<GuestException> {
+        self.shared.lock().exception.found.clone()
     }
 
     /// Whether output was cut this call.
@@ -208,6 +262,29 @@ mod tests {
         assert!(msgs[3].0.contains("output truncated") && msgs[3].1);
         assert_eq!(events.len(), 4);
         assert!(cap.truncated());
+    }
+
+    #[tokio::test]
+    async fn an_uncaught_js_exception_is_read_from_stderr_and_the_abort_noise_dropped() {
+        let bus = Arc::new(MemoryBus::new(100));
+        let ctx = EventContext { tenant_id: "t".into(), extension_id: "e".into(), ..Default::default() };
+        let cap = Capture::new(DebugSink::new(bus.clone(), ctx, 8192), 10_000);
+        let report = "can't access property \"explode\", thing is undefined\nStack:\n  handler@src/index.js:37:5\n  \
+                      export_handler@/tmp/x/initializer.js:3016:15\n\nRedirecting call to abort() to mozalloc_abort\n";
+        cap.stdout().write(Bytes::from_static(b"Stack:\nnot an exception\n")).unwrap();
+        assert_eq!(cap.guest_exception(), None, "stdout is the guest's own business");
+        cap.stderr().write(Bytes::copy_from_slice(report.as_bytes())).unwrap();
+        cap.finish();
+        assert_eq!(
+            cap.guest_exception(),
+            Some(GuestException {
+                message: "can't access property \"explode\", thing is undefined".into(),
+                at: Some("src/index.js:37:5".into())
+            })
+        );
+        let events = bus.backlog("t", "e", 20).await.unwrap();
+        assert!(events.iter().all(|e| !e.event.message.contains("mozalloc")));
+        assert!(events.iter().any(|e| e.event.message.contains("handler@src/index.js:37:5")), "the stack stays");
     }
 
     #[tokio::test]

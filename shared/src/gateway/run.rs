@@ -13,6 +13,13 @@ pub fn exec_error_response(e: &ExecError) -> ApiError {
             tracing::info!(error = %detail, "extension trapped");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "extension_error", "the extension failed (trap)")
         }
+        // The message and place are in the debug stream; the client learns what happened, not
+        // the extension's internals.
+        ExecError::GuestException { .. } => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "extension_exception",
+            "the extension threw an uncaught exception (its debug stream has the message and where)",
+        ),
         ExecError::Timeout(limit) => ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "extension_timeout",

@@ -442,6 +442,7 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         Err(ExecError::CapabilityDenied { capability, .. }) => {
             ExecuteAnswer::failure(500, &format!("capability_denied: {capability}"))
         }
+        Err(ExecError::GuestException { .. }) => ExecuteAnswer::failure(500, "extension_exception"),
         Err(_) => ExecuteAnswer::failure(500, "extension_error"),
     };
     if let Some(key) = idem_key {

@@ -16,6 +16,7 @@ use super::run::{exec_error_response, exec_status};
 use super::Gateway;
 use crate::auth::{identify_in_extension, Identity, PERM_EXTENSION_READ, PERM_EXTENSION_WRITE};
 use crate::bindings::types::{ContextData, ExecuteRequest, HttpRequest};
+use crate::debug::{DebugSink, EventContext};
 use crate::egress::AllowEntry;
 use crate::http::error::ApiError;
 use crate::http::{cors, RequestId};
@@ -32,6 +33,9 @@ use crate::stores::{InstallRecord, VersionRecord};
 const METHODS: &[Method] =
     &[Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
 
+/// A request line is short; this only bounds a long refusal message.
+const REQUEST_LINE_MAX_BYTES: usize = 2048;
+
 /// The execution record of a request (docs/api-routing.md, "Checks, in order"), logged as one JSON line.
 #[derive(Default)]
 struct Record {
@@ -40,11 +44,50 @@ struct Record {
     extension: String,
     install: String,
     version: String,
+    content_hash: String,
     endpoint: String,
     status: &'static str,
+    method: String,
+    path: String,
 }
 
 impl Record {
+    /// One line per request in the install's debug stream, between the guest's own lines (what
+    /// `kelp tail`, `kelp dev` and the console show): method, path, status, duration and, for
+    /// a refusal, its code and reason. Only once the install is known: the stream is the
+    /// install's.
+    fn request_line(
+        &self,
+        platform: &Platform,
+        request_id: &str,
+        http_status: u16,
+        started: Instant,
+        refusal: Option<(&str, &str)>,
+    ) {
+        if self.install.is_empty() {
+            return;
+        }
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let mut line = format!("{} {} → {http_status} in {ms:.1} ms", self.method, self.path);
+        if let Some((code, message)) = refusal {
+            line.push_str(&format!(" ({code}: {message})"));
+        }
+        let level = match http_status {
+            500.. => "error",
+            400.. => "warn",
+            _ => "info",
+        };
+        let context = EventContext {
+            tenant_id: self.tenant.clone(),
+            extension_id: self.extension.clone(),
+            install_id: self.install.clone(),
+            request_id: request_id.to_string(),
+            version_id: self.version.clone(),
+            content_hash: self.content_hash.clone(),
+        };
+        DebugSink::new(platform.debug.clone(), context, REQUEST_LINE_MAX_BYTES).emit_final(level, "request", line);
+    }
+
     /// Store the record in the audit log (`KELP_AUDIT_EXECUTIONS`).
     async fn audit(&self, platform: &Platform, request_id: &str, http_status: u16, started: Instant) {
         let details = serde_json::json!({
@@ -89,13 +132,18 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let settings = &gw.settings;
     let origin = cors::allowed_origin(req.headers(), &settings.cors_origins, settings.allow_null_origin);
     let mut record = Record { status: "policy_denied", ..Default::default() };
-    let mut response = match serve(&gw, req, &request_id, &mut record).await {
-        Ok(r) => r,
-        Err(e) => e.with_request_id(&request_id).into_response(),
+    let (mut response, refusal) = match serve(&gw, req, &request_id, &mut record).await {
+        Ok(r) => (r, None),
+        Err(e) => {
+            let refusal = (e.code, e.message.clone());
+            (e.with_request_id(&request_id).into_response(), Some(refusal))
+        }
     };
     if !record.tenant.is_empty() {
         let status = response.status().as_u16();
         record.emit(&request_id, status, started);
+        let refusal = refusal.as_ref().map(|(code, message)| (*code, message.as_str()));
+        record.request_line(&gw.platform, &request_id, status, started, refusal);
         if gw.settings.audit_executions {
             record.audit(&gw.platform, &request_id, status, started).await;
         }
@@ -139,6 +187,8 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
         ));
     }
     let (extension_ref, path) = split_route(req.uri().path()).ok_or_else(|| ApiError::not_found("no such route"))?;
+    record.method = method.to_string();
+    record.path = path.clone();
     let mut query = req.uri().query().map(str::to_string);
     let (parts, body) = req.into_parts();
     let cap = gw.settings.max_body_bytes;
@@ -172,6 +222,7 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     record.extension = install.extension_id.clone();
     record.install = install.install_id.clone();
     record.version = version.id.clone();
+    record.content_hash = version.content_hash.clone();
     check_ui_scope(&identity, &install.extension_id)?;
 
     // 3b. Alga's ext-proxy lets a POST say which method it means (`__method`, in the query or
@@ -182,6 +233,7 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
         let mut bytes = body.read(declared, cap).await.map_err(|_| too_large())?;
         if let Some(over) = method_override(&mut query, &mut bytes)? {
             method = over;
+            record.method = method.to_string();
         }
         body = BodyState::Read(bytes);
     }

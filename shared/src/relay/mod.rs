@@ -116,7 +116,7 @@ pub struct StreamQuery {
     /// Only this level.
     #[serde(default)]
     pub level: Option<String>,
-    /// Only this stream (`stdout`, `stderr`, `log`).
+    /// Only this stream (`stdout`, `stderr`, `log`, `request`).
     #[serde(default)]
     pub stream: Option<String>,
     /// Only this request.
