@@ -425,6 +425,7 @@ fn bench_event() -> kelp_runtime::debug::DebugEvent {
         install_id: "i".into(),
         request_id: "r".into(),
         version_id: "v".into(),
+        version: "1.0.0".into(),
         content_hash: "sha256:0".into(),
         message: "a typical log line of about eighty bytes, written by a guest to its stdout".into(),
         truncated: false,

@@ -15,6 +15,8 @@ pub struct ExecIds {
     pub install_id: String,
     /// Version id.
     pub version_id: String,
+    /// Semver of the version.
+    pub version: String,
     /// `sha256:<hex>` of the bundle.
     pub content_hash: String,
 }

@@ -85,6 +85,7 @@ impl Runtime {
                 install_id: ids.install_id.clone(),
                 request_id: ids.request_id.clone(),
                 version_id: ids.version_id.clone(),
+                version: ids.version.clone(),
                 content_hash: ids.content_hash.clone(),
             },
             self.defaults.debug_max_event_bytes,

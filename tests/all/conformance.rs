@@ -481,6 +481,7 @@ fn event(tenant: &str, ext: &str, msg: &str) -> DebugEvent {
         install_id: "i".into(),
         request_id: "r".into(),
         version_id: "v".into(),
+        version: "1.0.0".into(),
         content_hash: "sha256:0".into(),
         message: msg.into(),
         truncated: false,
@@ -498,6 +499,7 @@ async fn debug_bus_conformance(bus: Arc<dyn DebugBus>) {
     let msgs: Vec<_> = backlog.iter().map(|e| e.event.message.as_str()).collect();
     assert_eq!(msgs, ["m2 ✓", "m3 ✓", "m4 ✓"], "the last N, oldest first");
     assert_eq!(backlog[0].event.tenant_id, tenant, "fields survive the round trip");
+    assert_eq!((backlog[0].event.version_id.as_str(), backlog[0].event.version.as_str()), ("v", "1.0.0"));
     let after = bus.read_after(&tenant, &ext, &backlog[0].id, 100, Duration::from_millis(10)).await.unwrap();
     assert_eq!(
         after.iter().map(|e| e.event.message.as_str()).collect::<Vec<_>>(),

@@ -444,6 +444,7 @@ async fn every_request_of_an_install_leaves_one_line_in_its_debug_stream_with_st
         .unwrap()
         .into_iter()
         .filter(|e| e.event.stream == "request")
+        .inspect(|e| assert_eq!(e.event.version, "1.0.0", "events name the version by semver too"))
         .map(|e| (e.event.level.clone(), e.event.message.clone()))
         .collect();
     assert_eq!(lines.len(), 2, "{lines:?}");

@@ -171,6 +171,7 @@ mod tests {
             install_id: "i".into(),
             request_id: "r".into(),
             version_id: "v".into(),
+            version: "1.0.0".into(),
             content_hash: "sha256:0".into(),
             message: msg.into(),
             truncated: false,

@@ -24,7 +24,7 @@ pub struct DebugEvent {
     pub ts: String,
     /// `info`, `warn`, `error` or `debug`.
     pub level: String,
-    /// `stdout`, `stderr` or `log`.
+    /// `stdout`, `stderr`, `log`, or `request` (the gateway's line per request).
     pub stream: String,
     /// Tenant that owns the install.
     pub tenant_id: String,
@@ -36,6 +36,9 @@ pub struct DebugEvent {
     pub request_id: String,
     /// Version id of the executed version.
     pub version_id: String,
+    /// Its semver (`1.2.0`), for people reading the stream; absent from events of older Kelps.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
     /// `sha256:<hex>` of the executed bundle.
     pub content_hash: String,
     /// The line, cut to the configured maximum on a UTF-8 boundary.
@@ -123,6 +126,8 @@ pub struct EventContext {
     pub request_id: String,
     /// Version id.
     pub version_id: String,
+    /// Semver of the version.
+    pub version: String,
     /// `sha256:<hex>` content hash.
     pub content_hash: String,
 }
@@ -206,6 +211,7 @@ impl DebugSink {
             install_id: c.install_id.clone(),
             request_id: c.request_id.clone(),
             version_id: c.version_id.clone(),
+            version: c.version.clone(),
             content_hash: c.content_hash.clone(),
             message,
             truncated: truncated || cut,

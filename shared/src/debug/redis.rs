@@ -136,7 +136,7 @@ impl RedisBus {
     }
 }
 
-fn xadd_fields(e: &DebugEvent) -> [(&'static str, String); 11] {
+fn xadd_fields(e: &DebugEvent) -> [(&'static str, String); 12] {
     [
         ("ts", e.ts.clone()),
         ("level", e.level.clone()),
@@ -146,6 +146,7 @@ fn xadd_fields(e: &DebugEvent) -> [(&'static str, String); 11] {
         ("install", e.install_id.clone()),
         ("request", e.request_id.clone()),
         ("version", e.version_id.clone()),
+        ("semver", e.version.clone()),
         ("content_hash", e.content_hash.clone()),
         ("message", e.message.clone()),
         ("truncated", if e.truncated { "1" } else { "0" }.to_string()),
@@ -168,6 +169,7 @@ pub fn event_from_fields(map: &std::collections::HashMap<String, Value>) -> Debu
         install_id: get("install"),
         request_id: get("request"),
         version_id: get("version"),
+        version: get("semver"),
         content_hash: get("content_hash"),
         message: get("message"),
         truncated: get("truncated") == "1",

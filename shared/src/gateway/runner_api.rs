@@ -344,6 +344,7 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         extension_id: req.context.extension_id.clone(),
         install_id: install_id.clone(),
         version_id: req.context.version_id.clone().unwrap_or_else(|| version.id.clone()),
+        version: version.version.clone(),
         content_hash: req.context.content_hash.clone(),
     };
     let url = if req.http.query.is_empty() {

@@ -44,6 +44,7 @@ struct Record {
     extension: String,
     install: String,
     version: String,
+    semver: String,
     content_hash: String,
     endpoint: String,
     status: &'static str,
@@ -83,6 +84,7 @@ impl Record {
             install_id: self.install.clone(),
             request_id: request_id.to_string(),
             version_id: self.version.clone(),
+            version: self.semver.clone(),
             content_hash: self.content_hash.clone(),
         };
         DebugSink::new(platform.debug.clone(), context, REQUEST_LINE_MAX_BYTES).emit_final(level, "request", line);
@@ -223,6 +225,7 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     record.install = install.install_id.clone();
     record.version = version.id.clone();
     record.content_hash = version.content_hash.clone();
+    record.semver = version.version.clone();
     check_ui_scope(&identity, &install.extension_id)?;
 
     // 3b. Alga's ext-proxy lets a POST say which method it means (`__method`, in the query or
@@ -485,6 +488,7 @@ async fn plan_for(
             extension_id: install.extension_id.clone(),
             install_id: install.install_id.clone(),
             version_id: version.id.clone(),
+            version: version.version.clone(),
             content_hash: version.content_hash.clone(),
         },
         config: Arc::new(install.config.clone()),
