@@ -127,6 +127,22 @@ async fn build_refuses_manifest_typos_before_building_and_reports_source_errors_
     let (ok, out) = run(&["build", "typo"]);
     let line = code.lines().position(|l| l.starts_with("const encoder")).unwrap() + 1;
     assert!(!ok && out.contains(&format!("src/index.js:{line}:")) && out.contains("Unexpected \";\""), "{out}");
+    // An import of an interface that does not exist: where, and which ones do.
+    std::fs::write(&source, code.replace("'alga:extension/logging'", "'alga:extension/loggin'")).unwrap();
+    let (ok, out) = run(&["build", "typo"]);
+    let line = code.lines().position(|l| l.contains("'alga:extension/logging'")).unwrap() + 1;
+    assert!(
+        !ok && out.contains(&format!("src/index.js:{line}:"))
+            && out.contains("\"alga:extension/loggin\" is not an interface Kelp provides")
+            && out.contains("alga:extension/logging, "),
+        "{out}"
+    );
+    assert!(run(&["new", "wat-typo", "--lang", "wat"]).0);
+    let wat = cwd.join("wat-typo/hello.wat");
+    let text = std::fs::read_to_string(&wat).unwrap();
+    std::fs::write(&wat, text.replace("\"alga:extension/logging\"", "\"alga:extension/loggin\"")).unwrap();
+    let (ok, out) = run(&["build", "wat-typo"]);
+    assert!(!ok && out.contains("alga:extension/loggin") && out.contains("are: alga:extension/clients, "), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,5 +28,21 @@ pub fn component_from_wat(core: &str, world: &str) -> Result<Vec<u8>> {
     let (resolve, packages) = contract()?;
     let world_id = resolve.select_world(&packages, Some(world)).with_context(|| format!("world {world}"))?;
     wit_component::embed_component_metadata(&mut module, &resolve, world_id, StringEncoding::UTF8)?;
-    ComponentEncoder::default().module(&module)?.validate(true).encode().context("encoding the component")
+    ComponentEncoder::default().module(&module)?.validate(true).encode().map_err(|e| {
+        // An import of an interface the world lacks: say which interfaces there are.
+        if format!("{e:#}").contains("requires an import interface named") {
+            let world = &resolve.worlds[world_id];
+            let mut names: Vec<String> = world
+                .imports
+                .keys()
+                .map(|key| resolve.name_world_key(key))
+                .filter(|name| !name.ends_with("/types"))
+                .collect();
+            names.sort();
+            e.context(format!("the interfaces of {} are: {}", world.name, names.join(", ")))
+        } else {
+            e
+        }
+        .context("encoding the component")
+    })
 }

@@ -15,7 +15,7 @@
 // on stderr, one `file:line:column: reason` per line where esbuild knows the place.
 import { componentize } from '@bytecodealliance/componentize-js';
 import { build } from 'esbuild';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -27,6 +27,35 @@ if (!source || !out) {
 const entry = resolve(source);
 const witPath = resolve(dirname(fileURLToPath(import.meta.url)), '../../wit');
 
+// The interfaces the WIT defines (`alga:extension/storage`, `kelp:extension/config`, ...).
+async function witInterfaces(dir) {
+  const found = [];
+  for (const entry of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (!entry.isFile() || !entry.name.endsWith('.wit')) continue;
+    const text = await readFile(resolve(entry.parentPath ?? entry.path, entry.name), 'utf8');
+    const pkg = /^package\s+([\w-]+:[\w-]+)/m.exec(text)?.[1];
+    for (const m of text.matchAll(/^\s*interface\s+([\w-]+)/gm)) found.push(`${pkg}/${m[1]}`);
+  }
+  return found.sort();
+}
+const interfaces = await witInterfaces(witPath);
+
+// WIT imports are resolved by componentize-js, not files on disk; one that names no interface
+// is an error here, at the import, with the list of what exists.
+const witImports = {
+  name: 'wit-imports',
+  setup(b) {
+    b.onResolve({ filter: /^(alga|kelp|wasi):/ }, (args) => {
+      if (args.path.startsWith('wasi:') || interfaces.includes(args.path)) {
+        return { path: args.path, external: true };
+      }
+      return {
+        errors: [{ text: `"${args.path}" is not an interface Kelp provides; the interfaces are: ${interfaces.join(', ')}` }],
+      };
+    });
+  },
+};
+
 let bundled;
 try {
   bundled = await build({
@@ -34,8 +63,7 @@ try {
     bundle: true,
     format: 'esm',
     platform: 'neutral',
-    // WIT imports are resolved by componentize-js, not files on disk.
-    external: ['alga:*', 'kelp:*', 'wasi:*'],
+    plugins: [witImports],
     write: false,
     metafile: true,
     logLevel: 'silent',
