@@ -121,14 +121,7 @@ pub fn build_js(root: &Path, source: &Path, world: &str, out: &Path) -> Result<(
         .arg(world)
         .output()
         .context("running node (Node.js 20+ is needed to build JavaScript extensions)")?;
-    if !output.status.success() {
-        bail!(
-            "building {} failed:\n{}{}",
-            source.display(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr).trim_end()
-        );
-    }
+    check_builder(&output, source)?;
     let sources: Vec<PathBuf> = serde_json::from_slice(&std::fs::read(&sources_path)?)
         .with_context(|| format!("reading {}", sources_path.display()))?;
     let refs: Vec<&Path> = std::iter::once(source).chain(sources.iter().map(PathBuf::as_path)).collect();
@@ -258,16 +251,23 @@ pub fn build_python(root: &Path, module: &Path, out: &Path) -> Result<()> {
         .arg(out)
         .output()
         .context("running componentize-py")?;
-    if !output.status.success() {
-        bail!(
-            "building {} failed:\n{}{}",
-            module.display(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr).trim_end()
-        );
-    }
+    check_builder(&output, module)?;
     std::fs::write(&stamp_path, stamp)?;
     Ok(())
+}
+
+/// A build tool's failure as the author should see it: what failed, then the tool's own
+/// output (its `file:line:column` lines).
+fn check_builder(output: &std::process::Output, source: &Path) -> Result<()> {
+    if output.status.success() {
+        return Ok(());
+    }
+    bail!(
+        "building {} failed:\n{}{}",
+        source.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr).trim_end()
+    )
 }
 
 /// Build a WAT guest (a core module against `world`) into a component at `out`.
