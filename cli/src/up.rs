@@ -136,9 +136,9 @@ pub async fn run(args: UpArgs) -> Result<()> {
         Some(dir) if !args.no_examples => installed = seed_examples(&platform, &args, &dir).await?,
         _ => {}
     }
-    let app = kelp_runtime::local::app(platform.clone(), &settings);
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let app = kelp_runtime::local::app_on(platform.clone(), &settings, args.listen)?;
     let base = format!("http://{}", listener.local_addr()?);
     let token = mint(&secret, &args.tenant, "demo-user", &DEMO_PERMS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     let admin_token =

@@ -125,6 +125,8 @@ pub struct Settings {
     pub trusted_api_ids: Vec<String>,
     /// Token required on `/v1/execute`.
     pub runner_service_token: Option<String>,
+    /// Whether `/v1/execute` also accepts tokenless calls on a private route.
+    pub runner_auth: crate::gateway::RunnerAuth,
     /// Egress allow-list for `/v1/execute` calls of installs Kelp does not know.
     pub runner_egress_allow: Vec<String>,
     /// Default per-call limits.
@@ -184,8 +186,8 @@ pub struct Settings {
     pub aws: crate::aws::AwsSettings,
     /// Largest admin request body (bundles), in bytes.
     pub admin_max_body_bytes: usize,
-    /// The PSA's host API for business interfaces, if configured.
-    pub host_api: Option<crate::business::http::HostApiSettings>,
+    /// The PSA's host API for business interfaces (and, for Alga's, storage), if configured.
+    pub host_api: Option<HostApiChoice>,
     /// Debug relay settings.
     pub relay: crate::relay::RelaySettings,
     /// Extension UI asset settings.
@@ -233,6 +235,70 @@ fn list(env: &HashMap<String, String>, key: &str) -> Vec<String> {
 
 fn text(env: &HashMap<String, String>, key: &str) -> Option<String> {
     env.get(key).map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// Which host API protocol the business interfaces speak (`KELP_HOST_API_PROTOCOL`).
+#[derive(Debug, Clone)]
+pub enum HostApiChoice {
+    /// Kelp's own: `POST {KELP_HOST_API_URL}/v1/{operation}` with an HS256 service token.
+    Kelp(crate::business::http::HostApiSettings),
+    /// Alga's internal API (`/api/internal/ext-*/install/{id}` with `x-runner-auth`, ui-proxy
+    /// through `KELP_UI_PROXY_BASE_URL`); the guests' storage lives in Alga too.
+    Alga(crate::alga_host::AlgaHostSettings),
+}
+
+/// `KELP_RUNNER_AUTH`: `token` (default) or `private-network`. Inside Lambda the private mode
+/// must name the VPC endpoints of the private API (`KELP_RUNNER_VPC_ENDPOINT_IDS`): a
+/// deployment that cannot say which private route it trusts is refused at start.
+fn runner_auth(env: &HashMap<String, String>) -> Result<crate::gateway::RunnerAuth> {
+    match text(env, "KELP_RUNNER_AUTH").as_deref().unwrap_or("token") {
+        "token" => Ok(crate::gateway::RunnerAuth::Token),
+        "private-network" => {
+            let vpc_endpoints = list(env, "KELP_RUNNER_VPC_ENDPOINT_IDS");
+            if env.contains_key("AWS_LAMBDA_RUNTIME_API") && vpc_endpoints.is_empty() {
+                bail!("KELP_RUNNER_AUTH=private-network inside Lambda needs KELP_RUNNER_VPC_ENDPOINT_IDS: the VPC endpoints of the private API that may call /v1/execute without a token");
+            }
+            Ok(crate::gateway::RunnerAuth::PrivateNetwork { vpc_endpoints })
+        }
+        other => bail!("KELP_RUNNER_AUTH={other:?}: expected token or private-network"),
+    }
+}
+
+fn host_api(env: &HashMap<String, String>) -> Result<Option<HostApiChoice>> {
+    let timeout = Duration::from_millis(parse(env, "KELP_HOST_API_TIMEOUT_MS", 5_000)?);
+    let (url, secret) = (text(env, "KELP_HOST_API_URL"), text(env, "KELP_HOST_API_SECRET"));
+    match text(env, "KELP_HOST_API_PROTOCOL").as_deref().unwrap_or("kelp") {
+        "kelp" => match (url, secret) {
+            (Some(base_url), Some(secret)) => Ok(Some(HostApiChoice::Kelp(crate::business::http::HostApiSettings {
+                base_url,
+                secret,
+                timeout,
+                max_response_bytes: 1 << 20,
+            }))),
+            (Some(_), None) => {
+                bail!("KELP_HOST_API_URL needs KELP_HOST_API_SECRET (the key that signs service tokens)")
+            }
+            _ => Ok(None),
+        },
+        "alga" => {
+            let (Some(base_url), Some(runner_auth)) = (url, secret) else {
+                bail!("KELP_HOST_API_PROTOCOL=alga needs KELP_HOST_API_URL (Alga's origin) and KELP_HOST_API_SECRET (the x-runner-auth token: Alga's RUNNER_STORAGE_API_TOKEN, else its RUNNER_SERVICE_TOKEN)")
+            };
+            let ui_proxy_base = match text(env, "KELP_UI_PROXY_BASE_URL") {
+                Some(u) => Some(url::Url::parse(&u).map_err(|e| anyhow::anyhow!("KELP_UI_PROXY_BASE_URL={u:?}: {e}"))?),
+                None => None,
+            };
+            Ok(Some(HostApiChoice::Alga(crate::alga_host::AlgaHostSettings {
+                base_url,
+                runner_auth,
+                ui_proxy_base,
+                timeout,
+                ui_proxy_timeout: Duration::from_millis(parse(env, "KELP_UI_PROXY_TIMEOUT_MS", 5_000)?.max(1)),
+                max_response_bytes: 1 << 20,
+            })))
+        }
+        other => bail!("KELP_HOST_API_PROTOCOL={other:?}: expected kelp or alga"),
+    }
 }
 
 impl Settings {
@@ -289,6 +355,7 @@ impl Settings {
             cors_origins: list(env, "KELP_CORS_ORIGINS"),
             trusted_api_ids: list(env, "KELP_API_ID"),
             runner_service_token: text(env, "KELP_RUNNER_SERVICE_TOKEN"),
+            runner_auth: runner_auth(env)?,
             runner_egress_allow: list(env, "KELP_RUNNER_EGRESS_ALLOW"),
             exec: ExecLimits {
                 timeout,
@@ -349,18 +416,7 @@ impl Settings {
             rate_redis: parse(env, "KELP_RATE_REDIS", true)?,
             aws: crate::aws::AwsSettings::from_map(env),
             admin_max_body_bytes: parse(env, "KELP_ADMIN_MAX_BODY_BYTES", 200 << 20)?,
-            host_api: match (text(env, "KELP_HOST_API_URL"), text(env, "KELP_HOST_API_SECRET")) {
-                (Some(url), Some(secret)) => Some(crate::business::http::HostApiSettings {
-                    base_url: url,
-                    secret,
-                    timeout: Duration::from_millis(parse(env, "KELP_HOST_API_TIMEOUT_MS", 5_000)?),
-                    max_response_bytes: 1 << 20,
-                }),
-                (Some(_), None) => {
-                    bail!("KELP_HOST_API_URL needs KELP_HOST_API_SECRET (the key that signs service tokens)")
-                }
-                _ => None,
-            },
+            host_api: host_api(env)?,
             relay: crate::relay::RelaySettings {
                 tail_count: parse::<usize>(env, "EXT_DEBUG_SSE_TAIL_COUNT", 200)?.min(2000),
                 max_session: Duration::from_secs(parse(env, "KELP_DEBUG_SESSION_MAX_SECS", 900)?),
@@ -400,6 +456,7 @@ impl Settings {
             max_timeout: self.max_timeout,
             max_memory_bytes: self.engine.max_memory_bytes,
             runner_service_token: self.runner_service_token.clone(),
+            runner_auth: self.runner_auth.clone(),
             runner_egress_allow: self.runner_egress_allow.clone(),
             cors_origins: self.cors_origins.clone(),
             allow_null_origin: self.ui.sandbox,

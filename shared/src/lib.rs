@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod alga_host;
 pub mod audit_log;
 pub mod auth;
 pub mod aws;

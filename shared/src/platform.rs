@@ -32,8 +32,11 @@ pub struct Backends {
     pub audit: Arc<dyn AuditLog>,
     /// Debug grants.
     pub grants: Arc<dyn Grants>,
-    /// Storage KV.
+    /// Storage KV (Kelp's own data: idempotency records, and the guests' storage unless
+    /// `guest_kv` is set).
     pub kv: Arc<dyn KvStore>,
+    /// The guests' storage when another system keeps it (Alga's storage API).
+    pub guest_kv: Option<Arc<dyn KvStore>>,
     /// Secret envelopes.
     pub secrets: Arc<dyn SecretSource>,
     /// Blobs.
@@ -108,7 +111,7 @@ impl Platform {
         let runtime = parts.runtime.map(|(executor, defaults)| {
             Arc::new(Runtime {
                 executor,
-                kv: backends.kv.clone(),
+                kv: backends.guest_kv.clone().unwrap_or_else(|| backends.kv.clone()),
                 egress: parts.egress.clone(),
                 host_api: backends.host_api.clone(),
                 debug: backends.debug.clone(),

@@ -19,7 +19,8 @@ use crate::host::CallState;
 use crate::ids::{ExecIds, UserInfo};
 use crate::install_config::InstallConfigCtx;
 use crate::manifest::{
-    BUSINESS_CAPABILITIES, CAP_HTTP_FETCH, CAP_LOG_EMIT, CAP_SECRETS_GET, CAP_STORAGE_KV, CAP_USER_READ,
+    BUSINESS_CAPABILITIES, CAP_HTTP_FETCH, CAP_LOG_EMIT, CAP_SECRETS_GET, CAP_STORAGE_KV, CAP_UI_PROXY,
+    CAP_USER_READ,
 };
 use crate::secrets::{SecretsCtx, SecretsState};
 use crate::storage::{KvLimits, KvStore, Scope, StorageCtx};
@@ -101,6 +102,11 @@ impl Runtime {
         let deadline = Instant::now() + plan.limits.timeout;
         let business: BTreeSet<String> =
             BUSINESS_CAPABILITIES.iter().filter(|c| can(c)).map(|c| c.to_string()).collect();
+        // Alga's ui-proxy authenticates to Alga's platform APIs with the install's `api_key`.
+        let api_key = match &plan.secrets {
+            SecretsState::Ready(s) if can(CAP_UI_PROXY) && !s.expired() => s.values.0.get("api_key").cloned(),
+            _ => None,
+        };
         let call = CallState {
             context: ContextCtx {
                 ids: plan.ids.clone(),
@@ -131,6 +137,7 @@ impl Runtime {
                 host_api: self.host_api.clone(),
                 ids: plan.ids,
                 user: plan.user,
+                api_key,
                 endpoints: plan.version.manifest.endpoints().to_vec().into(),
                 calls: 0,
                 deadline,

@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 
 use crate::blobs::dir::DirBlobStore;
 use crate::cache::{CacheSettings, ModuleCache};
-use crate::config::{BackendKind, Settings};
+use crate::config::{BackendKind, HostApiChoice, Settings};
 use crate::debug::memory::MemoryBus;
 use crate::egress::EgressClient;
 use crate::engine::KelpEngine;
@@ -63,6 +63,7 @@ impl Backends {
             secrets: Arc::new(crate::secrets::aws::SecretsManagerSource::new(sm, settings.secret_prefix.clone())),
             blobs: Arc::new(crate::blobs::s3::S3BlobStore::new(s3, bucket, settings.bucket_prefix.clone())),
             debug: Arc::new(MemoryBus::new(settings.debug_maxlen)),
+            guest_kv: None,
             host_api: None,
             ui_token_key: None,
             alga_bundles: None,
@@ -83,6 +84,7 @@ impl Backends {
             secrets: Arc::new(FileSecrets::open(settings.secrets_file.clone())?),
             blobs: Arc::new(DirBlobStore::new(settings.data_dir.join("blobs"))),
             debug: Arc::new(MemoryBus::new(settings.debug_maxlen)),
+            guest_kv: None,
             host_api: None,
             ui_token_key: None,
             alga_bundles: None,
@@ -138,8 +140,17 @@ impl Platform {
 
     /// A platform over given backends (the host API is added when configured).
     pub fn assemble(settings: &Settings, mut backends: Backends, runs: Runs) -> Result<Arc<Self>> {
-        if let (None, Some(host_api)) = (&backends.host_api, &settings.host_api) {
-            backends.host_api = Some(Arc::new(crate::business::http::HttpHostApi::new(host_api.clone())?));
+        match (&backends.host_api, &settings.host_api) {
+            (Some(_), _) | (None, None) => {}
+            (None, Some(HostApiChoice::Kelp(s))) => {
+                backends.host_api = Some(Arc::new(crate::business::http::HttpHostApi::new(s.clone())?));
+            }
+            // Alga keeps the business data and the guests' storage: both go to its internal API.
+            (None, Some(HostApiChoice::Alga(s))) => {
+                let alga = Arc::new(crate::alga_host::AlgaHost::new(s.clone())?);
+                backends.host_api = Some(Arc::new(crate::business::alga::AlgaHostApi::new(alga.clone())));
+                backends.guest_kv = Some(Arc::new(crate::storage::alga::AlgaKv::new(alga, s.timeout)));
+            }
         }
         let runtime = match runs {
             Runs::NoGuests => None,

@@ -1,6 +1,8 @@
 //! End-to-end tests: real components, real HTTP on loopback, the embedded default.
 
 mod admin;
+mod alga_callers;
+mod alga_host;
 mod architecture;
 mod aws_backends;
 mod browser;

@@ -165,9 +165,9 @@ impl TestKelp {
             Platform::bootstrap_aws(&settings).await.expect("bootstrapping tables and bucket");
         }
         let platform = Platform::from_settings(&settings).await.expect("platform");
-        let app = kelp_runtime::local::app(platform.clone(), &settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
+        let app = kelp_runtime::local::app_on(platform.clone(), &settings, addr).expect("app");
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });

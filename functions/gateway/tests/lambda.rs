@@ -104,3 +104,72 @@ async fn the_gateway_binary_answers_every_gateway_fixture() {
     // And the function keeps serving after it.
     assert_eq!(emulator.call(fixture("gateway/wat-hello-get.json")).await.json()["statusCode"], 200);
 }
+
+/// `RunnerAuth=private-network` as template.yaml deploys it: the private REST API's event (no
+/// token, as Alga's `/api/ext` route sends it) is served when it names an allowed VPC endpoint;
+/// the same call through another endpoint, or through the public HTTP API, needs the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenless_runner_calls_are_served_only_through_the_private_api() {
+    let kelp = TestKelp::start().await;
+    let emulator = Emulator::start().await;
+    let spawned = Instant::now();
+    let _gateway = spawn_function(
+        std::path::Path::new(env!("CARGO_BIN_EXE_gateway")),
+        &emulator,
+        "kelp-private-runner",
+        &kelp.function_env(&[
+            ("KELP_RUNNER_SERVICE_TOKEN", "kelp-events-runner-token"),
+            ("KELP_RUNNER_AUTH", "private-network"),
+            ("KELP_RUNNER_VPC_ENDPOINT_IDS", "vpce-0a1b2c3d4e5f60718"),
+            ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true"),
+        ]),
+    );
+    emulator.wait_ready(spawned).await;
+    let status_and_error = |answer: &Value| {
+        let body: Value = serde_json::from_str(&body_text(answer)).unwrap_or(Value::Null);
+        (answer["statusCode"].as_u64(), body["error"].as_str().map(str::to_string), body["status"].as_u64())
+    };
+
+    let private = emulator.call(fixture("gateway/runner-execute-private.json")).await.json();
+    assert_eq!(
+        status_and_error(&private),
+        (Some(200), Some("bundle_not_found".into()), Some(404)),
+        "served without a token: the runner's own answer in a 200 ({private})"
+    );
+
+    let mut other_endpoint = fixture("gateway/runner-execute-private.json");
+    other_endpoint["requestContext"]["identity"]["vpceId"] = Value::String("vpce-0ffffffffffffffff".into());
+    let refused = emulator.call(other_endpoint).await.json();
+    assert_eq!(refused["statusCode"], 401, "an endpoint not in KELP_RUNNER_VPC_ENDPOINT_IDS: {refused}");
+
+    let mut public_without_token = fixture("gateway/runner-execute.json");
+    public_without_token["headers"].as_object_mut().unwrap().remove("x-runner-service-token");
+    let refused = emulator.call(public_without_token).await.json();
+    assert_eq!(refused["statusCode"], 401, "the public HTTP API never skips the token: {refused}");
+    assert!(body_text(&refused).contains("private route"), "the refusal says where tokenless calls work");
+
+    let mut wrong_token = fixture("gateway/runner-execute-private.json");
+    wrong_token["headers"]["x-runner-service-token"] = Value::String("not-the-token".into());
+    assert_eq!(emulator.call(wrong_token).await.json()["statusCode"], 401, "a wrong token is refused even privately");
+
+    let public_with_token = emulator.call(fixture("gateway/runner-execute.json")).await.json();
+    assert_eq!(status_and_error(&public_with_token).0, Some(200), "{public_with_token}");
+}
+
+/// Inside Lambda the private mode must name its VPC endpoints; without them the function
+/// refuses to start rather than guess which route is private.
+#[tokio::test]
+async fn the_private_runner_mode_without_vpc_endpoints_refuses_to_start() {
+    let kelp = TestKelp::start().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
+        .env("AWS_LAMBDA_FUNCTION_NAME", "kelp-private-runner")
+        .envs(kelp.function_env(&[("KELP_RUNNER_AUTH", "private-network")]))
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("KELP_RUNNER_VPC_ENDPOINT_IDS"), "{stderr}");
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::{HostApi, HostApiError};
+use super::{Caller, HostApi, HostApiError};
 use crate::bindings::alga::extension::{clients, invoicing, scheduler, services, ui_proxy};
 use crate::bindings::types::*;
 use crate::debug::DebugSink;
@@ -39,6 +39,8 @@ pub struct BusinessCtx {
     pub ids: ExecIds,
     /// The caller, sent with every host API call.
     pub user: Option<UserInfo>,
+    /// The install's `api_key` secret, when ui-proxy is granted (Alga's ui-proxy sends it).
+    pub api_key: Option<String>,
     /// The version's declared endpoints (`scheduler.get-endpoints`).
     pub endpoints: Arc<[Endpoint]>,
     /// Host API calls made so far in this call.
@@ -81,8 +83,8 @@ impl BusinessCtx {
             return Err(Refusal::Api(HostApiError::Failed("too many host API calls".into())));
         }
         self.calls += 1;
-        let answer =
-            api.call(&self.ids, self.user.as_ref(), operation, payload, self.remaining()).await.map_err(|e| {
+        let caller = Caller { ids: &self.ids, user: self.user.as_ref(), api_key: self.api_key.as_deref() };
+        let answer = api.call(&caller, operation, payload, self.remaining()).await.map_err(|e| {
                 self.debug.host_warning(format!("{operation}: {e}"));
                 Refusal::Api(e)
             })?;
@@ -113,7 +115,9 @@ impl ui_proxy::Host for BusinessCtx {
             .await
         {
             Ok(a) => base64::engine::general_purpose::STANDARD.decode(a.body_b64).map_err(|_| ProxyError::Internal),
-            Err(Refusal::NotAllowed) | Err(Refusal::Api(HostApiError::Denied)) => Err(ProxyError::Denied),
+            Err(Refusal::NotAllowed)
+            | Err(Refusal::Api(HostApiError::Denied))
+            | Err(Refusal::Api(HostApiError::QuotaExceeded)) => Err(ProxyError::Denied),
             Err(Refusal::Api(HostApiError::NotFound)) => Err(ProxyError::RouteNotFound),
             Err(Refusal::Api(HostApiError::BadRequest(_))) => Err(ProxyError::BadRequest),
             Err(Refusal::Api(HostApiError::Failed(_))) => Err(ProxyError::Internal),
@@ -126,6 +130,7 @@ fn scheduler_error(e: Refusal) -> SchedulerError {
         Refusal::NotAllowed | Refusal::Api(HostApiError::Denied) => SchedulerError::Denied,
         Refusal::Api(HostApiError::NotFound) => SchedulerError::NotFound,
         Refusal::Api(HostApiError::BadRequest(_)) => SchedulerError::ValidationFailed,
+        Refusal::Api(HostApiError::QuotaExceeded) => SchedulerError::QuotaExceeded,
         Refusal::Api(HostApiError::Failed(_)) => SchedulerError::Internal,
     }
 }

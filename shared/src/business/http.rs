@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::{HostApi, HostApiError};
-use crate::ids::{ExecIds, UserInfo};
+use super::{Caller, HostApi, HostApiError};
+use crate::ids::ExecIds;
 
 /// Host API settings.
 #[derive(Clone)]
@@ -67,12 +67,12 @@ impl HttpHostApi {
 impl HostApi for HttpHostApi {
     async fn call(
         &self,
-        ids: &ExecIds,
-        user: Option<&UserInfo>,
+        caller: &Caller<'_>,
         operation: &str,
         payload: Value,
         timeout: Duration,
     ) -> Result<Value, HostApiError> {
+        let (ids, user) = (caller.ids, caller.user);
         let url = format!("{}/v1/{operation}", self.settings.base_url.trim_end_matches('/'));
         let body = json!({
             "context": {"tenant_id": ids.tenant_id, "extension_id": ids.extension_id, "install_id": ids.install_id,

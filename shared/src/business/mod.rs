@@ -2,6 +2,7 @@
 //! PSA's host API when one is configured and the capability is granted; otherwise each
 //! returns its `denied`/`not-allowed` case. Never a trap.
 
+pub mod alga;
 pub mod host;
 pub mod http;
 
@@ -26,19 +27,33 @@ pub enum HostApiError {
     /// Invalid input (400/422), with the PSA's message.
     #[error("invalid input: {0}")]
     BadRequest(String),
+    /// Too many calls (Alga's scheduler answers 429 past its quota).
+    #[error("quota exceeded")]
+    QuotaExceeded,
     /// Unreachable, timed out, 5xx, oversized or malformed answer.
     #[error("host API failure: {0}")]
     Failed(String),
 }
 
-/// The PSA's host API: one JSON operation per call, made with the execution context.
+/// Who calls the host API: the execution's ids and user, and the install's `api_key` secret
+/// (sent only by Alga's ui-proxy protocol, to Alga's platform APIs).
+pub struct Caller<'a> {
+    /// Ids of the execution.
+    pub ids: &'a ExecIds,
+    /// The caller.
+    pub user: Option<&'a UserInfo>,
+    /// The install's `api_key` secret, when it has one and may proxy UI routes.
+    pub api_key: Option<&'a str>,
+}
+
+/// The PSA's host API: one JSON operation per call, made with the execution context. Two
+/// protocols implement it: Kelp's own ([`http`]) and Alga's internal API ([`alga`]).
 #[async_trait]
 pub trait HostApi: Send + Sync {
     /// Call `operation` (e.g. `clients.list`) with a JSON payload; answer within `timeout`.
     async fn call(
         &self,
-        ids: &ExecIds,
-        user: Option<&UserInfo>,
+        caller: &Caller<'_>,
         operation: &str,
         payload: Value,
         timeout: Duration,

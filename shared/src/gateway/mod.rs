@@ -35,6 +35,8 @@ pub struct GatewaySettings {
     pub max_memory_bytes: usize,
     /// Token required on `/v1/execute` (never logged: no `Debug`).
     pub runner_service_token: Option<String>,
+    /// Who may call `/v1/execute` without that token.
+    pub runner_auth: RunnerAuth,
     /// Egress allow-list for `/v1/execute` calls of installs Kelp does not know.
     pub runner_egress_allow: Vec<String>,
     /// Browser origins allowed by CORS.
@@ -49,6 +51,21 @@ pub struct GatewaySettings {
     pub rate_per_sec: f64,
     /// Redis to share buckets through, if any.
     pub rate_redis: Option<crate::debug::redis::RedisSettings>,
+}
+
+/// How `/v1/execute` callers authenticate (`KELP_RUNNER_AUTH`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RunnerAuth {
+    /// `x-runner-service-token` on every call (the default).
+    #[default]
+    Token,
+    /// Also calls without a token that arrive through a private route (see
+    /// [`crate::http::exposure`]): Alga's `/api/ext` route calls its runner without one. A call
+    /// that sends a wrong token is still refused.
+    PrivateNetwork {
+        /// VPC endpoints a private API call may come through (empty: any, locally only).
+        vpc_endpoints: Vec<String>,
+    },
 }
 
 /// State of the gateway router.
@@ -70,6 +87,14 @@ impl Gateway {
     /// Redis is configured (and `KELP_RATE_REDIS` is not off), per instance otherwise.
     pub fn new(platform: Arc<Platform>, settings: GatewaySettings) -> Arc<Self> {
         let s = &settings;
+        if let RunnerAuth::PrivateNetwork { vpc_endpoints } = &s.runner_auth {
+            tracing::warn!(
+                vpc_endpoints = %vpc_endpoints.join(","),
+                "KELP_RUNNER_AUTH=private-network: POST /v1/execute accepts calls WITHOUT x-runner-service-token \
+                 when they come through a private route (a private API Gateway REST API's VPC endpoint, or a \
+                 loopback/private listener). Anyone who can reach that route can run any extension as any tenant."
+            );
+        }
         let limiter: Arc<dyn RateLimiter> = match s.rate_redis.as_ref().map(|r| r.client()) {
             Some(Ok(client)) => Arc::new(RedisRateLimiter::new(client, s.rate_burst, s.rate_per_sec)),
             Some(Err(e)) => {

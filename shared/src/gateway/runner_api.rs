@@ -1,5 +1,6 @@
 //! `POST /v1/execute`: Alga's runner API, so an existing Alga EE server can use Kelp as its
-//! runner. The caller is the trusted control plane (service token): the body's providers,
+//! runner. The caller is the trusted control plane (service token, or a private route in the
+//! private-network mode, see [`RunnerAuth`]): the body's providers,
 //! config, secret envelope and user are authoritative for the call. It answers as Alga's
 //! runner does: HTTP 200 carrying the guest's status in the body; HTTP 4xx only when the
 //! call itself is refused.
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::body::LimitedBytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine as _;
@@ -21,11 +22,12 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::headers::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEADER_BYTES};
-use super::Gateway;
+use super::{Gateway, GatewaySettings, RunnerAuth};
 use crate::bindings::types::{ContextData, ExecuteRequest, HttpHeader, HttpRequest};
 use crate::egress::AllowEntry;
 use crate::executor::{ExecError, ExecLimits};
 use crate::http::error::ApiError;
+use crate::http::exposure::private_route;
 use crate::http::RequestId;
 use crate::ids::{ExecIds, UserInfo};
 use crate::manifest::{normalize_capability, DEFAULT_CAPABILITIES, KNOWN_CAPABILITIES};
@@ -212,26 +214,45 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub async fn handle(
     State(gw): State<Arc<Gateway>>,
     Extension(request_id): Extension<RequestId>,
+    extensions: Extensions,
     headers: HeaderMap,
     LimitedBytes(body): LimitedBytes,
 ) -> Response {
+    if let Err(e) = authenticate(&gw.settings, &headers, &extensions) {
+        return e.with_request_id(&request_id.0).into_response();
+    }
     match serve(&gw, &request_id.0, &headers, &body).await {
         Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
         Err(e) => e.with_request_id(&request_id.0).into_response(),
     }
 }
 
+/// The service token, or — in the private-network mode — no token on a private route.
+fn authenticate(settings: &GatewaySettings, headers: &HeaderMap, extensions: &Extensions) -> Result<(), ApiError> {
+    // No token configured = no token accepted. Digests are compared in constant time, so
+    // neither the token's bytes nor its length show in the timing.
+    let expected = settings.runner_service_token.as_deref().unwrap_or("");
+    let given = header(headers, "x-runner-service-token");
+    let digest = |s: &str| <sha2::Sha256 as sha2::Digest>::digest(s.as_bytes());
+    let given_text = given.unwrap_or("");
+    if !expected.is_empty() && bool::from(digest(given_text).as_slice().ct_eq(digest(expected).as_slice())) {
+        return Ok(());
+    }
+    if let (RunnerAuth::PrivateNetwork { vpc_endpoints }, None) = (&settings.runner_auth, given) {
+        if let Some(route) = private_route(extensions, vpc_endpoints) {
+            tracing::debug!(%route, "runner call without a token accepted on a private route");
+            return Ok(());
+        }
+        return Err(ApiError::unauthenticated(
+            "a valid x-runner-service-token is required (calls without one are accepted only through the private route)",
+        ));
+    }
+    Err(ApiError::unauthenticated("a valid x-runner-service-token is required"))
+}
+
 async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8]) -> Result<ExecuteAnswer, ApiError> {
     let platform = &gw.platform;
     let settings = &gw.settings;
-    // The service token: no token configured = the API is closed. Digests are compared in
-    // constant time, so neither the token's bytes nor its length show in the timing.
-    let expected = settings.runner_service_token.as_deref().unwrap_or("");
-    let given = header(headers, "x-runner-service-token").unwrap_or("");
-    let digest = |s: &str| <sha2::Sha256 as sha2::Digest>::digest(s.as_bytes());
-    if expected.is_empty() || !bool::from(digest(given).as_slice().ct_eq(digest(expected).as_slice())) {
-        return Err(ApiError::unauthenticated("a valid x-runner-service-token is required"));
-    }
     // A request that is not JSON of the right shape is an HTTP 400, as Alga's runner answers
     // it. Every refusal of the call itself is HTTP 200 with `status` and `error` in the body,
     // as Alga's runner answers them (its callers turn that status into the response).

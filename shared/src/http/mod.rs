@@ -4,6 +4,7 @@
 pub mod body;
 pub mod cors;
 pub mod error;
+pub mod exposure;
 pub mod lambda;
 
 use axum::extract::Request;

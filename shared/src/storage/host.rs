@@ -39,6 +39,10 @@ impl StorageCtx {
         match e {
             KvError::Missing => StorageError::Missing,
             KvError::Conflict => StorageError::Conflict,
+            KvError::Denied(m) => {
+                self.debug.host_warning(format!("storage.{op}: denied ({m})"));
+                StorageError::Denied
+            }
             KvError::Limit(m) => {
                 self.debug.host_warning(format!("storage.{op}: {m}"));
                 StorageError::Internal

@@ -1,7 +1,8 @@
 //! `cap:storage.kv`: per-(tenant, install) namespaced key-value storage with revisions and
-//! compare-and-set, as Alga's storage service behaves. Backends: SQLite (embedded) and
-//! DynamoDB (conditional writes).
+//! compare-and-set, as Alga's storage service behaves. Backends: SQLite (embedded),
+//! DynamoDB (conditional writes), and Alga's own storage API when Alga keeps the data.
 
+pub mod alga;
 pub mod dynamodb;
 pub mod host;
 pub mod sqlite;
@@ -74,6 +75,9 @@ pub enum KvError {
     /// Name, size or count limit.
     #[error("limit exceeded: {0}")]
     Limit(String),
+    /// The backend refused the install (Alga's storage: 401/403/429).
+    #[error("denied: {0}")]
+    Denied(String),
     /// Backend unreachable.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
