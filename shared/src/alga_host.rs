@@ -89,7 +89,11 @@ impl AlgaAnswer {
 
     /// Alga's `error` message, if the body carries one.
     pub fn message(&self) -> String {
-        self.body.get("error").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("status {}", self.status))
+        self.body
+            .get("error")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("status {}", self.status))
     }
 }
 
@@ -258,8 +262,9 @@ pub fn ui_proxy_url(base: &url::Url, extension: &str, route: &str) -> Result<url
     let platform_api = path.starts_with("/api/") || path.starts_with("api/");
     let mut url = base.clone();
     {
-        let mut segments =
-            url.path_segments_mut().map_err(|_| AlgaCallError::BadRoute("the UI proxy base cannot hold a path".into()))?;
+        let mut segments = url
+            .path_segments_mut()
+            .map_err(|_| AlgaCallError::BadRoute("the UI proxy base cannot hold a path".into()))?;
         segments.pop_if_empty();
         if !platform_api {
             segments.push(extension);

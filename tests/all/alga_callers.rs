@@ -23,7 +23,13 @@ fn api_ext_user() -> Value {
 }
 
 /// What Alga's `/api/ext` route posts to `{RUNNER_BASE_URL}/v1/execute`.
-async fn api_ext_call(kelp: &TestKelp, p: &Published, method: &str, path: &str, body: Option<&str>) -> reqwest::Response {
+async fn api_ext_call(
+    kelp: &TestKelp,
+    p: &Published,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> reqwest::Response {
     let request_id = format!("req-{}", uuid::Uuid::new_v4());
     // filterRequestHeaders: the allow-listed browser headers, then the routing pair.
     let mut forwarded = json!({"accept": "application/json", "user-agent": "Mozilla/5.0", "x-request-id": request_id,

@@ -107,7 +107,10 @@ fn storage(state: &mut Alga, install: &str, op: &str, body: &Value) -> Answer {
             let current = state.storage.get(&id).map(|e| e.2);
             if let Some(expected) = body["ifRevision"].as_u64() {
                 if current != Some(expected) {
-                    return answer(409, json!({"error": "ifRevision did not match stored revision", "code": "REVISION_MISMATCH"}));
+                    return answer(
+                        409,
+                        json!({"error": "ifRevision did not match stored revision", "code": "REVISION_MISMATCH"}),
+                    );
                 }
             }
             let revision = current.unwrap_or(0) + 1;
@@ -354,7 +357,10 @@ async fn storage_lives_in_alga() {
     assert_eq!(call(&s, reqwest::Method::PUT, "/kv/b?rev=1", Some("stale")).await, json!({"err": "conflict"}));
     assert_eq!(call(&s, reqwest::Method::PUT, "/kv/big", Some(&"x".repeat(1000))).await, json!({"err": "internal"}));
     let warnings = s.kelp.platform.debug.backlog("acme", &s.extension_id, 200).await.unwrap();
-    assert!(warnings.iter().any(|e| e.event.message.contains("value exceeds 1024 bytes")), "Alga's reason is in the debug stream");
+    assert!(
+        warnings.iter().any(|e| e.event.message.contains("value exceeds 1024 bytes")),
+        "Alga's reason is in the debug stream"
+    );
     assert_eq!(call(&s, reqwest::Method::DELETE, "/kv/b", None).await, json!({}));
     assert_eq!(call(&s, reqwest::Method::DELETE, "/kv/b", None).await, json!({"err": "missing"}));
 

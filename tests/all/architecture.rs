@@ -12,7 +12,19 @@ use kelp_tests::repo_root;
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "control plane and guest types",
-        &["alga_host", "aws", "auth", "bindings", "blobs", "bundle", "components", "fsutil", "ids", "manifest", "stores"],
+        &[
+            "alga_host",
+            "aws",
+            "auth",
+            "bindings",
+            "blobs",
+            "bundle",
+            "components",
+            "fsutil",
+            "ids",
+            "manifest",
+            "stores",
+        ],
     ),
     ("capabilities", &["debug", "context", "install_config", "storage", "secrets", "egress", "business"]),
     ("runtime", &["engine", "cache", "host", "executor", "runtime"]),

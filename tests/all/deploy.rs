@@ -100,7 +100,10 @@ fn every_runtime_setting_is_configurable_in_the_template() {
         let publishes_alga_bundles = st.trim_start().starts_with("PublishAlgaBundles")
             || st.trim_start().starts_with("FetchAndPublishAlgaBundles");
         if publishes_alga_bundles {
-            assert!(!st.contains("InstallsTable") && !st.contains("DeleteItem"), "Alga bundle publishing writes only versions:{st}");
+            assert!(
+                !st.contains("InstallsTable") && !st.contains("DeleteItem"),
+                "Alga bundle publishing writes only versions:{st}"
+            );
             continue;
         }
         assert!(!WRITES.iter().any(|w| st.contains(w)), "the gateway must not write the registry or installs:{st}");

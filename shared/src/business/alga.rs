@@ -68,7 +68,9 @@ impl AlgaHostApi {
             api_key: caller.api_key,
         };
         match self.host.ui_proxy(call, timeout).await {
-            Ok((200..=299, bytes)) => Ok(json!({ "body_b64": base64::engine::general_purpose::STANDARD.encode(bytes) })),
+            Ok((200..=299, bytes)) => {
+                Ok(json!({ "body_b64": base64::engine::general_purpose::STANDARD.encode(bytes) }))
+            }
             // Alga's runner: 401/403/429 → denied, 404 → route-not-found, other 4xx → bad-request.
             Ok((401 | 403 | 429, _)) => Err(HostApiError::Denied),
             Ok((404, _)) => Err(HostApiError::NotFound),
@@ -87,7 +89,9 @@ impl AlgaHostApi {
         payload: Value,
         timeout: Duration,
     ) -> Result<Value, HostApiError> {
-        let id = |p: &Value| p.get("schedule_id").and_then(Value::as_str).map(str::to_string).ok_or_else(|| bad("schedule_id"));
+        let id = |p: &Value| {
+            p.get("schedule_id").and_then(Value::as_str).map(str::to_string).ok_or_else(|| bad("schedule_id"))
+        };
         let (operation, alga_payload) = match op {
             "list" => ("list", json!({})),
             "get" => ("get", json!({ "scheduleId": id(&payload)? })),
@@ -119,14 +123,13 @@ impl AlgaHostApi {
         let answer = self.internal(AlgaService::Scheduler, caller, operation, alga_payload, timeout).await?;
         let mutation = matches!(operation, "create" | "update" | "delete");
         // A refused mutation still carries Alga's verdict: keep its message and field errors.
-        if !answer.ok() && !(mutation && answer.status == 400 && answer.body.get("success").is_some()) {
+        let refused_with_verdict = mutation && answer.status == 400 && answer.body.get("success").is_some();
+        if !answer.ok() && !refused_with_verdict {
             return Err(status_error(&answer, Interface::Scheduler));
         }
         let body = Fields::of(&answer.body);
         let result = match operation {
-            "list" => Value::Array(
-                body.array("schedules").iter().filter_map(|s| schedule(s)).map(|s| to_value(&s)).collect(),
-            ),
+            "list" => Value::Array(body.array("schedules").iter().filter_map(schedule).map(|s| to_value(&s)).collect()),
             "get" => match body.get("schedule").and_then(schedule) {
                 Some(s) => to_value(&s),
                 None => return Err(HostApiError::NotFound),
@@ -142,7 +145,10 @@ impl AlgaHostApi {
                 error: body.str("error"),
                 field_errors: body.text("fieldErrors"),
             }),
-            _ => to_value(&DeleteScheduleResult { success: body.bool("success").unwrap_or(false), error: body.str("error") }),
+            _ => to_value(&DeleteScheduleResult {
+                success: body.bool("success").unwrap_or(false),
+                error: body.str("error"),
+            }),
         };
         Ok(result)
     }
@@ -182,12 +188,15 @@ impl AlgaHostApi {
         let mut p = Map::new();
         p.insert("clientId".into(), input.client_id.into());
         p.insert("items".into(), items.into());
-        for (key, value) in [("invoiceDate", input.invoice_date), ("dueDate", input.due_date), ("poNumber", input.po_number)] {
+        for (key, value) in
+            [("invoiceDate", input.invoice_date), ("dueDate", input.due_date), ("poNumber", input.po_number)]
+        {
             if let Some(v) = value {
                 p.insert(key.into(), v.into());
             }
         }
-        let answer = self.internal(AlgaService::Invoicing, caller, "createManualInvoice", Value::Object(p), timeout).await?;
+        let answer =
+            self.internal(AlgaService::Invoicing, caller, "createManualInvoice", Value::Object(p), timeout).await?;
         if !answer.ok() && answer.body.get("success").is_none() {
             return Err(status_error(&answer, Interface::Invoicing));
         }
@@ -208,7 +217,13 @@ impl AlgaHostApi {
         }))
     }
 
-    async fn clients(&self, caller: &Caller<'_>, op: &str, payload: Value, timeout: Duration) -> Result<Value, HostApiError> {
+    async fn clients(
+        &self,
+        caller: &Caller<'_>,
+        op: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<Value, HostApiError> {
         let alga_payload = match op {
             "list" => {
                 let input: ClientsListInput = input(payload)?;
@@ -222,7 +237,9 @@ impl AlgaHostApi {
                 page(&mut filter, input.page, input.page_size)?;
                 json!({ "input": filter })
             }
-            _ => json!({ "input": { "clientId": payload.get("client_id").and_then(Value::as_str).ok_or_else(|| bad("client_id"))? } }),
+            _ => {
+                json!({ "input": { "clientId": payload.get("client_id").and_then(Value::as_str).ok_or_else(|| bad("client_id"))? } })
+            }
         };
         let answer = self.read(AlgaService::Clients, caller, op, alga_payload, timeout).await?;
         let body = Fields::of(&answer.body);
@@ -242,7 +259,13 @@ impl AlgaHostApi {
         }
     }
 
-    async fn services(&self, caller: &Caller<'_>, op: &str, payload: Value, timeout: Duration) -> Result<Value, HostApiError> {
+    async fn services(
+        &self,
+        caller: &Caller<'_>,
+        op: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<Value, HostApiError> {
         let alga_payload = match op {
             "list" => {
                 let input: ServicesListInput = input(payload)?;
@@ -262,7 +285,9 @@ impl AlgaHostApi {
                 page(&mut filter, input.page, input.page_size)?;
                 json!({ "input": filter })
             }
-            _ => json!({ "input": { "serviceId": payload.get("service_id").and_then(Value::as_str).ok_or_else(|| bad("service_id"))? } }),
+            _ => {
+                json!({ "input": { "serviceId": payload.get("service_id").and_then(Value::as_str).ok_or_else(|| bad("service_id"))? } })
+            }
         };
         let answer = self.read(AlgaService::Services, caller, op, alga_payload, timeout).await?;
         let body = Fields::of(&answer.body);
@@ -534,7 +559,8 @@ mod tests {
         let camel = json!({"serviceId": "s1", "serviceName": "Support", "itemKind": "service", "billingMethod": "hourly", "defaultRate": 120.5});
         let snake = json!({"service_id": "s1", "service_name": "Support", "item_kind": "service", "billing_method": "hourly", "default_rate": 120.5});
         assert_eq!(service(&camel).map(|s| to_value(&s)), service(&snake).map(|s| to_value(&s)));
-        assert!(service(&json!({"serviceId": "s", "serviceName": "n", "itemKind": "thing", "billingMethod": "fixed"})).is_none());
+        assert!(service(&json!({"serviceId": "s", "serviceName": "n", "itemKind": "thing", "billingMethod": "fixed"}))
+            .is_none());
     }
 
     #[test]

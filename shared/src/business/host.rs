@@ -85,9 +85,9 @@ impl BusinessCtx {
         self.calls += 1;
         let caller = Caller { ids: &self.ids, user: self.user.as_ref(), api_key: self.api_key.as_deref() };
         let answer = api.call(&caller, operation, payload, self.remaining()).await.map_err(|e| {
-                self.debug.host_warning(format!("{operation}: {e}"));
-                Refusal::Api(e)
-            })?;
+            self.debug.host_warning(format!("{operation}: {e}"));
+            Refusal::Api(e)
+        })?;
         serde_json::from_value(answer).map_err(|e| {
             self.debug.host_warning(format!("{operation}: malformed host API answer: {e}"));
             Refusal::Api(HostApiError::Failed("malformed answer".into()))
