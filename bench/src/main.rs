@@ -140,6 +140,30 @@ async fn main() -> Result<()> {
         disk.as_secs_f64() / warm_js.as_secs_f64()
     );
 
+    // The same request with warm instance reuse (manifest `instances.reuse`), alternating
+    // with a fresh-instance request so both see the same machine state.
+    let reusing = publish_reusing(&platform, work.path(), "js-notes").await?;
+    install(&platform, &reusing).await?;
+    let reusing_path = format!("/api/ext/{}/hello", reusing.version.manifest.name);
+    for _ in 0..20 {
+        request(&app, &reusing_path, &t).await?;
+    }
+    let (mut fresh_calls, mut reused_calls) = (Vec::new(), Vec::new());
+    for _ in 0..300 {
+        fresh_calls.push(request(&app, js_path, &t).await?);
+        reused_calls.push(request(&app, &reusing_path, &t).await?);
+    }
+    let (fresh_p50, reused_p50) = (percentile(&mut fresh_calls, 0.5), percentile(&mut reused_calls, 0.5));
+    println!(
+        "  warm request p50, fresh instance   {:>12}   reused instance {:>10}   ratio {:.1}x   (target reused ≤ 0.2 ms: {})",
+        ms(fresh_p50),
+        ms(reused_p50),
+        fresh_p50.as_secs_f64() / reused_p50.as_secs_f64(),
+        verdict(reused_p50, Duration::from_micros(200))
+    );
+
+    keep_resident_section(work.path(), &artifacts).await?;
+
     // WAT hello: warm latency through the router and instantiation alone.
     println!("\n== WAT hello: warm request through the router (in-process, no TCP)");
     for _ in 0..200 {
@@ -437,6 +461,73 @@ async fn js_component_mb(platform: &Platform, p: &Published) -> String {
     format!("{:.1}", bytes as f64 / 1e6)
 }
 
+/// Fresh-instance JS requests with pool slots reset by `madvise` (the default) and with
+/// `KELP_POOL_KEEP_RESIDENT_MB` (dirty pages restored in place), alternating between two
+/// platforms in one process.
+async fn keep_resident_section(work: &Path, artifacts: &Path) -> Result<()> {
+    let mut apps = Vec::new();
+    for keep_mb in ["0", "64"] {
+        let mut env: HashMap<String, String> = HashMap::new();
+        env.insert("KELP_DATA_DIR".into(), work.join(format!("resident-{keep_mb}")).to_string_lossy().into_owned());
+        env.insert("KELP_ARTIFACT_DIR".into(), artifacts.to_string_lossy().into_owned());
+        env.insert("KELP_JWT_HS256_SECRET".into(), TEST_SECRET.into());
+        env.insert("KELP_RATE_BURST".into(), "0".into());
+        env.insert("KELP_POOL_INSTANCES".into(), "16".into());
+        env.insert("KELP_POOL_KEEP_RESIDENT_MB".into(), keep_mb.into());
+        let settings = Settings::from_map(&env)?;
+        let platform = Platform::embedded(&settings)?;
+        let js = kelp_runtime::publish::publish_dir(&platform, &staged_example("js-notes")).await?;
+        install(&platform, &js).await?;
+        apps.push((keep_mb, router(Gateway::new(platform, settings.gateway()))));
+    }
+    let t = token("bench", RW);
+    let path = "/api/ext/com.kelp.examples.js-notes/hello";
+    let mut samples = [Vec::new(), Vec::new()];
+    for round in 0..600 {
+        for (i, (_, app)) in apps.iter().enumerate() {
+            let elapsed = request(app, path, &t).await?;
+            if round >= 50 {
+                samples[i].push(elapsed);
+            }
+        }
+    }
+    let p50: Vec<Duration> = samples.iter_mut().map(|s| percentile(s, 0.5)).collect();
+    println!(
+        "  fresh-instance request p50, slot reset by madvise {:>10}   keeping 64 MiB resident {:>10}   ratio {:.2}x",
+        ms(p50[0]),
+        ms(p50[1]),
+        p50[0].as_secs_f64() / p50[1].as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The example republished under another name with `instances.reuse` on (same component).
+async fn publish_reusing(platform: &std::sync::Arc<Platform>, work: &Path, example: &str) -> Result<Published> {
+    let staged = staged_example(example);
+    let dir = work.join(format!("{example}-reused"));
+    copy_dir(&staged, &dir)?;
+    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)?;
+    let name = format!("{}-reused", manifest["name"].as_str().context("manifest name")?);
+    manifest["name"] = serde_json::json!(name);
+    manifest["instances"] = serde_json::json!({"reuse": true});
+    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&manifest)?)?;
+    kelp_runtime::publish::publish_dir(platform, &dir).await
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
 /// First request on a platform that has the component bytes but no artifact anywhere: the
 /// request itself compiles.
 async fn first_request_compiling(work: &Path, from: &Platform, p: &Published) -> Result<Duration> {
@@ -499,8 +590,9 @@ async fn instantiation(platform: &Platform, p: &Published) -> Result<Duration> {
             secrets: SecretsState::None,
             egress_allow: Vec::new(),
             limits,
+            reuse: None,
         };
-        let (call, v, limits) = platform.runtime().call_state(plan);
+        let (call, v, limits, _) = platform.runtime().call_state(plan);
         samples.push(
             platform.runtime().executor.time_instantiation(&v.component_hash, &v.component_key, call, limits).await?,
         );

@@ -117,6 +117,36 @@ pub struct Manifest {
     /// Kept as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sbom: Option<Value>,
+    /// How instances of the component serve requests (absent: a fresh instance per request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<InstancePolicy>,
+}
+
+/// `instances` of the manifest: the author's opt-in to warm instance reuse. With `reuse`, an
+/// instance serves further requests of the same install (same version, config and secrets),
+/// one at a time, so the guest's global state persists between them — the author declares
+/// that the code is written for that (no per-user data left in globals).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstancePolicy {
+    /// Whether an instance may serve more than one request.
+    pub reuse: bool,
+    /// Requests one instance serves before it is replaced.
+    pub max_requests: u32,
+    /// Seconds an instance lives before it is replaced.
+    pub max_age_seconds: u32,
+}
+
+impl InstancePolicy {
+    /// Requests per instance when the manifest does not say.
+    pub const DEFAULT_MAX_REQUESTS: u32 = 1000;
+    /// Instance lifetime when the manifest does not say.
+    pub const DEFAULT_MAX_AGE_SECONDS: u32 = 300;
+    /// The largest `maxRequests` accepted.
+    pub const MAX_REQUESTS_LIMIT: u32 = 100_000;
+    /// The largest `maxAgeSeconds` accepted: an hour, so a leak in the guest's globals is
+    /// bounded in time as well as in requests.
+    pub const MAX_AGE_LIMIT_SECONDS: u32 = 3600;
 }
 
 /// `ui` of the manifest.
@@ -183,8 +213,20 @@ impl Endpoint {
     }
 }
 
-const ALLOWED_KEYS: &[&str] =
-    &["name", "publisher", "version", "runtime", "capabilities", "ui", "api", "assets", "precompiled", "entry", "sbom"];
+const ALLOWED_KEYS: &[&str] = &[
+    "name",
+    "publisher",
+    "version",
+    "runtime",
+    "capabilities",
+    "ui",
+    "api",
+    "assets",
+    "precompiled",
+    "entry",
+    "sbom",
+    "instances",
+];
 const ENDPOINT_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
 /// Largest `manifest.json` accepted.
@@ -253,6 +295,10 @@ impl Manifest {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(bad("assets must be a list")),
         };
+        let instances = match obj.get("instances") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_instances(v)?),
+        };
         Ok(Self {
             name,
             publisher,
@@ -265,6 +311,7 @@ impl Manifest {
             entry,
             precompiled: obj.get("precompiled").cloned(),
             sbom: obj.get("sbom").cloned(),
+            instances,
         })
     }
 
@@ -288,6 +335,39 @@ impl Manifest {
         match_endpoint(self.endpoints(), method, path)
     }
 }
+
+fn parse_instances(v: &Value) -> Result<InstancePolicy, ManifestError> {
+    let obj = v.as_object().ok_or_else(|| bad("instances must be an object"))?;
+    if let Some(key) = obj.keys().find(|k| !INSTANCE_KEYS.contains(&k.as_str())) {
+        return Err(bad(format!("instances.{key} is not one of {}", INSTANCE_KEYS.join(", "))));
+    }
+    let reuse = match obj.get("reuse") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("instances.reuse must be true or false")),
+    };
+    let bounded = |key: &str, default: u32, max: u32| -> Result<u32, ManifestError> {
+        match obj.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=u64::from(max)).contains(n))
+                .map(|n| n as u32)
+                .ok_or_else(|| bad(format!("instances.{key} must be a whole number from 1 to {max}"))),
+        }
+    };
+    Ok(InstancePolicy {
+        reuse,
+        max_requests: bounded("maxRequests", InstancePolicy::DEFAULT_MAX_REQUESTS, InstancePolicy::MAX_REQUESTS_LIMIT)?,
+        max_age_seconds: bounded(
+            "maxAgeSeconds",
+            InstancePolicy::DEFAULT_MAX_AGE_SECONDS,
+            InstancePolicy::MAX_AGE_LIMIT_SECONDS,
+        )?,
+    })
+}
+
+const INSTANCE_KEYS: &[&str] = &["reuse", "maxRequests", "maxAgeSeconds"];
 
 fn parse_ui(v: &Value) -> Result<UiSpec, ManifestError> {
     let ui: UiSpec = serde_json::from_value(v.clone()).map_err(|e| bad(format!("ui: {e}")))?;
@@ -545,5 +625,35 @@ mod tests {
         assert_eq!(m.match_endpoint("GET", "/items"), EndpointMatch::MethodNotAllowed(vec!["POST".into()]));
         let no_api = manifest(json!({})).unwrap();
         assert_eq!(no_api.match_endpoint("GET", "/"), EndpointMatch::NotFound);
+    }
+
+    #[test]
+    fn instance_reuse_is_an_explicit_bounded_opt_in() {
+        assert_eq!(manifest(json!({})).unwrap().instances, None, "absent: a fresh instance per request");
+        let m = manifest(json!({"instances": {"reuse": true}})).unwrap();
+        assert_eq!(
+            m.instances,
+            Some(InstancePolicy {
+                reuse: true,
+                max_requests: InstancePolicy::DEFAULT_MAX_REQUESTS,
+                max_age_seconds: InstancePolicy::DEFAULT_MAX_AGE_SECONDS
+            })
+        );
+        let m = manifest(json!({"instances": {"reuse": true, "maxRequests": 4, "maxAgeSeconds": 60}})).unwrap();
+        assert_eq!((m.instances.unwrap().max_requests, m.instances.unwrap().max_age_seconds), (4, 60));
+        for (bad_policy, says) in [
+            (json!({"reuse": "yes"}), "instances.reuse"),
+            (json!({"reuse": true, "maxRequests": 0}), "instances.maxRequests"),
+            (json!({"reuse": true, "maxAgeSeconds": 86400}), "from 1 to 3600"),
+            (json!({"reuse": true, "maxRequest": 5}), "instances.maxRequest is not one of"),
+            (json!(true), "instances must be an object"),
+        ] {
+            let err = manifest(json!({ "instances": bad_policy })).unwrap_err();
+            assert!(err.0.contains(says), "{bad_policy}: {}", err.0);
+        }
+        // A stored version record from before the key existed still reads.
+        let old: Manifest =
+            serde_json::from_value(json!({"name": "a.b", "version": "1.0.0", "runtime": "wasm-js@1"})).unwrap();
+        assert_eq!(old.instances, None);
     }
 }

@@ -14,13 +14,12 @@ use crate::cache::ModuleCache;
 use crate::context::ContextCtx;
 use crate::debug::{DebugBus, DebugSink, EventContext};
 use crate::egress::{AllowEntry, EgressClient, EgressCtx};
-use crate::executor::{ExecError, ExecLimits, ExecOutcome, Executor};
+use crate::executor::{ExecError, ExecLimits, ExecOutcome, Executor, Reuse};
 use crate::host::CallState;
 use crate::ids::{ExecIds, UserInfo};
 use crate::install_config::InstallConfigCtx;
 use crate::manifest::{
-    BUSINESS_CAPABILITIES, CAP_HTTP_FETCH, CAP_LOG_EMIT, CAP_SECRETS_GET, CAP_STORAGE_KV, CAP_UI_PROXY,
-    CAP_USER_READ,
+    BUSINESS_CAPABILITIES, CAP_HTTP_FETCH, CAP_LOG_EMIT, CAP_SECRETS_GET, CAP_STORAGE_KV, CAP_UI_PROXY, CAP_USER_READ,
 };
 use crate::secrets::{SecretsCtx, SecretsState};
 use crate::storage::{KvLimits, KvStore, Scope, StorageCtx};
@@ -73,6 +72,8 @@ pub struct Plan {
     pub egress_allow: Vec<AllowEntry>,
     /// Limits.
     pub limits: ExecLimits,
+    /// Warm instance reuse, when the version opts in and the deployment allows it.
+    pub reuse: Option<Reuse>,
 }
 
 impl Runtime {
@@ -96,7 +97,7 @@ impl Runtime {
 
     /// The per-capability contexts of a plan: each capability gets its own state, and whether it
     /// was granted is decided here, once.
-    pub fn call_state(&self, plan: Plan) -> (CallState, Arc<VersionRecord>, ExecLimits) {
+    pub fn call_state(&self, plan: Plan) -> (CallState, Arc<VersionRecord>, ExecLimits, Option<Reuse>) {
         let debug = self.sink(&plan.ids);
         let can = |cap: &str| plan.capabilities.contains(cap);
         let deadline = Instant::now() + plan.limits.timeout;
@@ -145,13 +146,13 @@ impl Runtime {
             },
             debug,
         };
-        (call, plan.version, plan.limits)
+        (call, plan.version, plan.limits, plan.reuse)
     }
 
     /// Run a plan.
     pub async fn execute(&self, plan: Plan, request: ExecuteRequest) -> Result<ExecOutcome, ExecError> {
-        let (call, v, limits) = self.call_state(plan);
-        self.executor.execute(&v.component_hash, &v.component_key, call, request, limits).await
+        let (call, v, limits, reuse) = self.call_state(plan);
+        self.executor.execute(&v.component_hash, &v.component_key, call, request, limits, reuse.as_ref()).await
     }
 
     /// The module cache.

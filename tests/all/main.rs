@@ -19,3 +19,4 @@ mod relay;
 mod runner_api;
 mod storage;
 mod ui;
+mod warm_instances;

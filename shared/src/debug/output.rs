@@ -151,6 +151,23 @@ impl Capture {
         }
     }
 
+    /// Start capturing the next call of a reused instance: its events go to `sink`, within a
+    /// fresh `budget`. The guest's stdout/stderr streams stay the same objects (the guest may
+    /// hold them across calls); only where they publish changes.
+    pub fn restart(&self, sink: DebugSink, budget: usize) {
+        let mut s = self.shared.lock();
+        s.flush_line(0);
+        s.flush_line(1);
+        *s = Shared {
+            sink,
+            budget,
+            used: 0,
+            cut_reported: false,
+            lines: [Vec::new(), Vec::new()],
+            exception: ExceptionReport::default(),
+        };
+    }
+
     /// The guest's stdout.
     pub fn stdout(&self) -> CaptureStream {
         CaptureStream { which: 0, shared: self.shared.clone() }

@@ -45,6 +45,8 @@ pub struct GatewaySettings {
     pub allow_null_origin: bool,
     /// Store an audit row for every execution.
     pub audit_executions: bool,
+    /// Whether extensions that opt in (manifest `instances.reuse`) get warm instances.
+    pub instance_reuse: bool,
     /// Token bucket burst per (tenant, extension); 0 disables rate limiting.
     pub rate_burst: u32,
     /// Token bucket refill per second.

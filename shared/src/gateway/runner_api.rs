@@ -413,6 +413,9 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         secrets,
         egress_allow,
         limits,
+        // The caller sends config and secrets with every call, so Kelp cannot tell which
+        // calls an instance could safely serve: every /v1/execute call gets a fresh one.
+        reuse: None,
     };
     let answer = match runtime.execute(plan, request).await {
         Ok(outcome) => {

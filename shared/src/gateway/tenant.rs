@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,6 +18,7 @@ use crate::auth::{identify_in_extension, Identity, PERM_EXTENSION_READ, PERM_EXT
 use crate::bindings::types::{ContextData, ExecuteRequest, HttpRequest};
 use crate::debug::{DebugSink, EventContext};
 use crate::egress::AllowEntry;
+use crate::executor::Reuse;
 use crate::http::error::ApiError;
 use crate::http::{cors, RequestId};
 use crate::ids::{ExecIds, UserInfo};
@@ -446,6 +447,28 @@ pub(crate) fn effective_capabilities(install: &InstallRecord, version: &VersionR
         .collect()
 }
 
+/// Warm instance reuse for a call of `install`, when its version opts in and the deployment
+/// allows it. The key holds everything an instance may have seen of the install, so any
+/// change to it (version, grants, egress, config, secrets: each bumps the revision) starts
+/// from fresh instances.
+fn reuse_for(gw: &Gateway, install: &InstallRecord, version: &VersionRecord) -> Option<Reuse> {
+    let policy = version.manifest.instances.filter(|p| p.reuse && gw.settings.instance_reuse)?;
+    Some(Reuse {
+        scope: [install.tenant_id.as_str(), &install.install_id].join("\u{0}"),
+        key: [
+            install.tenant_id.as_str(),
+            &install.install_id,
+            &version.id,
+            &install.revision.to_string(),
+            &install.config_version.to_string(),
+            &install.secrets_version.to_string(),
+        ]
+        .join("\u{0}"),
+        max_requests: policy.max_requests,
+        max_age: Duration::from_secs(policy.max_age_seconds.into()),
+    })
+}
+
 async fn plan_for(
     gw: &Gateway,
     install: &InstallRecord,
@@ -498,6 +521,7 @@ async fn plan_for(
         secrets,
         egress_allow,
         limits: gw.settings.exec,
+        reuse: reuse_for(gw, install, &version),
         version,
     })
 }

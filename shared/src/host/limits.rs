@@ -91,8 +91,13 @@ mod tests {
         [true, false]
             .into_iter()
             .map(|pooling| {
-                KelpEngine::new(EngineSettings { pooling, pool_instances: 2, max_memory_bytes, fuel: false })
-                    .expect("engine")
+                KelpEngine::new(EngineSettings {
+                    pooling,
+                    pool_instances: 2,
+                    max_memory_bytes,
+                    ..EngineSettings::default()
+                })
+                .expect("engine")
             })
             .collect()
     }

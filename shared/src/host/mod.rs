@@ -94,6 +94,25 @@ impl HostState {
     }
 }
 
+impl HostState {
+    /// Hand a reused instance's state to its next call: every capability context is the new
+    /// call's (its grants, ids, user, secrets, deadline and budgets), output goes to the new
+    /// call's debug sink within a fresh budget, and a memory-limit hit of an earlier call is
+    /// forgotten. The WASI context and the resource table stay: they belong to the instance
+    /// (the guest holds handles into them), and neither carries anything of a caller.
+    pub fn renew(&mut self, call: CallState, max_output_bytes: usize) {
+        self.output.restart(call.debug, max_output_bytes);
+        self.limiter.hit = false;
+        self.logging = LoggingCtx { granted: call.log_granted, output: self.output.clone() };
+        self.context = call.context;
+        self.config = call.config;
+        self.storage = call.storage;
+        self.secrets = call.secrets;
+        self.http = call.http;
+        self.business = call.business;
+    }
+}
+
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
