@@ -505,27 +505,13 @@ async fn keep_resident_section(work: &Path, artifacts: &Path) -> Result<()> {
 async fn publish_reusing(platform: &std::sync::Arc<Platform>, work: &Path, example: &str) -> Result<Published> {
     let staged = staged_example(example);
     let dir = work.join(format!("{example}-reused"));
-    copy_dir(&staged, &dir)?;
+    kelp_runtime::devtools::copy_tree(&staged, &dir)?;
     let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)?;
     let name = format!("{}-reused", manifest["name"].as_str().context("manifest name")?);
     manifest["name"] = serde_json::json!(name);
     manifest["instances"] = serde_json::json!({"reuse": true});
     std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&manifest)?)?;
     kelp_runtime::publish::publish_dir(platform, &dir).await
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
 }
 
 /// First request on a platform that has the component bytes but no artifact anywhere: the

@@ -377,7 +377,7 @@ impl Settings {
                 pool_instances: parse(env, "KELP_POOL_INSTANCES", default_pool)?,
                 max_memory_bytes: max_memory_mb << 20,
                 fuel: fuel > 0,
-                keep_resident_bytes: parse::<usize>(env, "KELP_POOL_KEEP_RESIDENT_MB", 0)? << 20,
+                keep_resident_bytes: parse::<usize>(env, "KELP_POOL_KEEP_RESIDENT_MB", 64)? << 20,
             },
             cache_max_entries: parse(env, "KELP_CACHE_MAX_ENTRIES", 64)?,
             cache_max_bytes: parse::<usize>(env, "KELP_CACHE_MAX_MB", 1024)? << 20,

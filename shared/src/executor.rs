@@ -256,6 +256,10 @@ impl Executor {
     /// A pool slot, evicting idle warm instances when none is free, waiting at most until
     /// `deadline`.
     async fn acquire_slot(&self, deadline: Instant) -> Result<OwnedSemaphorePermit, ExecError> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        // From here on this call counts as waiting, so finishing calls free their slots.
         let _waiting = Waiting::register(&self.warm.waiting);
         loop {
             if let Ok(permit) = self.slots.clone().try_acquire_owned() {
@@ -353,7 +357,8 @@ impl Executor {
             let runner = match (runner, &loaded) {
                 (Some(runner), _) => runner,
                 (None, Some(loaded)) => loaded.pre.instantiate_async(&mut store).await?,
-                (None, None) => unreachable!("a call without a warm instance loads the component"),
+                // Not reachable: a call without a warm instance loaded the component above.
+                (None, None) => return Err(wasmtime::format_err!("no instance and no component to instantiate")),
             };
             let response = runner.call_handler(&mut store, &request).await?;
             Ok::<_, wasmtime::Error>((runner, response))

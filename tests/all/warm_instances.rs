@@ -6,7 +6,7 @@
 //! The guest (tests/fixtures/warm) counts the requests its instance served in a module-level
 //! variable: only a reused instance answers more than 1.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kelp_runtime::publish::Published;
@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 fn variant(name: &str, version: &str, instances: Option<Value>) -> PathBuf {
     let staged = staged_fixture("warm");
     let dir = fixtures_dir().join("warm-variants").join(format!("{name}-{version}-{}", std::process::id()));
-    copy_dir(&staged, &dir);
+    kelp_runtime::devtools::copy_tree(&staged, &dir).unwrap();
     let mut manifest: Value = serde_json::from_slice(&std::fs::read(staged.join("manifest.json")).unwrap()).unwrap();
     manifest["name"] = json!(name);
     manifest["version"] = json!(version);
@@ -31,19 +31,6 @@ fn variant(name: &str, version: &str, instances: Option<Value>) -> PathBuf {
     }
     std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn reuse(max_requests: u32, max_age_seconds: u32) -> Option<Value> {

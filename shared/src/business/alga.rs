@@ -237,26 +237,15 @@ impl AlgaHostApi {
                 page(&mut filter, input.page, input.page_size)?;
                 json!({ "input": filter })
             }
-            _ => {
-                json!({ "input": { "clientId": payload.get("client_id").and_then(Value::as_str).ok_or_else(|| bad("client_id"))? } })
-            }
+            _ => by_id(&payload, "client_id", "clientId")?,
         };
         let answer = self.read(AlgaService::Clients, caller, op, alga_payload, timeout).await?;
-        let body = Fields::of(&answer.body);
-        if op == "list" {
-            let items = body.array("items").iter().map(client).collect::<Option<Vec<_>>>().ok_or_else(malformed)?;
-            return Ok(to_value(&ClientsListResult {
-                items,
-                total_count: body.u32("totalCount").unwrap_or(0),
-                page: body.u32("page").unwrap_or(1),
-                page_size: body.u32("pageSize").unwrap_or(25),
-            }));
-        }
-        match body.get("item") {
-            Some(Value::Null) => Err(HostApiError::NotFound),
-            Some(item) => Ok(to_value(&client(item).ok_or_else(malformed)?)),
-            None => Err(malformed()),
-        }
+        list_or_item(&answer, op, client, |items, total_count, page, page_size| ClientsListResult {
+            items,
+            total_count,
+            page,
+            page_size,
+        })
     }
 
     async fn services(
@@ -285,26 +274,15 @@ impl AlgaHostApi {
                 page(&mut filter, input.page, input.page_size)?;
                 json!({ "input": filter })
             }
-            _ => {
-                json!({ "input": { "serviceId": payload.get("service_id").and_then(Value::as_str).ok_or_else(|| bad("service_id"))? } })
-            }
+            _ => by_id(&payload, "service_id", "serviceId")?,
         };
         let answer = self.read(AlgaService::Services, caller, op, alga_payload, timeout).await?;
-        let body = Fields::of(&answer.body);
-        if op == "list" {
-            let items = body.array("items").iter().map(service).collect::<Option<Vec<_>>>().ok_or_else(malformed)?;
-            return Ok(to_value(&ServicesListResult {
-                items,
-                total_count: body.u32("totalCount").unwrap_or(0),
-                page: body.u32("page").unwrap_or(1),
-                page_size: body.u32("pageSize").unwrap_or(25),
-            }));
-        }
-        match body.get("item") {
-            Some(Value::Null) => Err(HostApiError::NotFound),
-            Some(item) => Ok(to_value(&service(item).ok_or_else(malformed)?)),
-            None => Err(malformed()),
-        }
+        list_or_item(&answer, op, service, |items, total_count, page, page_size| ServicesListResult {
+            items,
+            total_count,
+            page,
+            page_size,
+        })
     }
 
     /// A clients/services read: the caller's id and type go along (Alga checks them).
@@ -369,6 +347,35 @@ fn status_error(answer: &AlgaAnswer, interface: Interface) -> HostApiError {
 
 fn failed(e: AlgaCallError) -> HostApiError {
     HostApiError::Failed(e.to_string())
+}
+
+/// The `{input: {<alga_field>: id}}` of a clients/services `get`, from the guest's `field`.
+fn by_id(payload: &Value, field: &str, alga_field: &str) -> Result<Value, HostApiError> {
+    let id = payload.get(field).and_then(Value::as_str).ok_or_else(|| bad(field))?;
+    Ok(json!({ "input": { alga_field: id } }))
+}
+
+/// A clients/services answer in the guest's shape: the page of a `list` (made by `page_of`
+/// from the items, total count, page and page size), or the one item of a `get`, where
+/// Alga's `item: null` is not-found.
+fn list_or_item<T: serde::Serialize, L: serde::Serialize>(
+    answer: &AlgaAnswer,
+    op: &str,
+    item: fn(&Value) -> Option<T>,
+    page_of: impl FnOnce(Vec<T>, u32, u32, u32) -> L,
+) -> Result<Value, HostApiError> {
+    let body = Fields::of(&answer.body);
+    if op == "list" {
+        let items = body.array("items").iter().map(item).collect::<Option<Vec<_>>>().ok_or_else(malformed)?;
+        let (total_count, page, page_size) =
+            (body.u32("totalCount").unwrap_or(0), body.u32("page").unwrap_or(1), body.u32("pageSize").unwrap_or(25));
+        return Ok(to_value(&page_of(items, total_count, page, page_size)));
+    }
+    match body.get("item") {
+        Some(Value::Null) => Err(HostApiError::NotFound),
+        Some(found) => Ok(to_value(&item(found).ok_or_else(malformed)?)),
+        None => Err(malformed()),
+    }
 }
 
 fn bad(field: &str) -> HostApiError {

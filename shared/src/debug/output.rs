@@ -71,6 +71,17 @@ const LEVELS: [&str; 2] = ["info", "error"];
 const MAX_LINE: usize = 64 * 1024;
 
 impl Shared {
+    fn fresh(sink: DebugSink, budget: usize) -> Self {
+        Self {
+            sink,
+            budget,
+            used: 0,
+            cut_reported: false,
+            lines: [Vec::new(), Vec::new()],
+            exception: ExceptionReport::default(),
+        }
+    }
+
     fn accept(&mut self, which: usize, bytes: &[u8]) {
         let room = self.budget.saturating_sub(self.used);
         let cut = bytes.len() > room;
@@ -139,16 +150,7 @@ pub struct Capture {
 impl Capture {
     /// A capture publishing to `sink`, accepting at most `budget` bytes in total.
     pub fn new(sink: DebugSink, budget: usize) -> Self {
-        Self {
-            shared: Arc::new(Mutex::new(Shared {
-                sink,
-                budget,
-                used: 0,
-                cut_reported: false,
-                lines: [Vec::new(), Vec::new()],
-                exception: ExceptionReport::default(),
-            })),
-        }
+        Self { shared: Arc::new(Mutex::new(Shared::fresh(sink, budget))) }
     }
 
     /// Start capturing the next call of a reused instance: its events go to `sink`, within a
@@ -158,14 +160,7 @@ impl Capture {
         let mut s = self.shared.lock();
         s.flush_line(0);
         s.flush_line(1);
-        *s = Shared {
-            sink,
-            budget,
-            used: 0,
-            cut_reported: false,
-            lines: [Vec::new(), Vec::new()],
-            exception: ExceptionReport::default(),
-        };
+        *s = Shared::fresh(sink, budget);
     }
 
     /// The guest's stdout.
