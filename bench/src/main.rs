@@ -142,7 +142,7 @@ async fn main() -> Result<()> {
 
     // The same request with warm instance reuse (manifest `instances.reuse`), alternating
     // with a fresh-instance request so both see the same machine state.
-    let reusing = publish_reusing(&platform, work.path(), "js-notes").await?;
+    let reusing = publish_reusing(&platform, "js-notes").await?;
     install(&platform, &reusing).await?;
     let reusing_path = format!("/api/ext/{}/hello", reusing.version.manifest.name);
     for _ in 0..20 {
@@ -502,15 +502,12 @@ async fn keep_resident_section(work: &Path, artifacts: &Path) -> Result<()> {
 }
 
 /// The example republished under another name with `instances.reuse` on (same component).
-async fn publish_reusing(platform: &std::sync::Arc<Platform>, work: &Path, example: &str) -> Result<Published> {
-    let staged = staged_example(example);
-    let dir = work.join(format!("{example}-reused"));
-    kelp_runtime::devtools::copy_tree(&staged, &dir)?;
-    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)?;
-    let name = format!("{}-reused", manifest["name"].as_str().context("manifest name")?);
-    manifest["name"] = serde_json::json!(name);
-    manifest["instances"] = serde_json::json!({"reuse": true});
-    std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&manifest)?)?;
+async fn publish_reusing(platform: &std::sync::Arc<Platform>, example: &str) -> Result<Published> {
+    let dir = kelp_tests::restaged(&staged_example(example), &format!("{example}-reused"), |manifest| {
+        let name = format!("{}-reused", manifest["name"].as_str().unwrap_or(example));
+        manifest["name"] = serde_json::json!(name);
+        manifest["instances"] = serde_json::json!({"reuse": true});
+    });
     kelp_runtime::publish::publish_dir(platform, &dir).await
 }
 

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Where Alga is and how to authenticate to it.
 #[derive(Clone)]
@@ -169,16 +169,19 @@ impl AlgaHost {
         Ok(Self { settings, client })
     }
 
-    /// `POST {base}/api/internal/{service}/install/{install}` with `operation` added to the payload.
+    /// `POST {base}/api/internal/{service}/install/{install}` with `operation` added to the
+    /// payload (a JSON object, as every operation's is).
     pub async fn call(
         &self,
         service: AlgaService,
         install: &str,
         operation: &str,
-        mut payload: Map<String, Value>,
+        mut payload: Value,
         time_left: Duration,
     ) -> Result<AlgaAnswer, AlgaCallError> {
-        payload.insert("operation".into(), Value::String(operation.into()));
+        if let Value::Object(fields) = &mut payload {
+            fields.insert("operation".into(), Value::String(operation.into()));
+        }
         let url = format!(
             "{}/api/internal/{}/install/{}",
             self.settings.base_url,
@@ -190,7 +193,7 @@ impl AlgaHost {
             .post(url)
             .header("content-type", "application/json")
             .header("x-runner-auth", &self.settings.runner_auth)
-            .body(serde_json::to_vec(&Value::Object(payload)).expect("serialising JSON"));
+            .body(serde_json::to_vec(&payload).expect("serialising JSON"));
         let (status, bytes) = self.send(request, self.settings.timeout.min(time_left)).await?;
         let body = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Null

@@ -17,20 +17,16 @@ use serde_json::{json, Value};
 /// The warm fixture staged under another name/version and `instances` policy (the component
 /// is the same, so it compiles once).
 fn variant(name: &str, version: &str, instances: Option<Value>) -> PathBuf {
-    let staged = staged_fixture("warm");
-    let dir = fixtures_dir().join("warm-variants").join(format!("{name}-{version}-{}", std::process::id()));
-    kelp_runtime::devtools::copy_tree(&staged, &dir).unwrap();
-    let mut manifest: Value = serde_json::from_slice(&std::fs::read(staged.join("manifest.json")).unwrap()).unwrap();
-    manifest["name"] = json!(name);
-    manifest["version"] = json!(version);
-    match instances {
-        Some(policy) => manifest["instances"] = policy,
-        None => {
-            manifest.as_object_mut().unwrap().remove("instances");
+    restaged(&staged_fixture("warm"), &format!("{name}-{version}-{}", std::process::id()), |manifest| {
+        manifest["name"] = json!(name);
+        manifest["version"] = json!(version);
+        match instances {
+            Some(policy) => manifest["instances"] = policy,
+            None => {
+                manifest.as_object_mut().unwrap().remove("instances");
+            }
         }
-    }
-    std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
-    dir
+    })
 }
 
 fn reuse(max_requests: u32, max_age_seconds: u32) -> Option<Value> {

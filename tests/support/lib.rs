@@ -96,6 +96,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// A staged guest copied to `restaged/<as_name>` with `edit` applied to its manifest: the same
+/// component under another name, version or policy, so it compiles once.
+pub fn restaged(staged: &Path, as_name: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let dir = fixtures_dir().join("restaged").join(as_name);
+    devtools::copy_tree(staged, &dir).unwrap_or_else(|e| panic!("copying {}: {e:#}", staged.display()));
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    edit(&mut manifest);
+    write_atomic(&dir.join("manifest.json"), &serde_json::to_vec_pretty(&manifest).unwrap());
+    dir
+}
+
 /// Stage a test guest from `tests/fixtures/<name>` (index.js built for the plain Alga world
 /// plus its manifest and optional ui/).
 pub fn staged_fixture(name: &str) -> PathBuf {

@@ -40,7 +40,6 @@ impl AlgaHostApi {
         payload: Value,
         timeout: Duration,
     ) -> Result<AlgaAnswer, HostApiError> {
-        let Value::Object(payload) = payload else { unreachable!("payloads are objects") };
         self.host.call(service, &caller.ids.install_id, operation, payload, timeout).await.map_err(failed)
     }
 

@@ -30,7 +30,6 @@ impl AlgaKv {
     }
 
     async fn call(&self, scope: &Scope, operation: &str, payload: Value) -> Result<AlgaAnswer, KvError> {
-        let Value::Object(payload) = payload else { unreachable!("payloads are objects") };
         let answer =
             self.host.call(AlgaService::Storage, &scope.install_id, operation, payload, self.timeout).await.map_err(
                 |e| match e {
