@@ -18,6 +18,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -66,6 +67,27 @@ pub struct CacheStats {
     pub compiles: AtomicU64,
     /// Artifacts found corrupt, truncated or incompatible (and replaced).
     pub corrupt_artifacts: AtomicU64,
+    /// Where the last load from the local artifact dir spent its time.
+    pub last_disk_load: DiskLoadTimes,
+}
+
+/// The stages of a load from the local artifact dir, in microseconds: the module cache's
+/// share of a cold start (each load also logs them).
+#[derive(Debug, Default, Serialize)]
+pub struct DiskLoadTimes {
+    /// Verifying the artifact against its checksum.
+    pub checksum_us: AtomicU64,
+    /// `Component::deserialize_file` (mapping the artifact, reading its metadata).
+    pub deserialize_us: AtomicU64,
+    /// Linking: resolving the imports into an `InstancePre`.
+    pub link_us: AtomicU64,
+}
+
+/// A local artifact that passed its checksum and deserialized, with the time each took.
+struct LocalArtifact {
+    component: Component,
+    checksum: Duration,
+    deserialize: Duration,
 }
 
 /// Cache bounds.
@@ -180,14 +202,28 @@ impl ModuleCache {
 
     async fn load_cold(&self, hash: &str, component_key: &str) -> Result<(Arc<LoadedComponent>, Tier), CacheError> {
         let path = self.local_path(hash);
-        if let Some(component) = self.load_local(&path).await {
+        if let Some(local) = self.load_local(&path).await {
             self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok((self.prepare(component, file_len(&path))?, Tier::Disk));
+            let linking = Instant::now();
+            let loaded = self.prepare(local.component, file_len(&path))?;
+            let link = linking.elapsed();
+            let times = &self.stats.last_disk_load;
+            times.checksum_us.store(local.checksum.as_micros() as u64, Ordering::Relaxed);
+            times.deserialize_us.store(local.deserialize.as_micros() as u64, Ordering::Relaxed);
+            times.link_us.store(link.as_micros() as u64, Ordering::Relaxed);
+            tracing::info!(
+                component = hash,
+                checksum_ms = local.checksum.as_secs_f64() * 1e3,
+                deserialize_ms = local.deserialize.as_secs_f64() * 1e3,
+                link_ms = link.as_secs_f64() * 1e3,
+                "component loaded from the local artifact dir"
+            );
+            return Ok((loaded, Tier::Disk));
         }
         if let Some(artifact) = self.fetch_blob_artifact(hash).await? {
             let len = artifact.len();
             write_local(&path, artifact).await?;
-            if let Some(component) = self.load_local(&path).await {
+            if let Some(LocalArtifact { component, .. }) = self.load_local(&path).await {
                 self.stats.blob_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok((self.prepare(component, len)?, Tier::Blob));
             }
@@ -208,11 +244,11 @@ impl ModuleCache {
         // Not written back to the blob store: only publish (the control plane) writes shared
         // artifacts and records their digests, so a request path never vouches for native code.
         write_local(&path, artifact).await?;
-        let component = self
+        let local = self
             .load_local(&path)
             .await
             .ok_or_else(|| CacheError::Invalid("freshly compiled artifact failed to load".into()))?;
-        Ok((self.prepare(component, len)?, Tier::Compiled))
+        Ok((self.prepare(local.component, len)?, Tier::Compiled))
     }
 
     /// Compile component bytes to a serialized artifact (on the blocking pool).
@@ -233,7 +269,7 @@ impl ModuleCache {
         // Republishing (or `kelp up` restarting) reuses a good local artifact of the same
         // component bytes instead of compiling again; it still gets linked and uploaded.
         let (component, artifact, compiled) = match self.load_local(&path).await {
-            Some(component) => {
+            Some(LocalArtifact { component, .. }) => {
                 (component, tokio::fs::read(&path).await.map_err(|e| CacheError::Invalid(e.to_string()))?, false)
             }
             None => {
@@ -308,19 +344,36 @@ impl ModuleCache {
 
     /// Load a local artifact; any failure (missing, checksum, truncated, incompatible) is a
     /// miss, and a bad file is removed so it is rebuilt.
-    async fn load_local(&self, path: &Path) -> Option<Component> {
+    async fn load_local(&self, path: &Path) -> Option<LocalArtifact> {
         let engine = self.engine.engine.clone();
         let file = path.to_path_buf();
-        let outcome = tokio::task::spawn_blocking(move || -> Result<Option<Component>, String> {
+        let outcome = tokio::task::spawn_blocking(move || -> Result<Option<LocalArtifact>, String> {
             if !file.exists() {
                 return Ok(None);
             }
-            verify_checksum(&file)?;
-            // SAFETY: the artifact dir is written only by Kelp (temp file + rename), every file
-            // has just passed its checksum, and blob artifacts were checked against the sha256
-            // the registry recorded at publish before being written here. wasmtime itself rejects artifacts
-            // of another engine configuration.
-            unsafe { Component::deserialize_file(&engine, &file) }.map(Some).map_err(werr)
+            // The checksum (a pass over the whole mapped file) runs on its own thread while
+            // this one deserializes: a cold start pays the longer of the two, not their sum.
+            // Nothing of the artifact runs before the checksum has passed: the component is
+            // only returned (to be linked and instantiated) after the join below.
+            let (verified, deserialized) = std::thread::scope(|scope| {
+                let checking = scope.spawn(|| {
+                    let started = Instant::now();
+                    verify_checksum(&file).map(|()| started.elapsed())
+                });
+                let started = Instant::now();
+                // SAFETY: the artifact dir is written only by Kelp (temp file + rename), and
+                // blob artifacts were checked against the sha256 the registry recorded at
+                // publish before being written here; wasmtime itself rejects artifacts of
+                // another engine configuration. A file that fails its checksum is dropped
+                // below without any of its code having run.
+                let component = unsafe { Component::deserialize_file(&engine, &file) };
+                let deserialized = component.map(|c| (c, started.elapsed()));
+                let verified = checking.join().unwrap_or_else(|_| Err("checksum thread panicked".into()));
+                (verified, deserialized)
+            });
+            let checksum = verified?;
+            let (component, deserialize) = deserialized.map_err(werr)?;
+            Ok(Some(LocalArtifact { component, checksum, deserialize }))
         })
         .await;
         match outcome {
@@ -385,8 +438,9 @@ fn verify_checksum(path: &Path) -> Result<(), String> {
     let expected = std::fs::read_to_string(checksum_path(path)).map_err(|e| format!("no checksum: {e}"))?;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     // SAFETY: artifact files are never modified in place (writers rename a new file over
-    // them), so the mapping cannot change under us.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string())?;
+    // them), so the mapping cannot change under us. Populated: the whole file is read, and
+    // mapping it in one call is cheaper than a page fault per 64 KiB.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|e| e.to_string())?;
     let actual = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&map));
     if actual == expected.trim() {
         Ok(())

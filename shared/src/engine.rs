@@ -101,6 +101,11 @@ fn base_config(settings: &EngineSettings, pool: Option<PoolingAllocationConfig>)
     config.epoch_interruption(true);
     config.consume_fuel(settings.fuel);
     config.memory_init_cow(true);
+    // No .eh_frame for guest code: wasmtime captures wasm backtraces without it, and leaving it
+    // out makes each artifact smaller (less to checksum and map at a cold start) and skips
+    // registering unwind tables at every load. Native profilers still walk wasm frames by
+    // their frame pointers.
+    config.native_unwind_info(false);
     if let Some(pool) = pool {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
