@@ -26,7 +26,7 @@ pub async fn lambda_section() -> Result<()> {
     for _ in 0..COLD_STARTS {
         let emulator = Emulator::start().await;
         let spawned = Instant::now();
-        let _gateway = spawn_function(&binary, &emulator, "kelp-gateway", &kelp.function_env(&[]));
+        let _gateway = spawn_function(&binary, &emulator, "kelp-gateway", &kelp.function_env(&[("RUST_LOG", "error")]));
         inits.push(emulator.wait_ready(spawned).await);
         let started = Instant::now();
         let answer = emulator.call(fixture("gateway/js-notes-hello.json")).await.json();
