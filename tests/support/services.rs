@@ -80,21 +80,27 @@ fn spawn_watched(program: &Path, args: &[String]) -> Child {
 
 /// The moto venv, created once (pip install into the fixture dir).
 pub fn moto_venv() -> PathBuf {
-    let venv = fixtures_dir().join("venv");
-    let server = venv.join("bin/moto_server");
-    if server.is_file() {
+    pip_venv("venv", MOTO, |venv| venv.join("bin/moto_server").is_file())
+}
+
+/// A Python venv `name` under the fixture dir with `requirement` pip-installed, created once:
+/// concurrent test processes (and kelp-bench) wait for the first. `installed` tells whether a
+/// venv there is complete.
+pub fn pip_venv(name: &str, requirement: &str, installed: impl Fn(&Path) -> bool) -> PathBuf {
+    let venv = fixtures_dir().join(name);
+    if installed(&venv) {
         return venv;
     }
-    let _guard = lock(&fixtures_dir().join("venv.lock"));
-    if !server.is_file() {
+    let _guard = lock(&fixtures_dir().join(format!("{name}.lock")));
+    if !installed(&venv) {
         let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().map(|s| s.success()).unwrap_or(false);
-        assert!(ok, "python3 -m venv failed (python3 with venv is needed for moto)");
+        assert!(ok, "python3 -m venv failed (python3 with venv is needed for {requirement})");
         let ok = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", MOTO])
+            .args(["install", "--quiet", "--disable-pip-version-check", requirement])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok, "pip install {MOTO} failed");
+        assert!(ok, "pip install {requirement} failed");
     }
     venv
 }
@@ -182,7 +188,8 @@ impl OwnRedis {
     }
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+/// `program` on the PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
 }
 
