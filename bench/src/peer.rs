@@ -77,6 +77,7 @@ pub async fn peer_section(work: &Path) -> Result<()> {
     let reusing = kelp_runtime::publish::publish_dir(&platform, &reusing_dir).await?;
     crate::install(&platform, &fresh).await?;
     crate::install(&platform, &reusing).await?;
+    let in_process = reused_in_process(&platform, &settings).await?;
     drop(platform);
 
     let kelp = spawn_kelp(&data, &artifacts)?;
@@ -101,9 +102,19 @@ pub async fn peer_section(work: &Path) -> Result<()> {
             authorization: None,
             runs: Vec::new(),
         },
+        // No guest, no gateway checks: what one loopback HTTP round trip through Kelp's server
+        // costs on this machine, measured with the others. No request can be cheaper.
+        Side {
+            label: "floor: Kelp's /healthz (no guest)",
+            url: format!("{}/healthz", kelp.base),
+            authorization: None,
+            runs: Vec::new(),
+        },
     ];
-    for side in &sides {
+    for side in &sides[..3] {
         same_answer(side).await?;
+    }
+    for side in &sides {
         wrk_run(&wrk, side, 8, WARMUP_SECONDS)?;
     }
     // Alternating runs, so every side sees the same machine state.
@@ -135,7 +146,35 @@ pub async fn peer_section(work: &Path) -> Result<()> {
         "  (targets: fresh ≥ 1.0x and reuse ≥ 5x the peer; {} runs of {RUN_SECONDS} s per line, alternating; req/s is their mean)",
         sides[0].runs.len() / 2
     );
+    // At c=1 one request at a time: a reused request costs the floor's round trip plus what
+    // the same request costs through the router in-process (gateway checks and handler call).
+    let floor_p50 = median(runs_at(&sides[3], 1).iter().map(|l| l.p50));
+    let budget = floor_p50 + in_process;
+    println!(
+        "  c=1 reuse, where the time goes: loopback round trip {:.0} µs (floor p50) + reused request in-process {:.0} µs = {:.0} µs, i.e. ≤ {:.0} req/s ({:.2}x the peer)",
+        floor_p50.as_secs_f64() * 1e6,
+        in_process.as_secs_f64() * 1e6,
+        budget.as_secs_f64() * 1e6,
+        1.0 / budget.as_secs_f64(),
+        1.0 / (budget.as_secs_f64() * mean_rate(&runs_at(&sides[2], 1)))
+    );
     Ok(())
+}
+
+/// p50 of the reused tea request through the gateway's router in-process (no TCP): the gateway
+/// checks and the handler call on a warm instance.
+async fn reused_in_process(platform: &std::sync::Arc<kelp_runtime::Platform>, settings: &kelp_runtime::Settings) -> Result<Duration> {
+    let app = kelp_runtime::gateway::router(kelp_runtime::gateway::Gateway::new(platform.clone(), settings.gateway()));
+    let t = token("bench", RW);
+    let path = "/api/ext/bench.tea-reused/tea";
+    for _ in 0..200 {
+        crate::request_answering(&app, path, &t, 418).await?;
+    }
+    let mut samples = Vec::new();
+    for _ in 0..2000 {
+        samples.push(crate::request_answering(&app, path, &t, 418).await?);
+    }
+    Ok(crate::percentile(&mut samples, 0.5))
 }
 
 /// Child mode: serve every Kelp router on `127.0.0.1:<port>` over an existing data dir, as
@@ -249,6 +288,13 @@ fn runs_at(side: &Side, connections: u32) -> Vec<Load> {
 /// Mean requests per second of some runs.
 fn mean_rate(runs: &[Load]) -> f64 {
     runs.iter().map(|l| l.requests_per_second).sum::<f64>() / runs.len().max(1) as f64
+}
+
+/// The median of some durations.
+fn median(values: impl Iterator<Item = Duration>) -> Duration {
+    let mut v: Vec<Duration> = values.collect();
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 /// `low–high` of some durations in ms.
