@@ -163,7 +163,10 @@ pub async fn peer_section(work: &Path) -> Result<()> {
 
 /// p50 of the reused tea request through the gateway's router in-process (no TCP): the gateway
 /// checks and the handler call on a warm instance.
-async fn reused_in_process(platform: &std::sync::Arc<kelp_runtime::Platform>, settings: &kelp_runtime::Settings) -> Result<Duration> {
+async fn reused_in_process(
+    platform: &std::sync::Arc<kelp_runtime::Platform>,
+    settings: &kelp_runtime::Settings,
+) -> Result<Duration> {
     let app = kelp_runtime::gateway::router(kelp_runtime::gateway::Gateway::new(platform.clone(), settings.gateway()));
     let t = token("bench", RW);
     let path = "/api/ext/bench.tea-reused/tea";

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,11 +83,21 @@ pub struct DiskLoadTimes {
     pub link_us: AtomicU64,
 }
 
-/// A local artifact that passed its checksum and deserialized, with the time each took.
+/// A local artifact that passed its checksum and deserialized, linked (or why it could not
+/// be), with the time each stage took.
 struct LocalArtifact {
-    component: Component,
+    linked: Result<RunnerPre<HostState>, String>,
     checksum: Duration,
     deserialize: Duration,
+    link: Duration,
+}
+
+impl LocalArtifact {
+    /// The ready component (`size` bytes of artifact), or why it does not link.
+    fn ready(self, size: usize) -> Result<Arc<LoadedComponent>, CacheError> {
+        let pre = self.linked.map_err(CacheError::Invalid)?;
+        Ok(Arc::new(LoadedComponent { pre, size }))
+    }
 }
 
 /// Cache bounds.
@@ -126,7 +136,7 @@ struct Memory {
 /// The module cache.
 pub struct ModuleCache {
     engine: KelpEngine,
-    linker: Linker<HostState>,
+    linker: Arc<Linker<HostState>>,
     blobs: Arc<dyn BlobStore>,
     registry: Arc<dyn Registry>,
     settings: CacheSettings,
@@ -152,7 +162,7 @@ impl ModuleCache {
     ) -> Self {
         Self {
             engine,
-            linker,
+            linker: Arc::new(linker),
             blobs,
             registry,
             memory: Mutex::new(Memory {
@@ -204,17 +214,16 @@ impl ModuleCache {
         let path = self.local_path(hash);
         if let Some(local) = self.load_local(&path).await {
             self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
-            let linking = Instant::now();
-            let loaded = self.prepare(local.component, file_len(&path))?;
-            let link = linking.elapsed();
+            let (checksum, deserialize, link) = (local.checksum, local.deserialize, local.link);
+            let loaded = local.ready(file_len(&path))?;
             let times = &self.stats.last_disk_load;
-            times.checksum_us.store(local.checksum.as_micros() as u64, Ordering::Relaxed);
-            times.deserialize_us.store(local.deserialize.as_micros() as u64, Ordering::Relaxed);
+            times.checksum_us.store(checksum.as_micros() as u64, Ordering::Relaxed);
+            times.deserialize_us.store(deserialize.as_micros() as u64, Ordering::Relaxed);
             times.link_us.store(link.as_micros() as u64, Ordering::Relaxed);
             tracing::info!(
                 component = hash,
-                checksum_ms = local.checksum.as_secs_f64() * 1e3,
-                deserialize_ms = local.deserialize.as_secs_f64() * 1e3,
+                checksum_ms = checksum.as_secs_f64() * 1e3,
+                deserialize_ms = deserialize.as_secs_f64() * 1e3,
                 link_ms = link.as_secs_f64() * 1e3,
                 "component loaded from the local artifact dir"
             );
@@ -223,9 +232,9 @@ impl ModuleCache {
         if let Some(artifact) = self.fetch_blob_artifact(hash).await? {
             let len = artifact.len();
             write_local(&path, artifact).await?;
-            if let Some(LocalArtifact { component, .. }) = self.load_local(&path).await {
+            if let Some(local) = self.load_local(&path).await {
                 self.stats.blob_hits.fetch_add(1, Ordering::Relaxed);
-                return Ok((self.prepare(component, len)?, Tier::Blob));
+                return Ok((local.ready(len)?, Tier::Blob));
             }
         }
         let bytes = self
@@ -248,7 +257,7 @@ impl ModuleCache {
             .load_local(&path)
             .await
             .ok_or_else(|| CacheError::Invalid("freshly compiled artifact failed to load".into()))?;
-        Ok((self.prepare(local.component, len)?, Tier::Compiled))
+        Ok((local.ready(len)?, Tier::Compiled))
     }
 
     /// Compile component bytes to a serialized artifact (on the blocking pool).
@@ -268,9 +277,10 @@ impl ModuleCache {
         let path = self.local_path(component_hash);
         // Republishing (or `kelp up` restarting) reuses a good local artifact of the same
         // component bytes instead of compiling again; it still gets linked and uploaded.
-        let (component, artifact, compiled) = match self.load_local(&path).await {
-            Some(LocalArtifact { component, .. }) => {
-                (component, tokio::fs::read(&path).await.map_err(|e| CacheError::Invalid(e.to_string()))?, false)
+        let (artifact, compiled) = match self.load_local(&path).await {
+            Some(local) => {
+                local.ready(0)?;
+                (tokio::fs::read(&path).await.map_err(|e| CacheError::Invalid(e.to_string()))?, false)
             }
             None => {
                 let artifact = self.compile(bytes).await?;
@@ -278,10 +288,10 @@ impl ModuleCache {
                 // SAFETY: the artifact was produced a moment ago by this very engine.
                 let component = unsafe { Component::deserialize(&self.engine.engine, &artifact) }
                     .map_err(|e| CacheError::Invalid(werr(e)))?;
-                (component, artifact, true)
+                self.prepare(component, artifact.len())?;
+                (artifact, true)
             }
         };
-        self.prepare(component, artifact.len())?;
         self.store_blob_artifact(component_hash, &artifact).await?;
         if compiled {
             write_local(&path, artifact).await?;
@@ -343,22 +353,28 @@ impl ModuleCache {
     }
 
     /// Load a local artifact; any failure (missing, checksum, truncated, incompatible) is a
-    /// miss, and a bad file is removed so it is rebuilt.
+    /// miss, and a bad file is removed so it is rebuilt. A component that deserializes but does
+    /// not link is not a bad file: its link error is returned with it.
     async fn load_local(&self, path: &Path) -> Option<LocalArtifact> {
         let engine = self.engine.engine.clone();
+        let linker = self.linker.clone();
         let file = path.to_path_buf();
         let outcome = tokio::task::spawn_blocking(move || -> Result<Option<LocalArtifact>, String> {
             if !file.exists() {
                 return Ok(None);
             }
             // The checksum (a pass over the whole mapped file) runs on its own thread while
-            // this one deserializes: a cold start pays the longer of the two, not their sum.
-            // Nothing of the artifact runs before the checksum has passed: the component is
-            // only returned (to be linked and instantiated) after the join below.
-            let (verified, deserialized) = std::thread::scope(|scope| {
+            // this one deserializes, links and faults in code pages: a cold start pays the
+            // longer of the two, not their sum. Nothing of the artifact runs before the
+            // checksum has passed: linking only reads the component's type metadata, and the
+            // component is returned (to be instantiated) only after the join below.
+            let checked = AtomicBool::new(false);
+            let (verified, loaded) = std::thread::scope(|scope| {
                 let checking = scope.spawn(|| {
                     let started = Instant::now();
-                    verify_checksum(&file).map(|()| started.elapsed())
+                    let verified = verify_checksum(&file).map(|()| started.elapsed());
+                    checked.store(true, Ordering::Release);
+                    verified
                 });
                 let started = Instant::now();
                 // SAFETY: the artifact dir is written only by Kelp (temp file + rename), and
@@ -366,14 +382,20 @@ impl ModuleCache {
                 // publish before being written here; wasmtime itself rejects artifacts of
                 // another engine configuration. A file that fails its checksum is dropped
                 // below without any of its code having run.
-                let component = unsafe { Component::deserialize_file(&engine, &file) };
-                let deserialized = component.map(|c| (c, started.elapsed()));
+                let loaded = unsafe { Component::deserialize_file(&engine, &file) }.map(|component| {
+                    let deserialize = started.elapsed();
+                    let started = Instant::now();
+                    let linked = link(&linker, &component);
+                    let link = started.elapsed();
+                    fault_in_until(component.text(), &checked);
+                    (linked, deserialize, link)
+                });
                 let verified = checking.join().unwrap_or_else(|_| Err("checksum thread panicked".into()));
-                (verified, deserialized)
+                (verified, loaded)
             });
             let checksum = verified?;
-            let (component, deserialize) = deserialized.map_err(werr)?;
-            Ok(Some(LocalArtifact { component, checksum, deserialize }))
+            let (linked, deserialize, link) = loaded.map_err(werr)?;
+            Ok(Some(LocalArtifact { linked, checksum, deserialize, link }))
         })
         .await;
         match outcome {
@@ -393,8 +415,7 @@ impl ModuleCache {
     }
 
     fn prepare(&self, component: Component, size: usize) -> Result<Arc<LoadedComponent>, CacheError> {
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| CacheError::Invalid(werr(e)))?;
-        let pre = RunnerPre::new(pre).map_err(|e| CacheError::Invalid(werr(e)))?;
+        let pre = link(&self.linker, &component).map_err(CacheError::Invalid)?;
         Ok(Arc::new(LoadedComponent { pre, size }))
     }
 
@@ -421,6 +442,25 @@ impl ModuleCache {
     /// Path of the local artifact of a component (tests corrupt it on purpose).
     pub fn local_artifact_path(&self, component_hash: &str) -> PathBuf {
         self.local_path(component_hash)
+    }
+}
+
+/// Resolve a component's imports against the linker: its `InstancePre`.
+fn link(linker: &Linker<HostState>, component: &Component) -> Result<RunnerPre<HostState>, String> {
+    let pre = linker.instantiate_pre(component).map_err(werr)?;
+    RunnerPre::new(pre).map_err(werr)
+}
+
+/// Read one byte of every 64 KiB of `code` (the kernel maps the 16 pages around each fault at
+/// once) until `done` is set: the first call then finds its code mapped instead of faulting
+/// it in page by page. Run while the checksum thread works, so it costs the cold start
+/// nothing; reading code executes none of it.
+fn fault_in_until(code: &[u8], done: &AtomicBool) {
+    for chunk in code.chunks(64 << 10) {
+        if done.load(Ordering::Acquire) {
+            return;
+        }
+        std::hint::black_box(chunk[0]);
     }
 }
 
