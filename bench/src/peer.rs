@@ -149,7 +149,7 @@ pub async fn peer_section(work: &Path) -> Result<()> {
     // At c=1 one request at a time: a reused request costs about the floor's round trip plus
     // what the same request costs through the router in-process (gateway checks and handler
     // call). 5x the peer needs the sum within 1 / (5 x the peer's rate).
-    let floor_p50 = median(runs_at(&sides[3], 1).iter().map(|l| l.p50));
+    let floor_p50 = crate::percentile(&mut runs_at(&sides[3], 1).iter().map(|l| l.p50).collect::<Vec<_>>(), 0.5);
     let sum = floor_p50 + in_process;
     println!(
         "  c=1 reuse, where the time goes: loopback round trip {:.0} µs (floor p50) + reused request in-process {:.0} µs = {:.0} µs (≈ {:.2}x the peer); 5x the peer needs ≤ {:.0} µs",
@@ -292,13 +292,6 @@ fn runs_at(side: &Side, connections: u32) -> Vec<Load> {
 /// Mean requests per second of some runs.
 fn mean_rate(runs: &[Load]) -> f64 {
     runs.iter().map(|l| l.requests_per_second).sum::<f64>() / runs.len().max(1) as f64
-}
-
-/// The median of some durations.
-fn median(values: impl Iterator<Item = Duration>) -> Duration {
-    let mut v: Vec<Duration> = values.collect();
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 /// `low–high` of some durations in ms.
