@@ -279,7 +279,7 @@ impl ModuleCache {
         // component bytes instead of compiling again; it still gets linked and uploaded.
         let (artifact, compiled) = match self.load_local(&path).await {
             Some(local) => {
-                local.ready(0)?;
+                local.linked.map_err(CacheError::Invalid)?;
                 (tokio::fs::read(&path).await.map_err(|e| CacheError::Invalid(e.to_string()))?, false)
             }
             None => {
@@ -288,7 +288,7 @@ impl ModuleCache {
                 // SAFETY: the artifact was produced a moment ago by this very engine.
                 let component = unsafe { Component::deserialize(&self.engine.engine, &artifact) }
                     .map_err(|e| CacheError::Invalid(werr(e)))?;
-                self.prepare(component, artifact.len())?;
+                link(&self.linker, &component).map_err(CacheError::Invalid)?;
                 (artifact, true)
             }
         };
@@ -412,11 +412,6 @@ impl ModuleCache {
                 None
             }
         }
-    }
-
-    fn prepare(&self, component: Component, size: usize) -> Result<Arc<LoadedComponent>, CacheError> {
-        let pre = link(&self.linker, &component).map_err(CacheError::Invalid)?;
-        Ok(Arc::new(LoadedComponent { pre, size }))
     }
 
     fn remember(&self, hash: &str, loaded: Arc<LoadedComponent>) {
