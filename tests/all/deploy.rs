@@ -1,5 +1,6 @@
 //! The SAM template: cfn-lint and `sam validate --lint` pass (both from PyPI, in a venv),
-//! and every setting the runtime reads is configurable in it.
+//! and every setting the runtime reads is configurable in it. (`sam build` of the gateway:
+//! functions/gateway/tests/sam_build.rs.)
 
 use std::process::Command;
 
@@ -21,33 +22,9 @@ const NOT_DEPLOYED: &[(&str, &str)] = &[
     ("KELP_LOG_FORMAT", "set in Globals"),
 ];
 
-fn sam_venv() -> std::path::PathBuf {
-    let venv = fixtures_dir().join("venv-sam");
-    if venv.join("bin/cfn-lint").is_file() && venv.join("bin/sam").is_file() {
-        return venv;
-    }
-    let lock = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(fixtures_dir().join("venv-sam.lock"))
-        .unwrap();
-    lock.lock().unwrap();
-    if !(venv.join("bin/cfn-lint").is_file() && venv.join("bin/sam").is_file()) {
-        assert!(Command::new("python3").args(["-m", "venv"]).arg(&venv).status().unwrap().success());
-        let ok = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", "aws-sam-cli==1.170.0", "cfn-lint==1.58.0"])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "pip install aws-sam-cli cfn-lint failed");
-    }
-    venv
-}
-
 #[test]
 fn the_template_passes_cfn_lint_and_sam_validate() {
-    let venv = sam_venv();
+    let venv = services::sam_venv();
     let root = repo_root();
     let lint = Command::new(venv.join("bin/cfn-lint")).arg("template.yaml").current_dir(&root).output().unwrap();
     assert!(

@@ -80,13 +80,22 @@ fn spawn_watched(program: &Path, args: &[String]) -> Child {
 
 /// The moto venv, created once (pip install into the fixture dir).
 pub fn moto_venv() -> PathBuf {
-    pip_venv("venv", MOTO, |venv| venv.join("bin/moto_server").is_file())
+    pip_venv("venv", &[MOTO], |venv| venv.join("bin/moto_server").is_file())
 }
 
-/// A Python venv `name` under the fixture dir with `requirement` pip-installed, created once:
+/// The SAM venv: the AWS SAM CLI and cfn-lint (tests/all/deploy.rs lints the template), and
+/// cargo-lambda, which `sam build` runs for the template's `rust-cargolambda` functions (its
+/// wheel brings Zig, its linker).
+pub fn sam_venv() -> PathBuf {
+    pip_venv("venv-sam", &["aws-sam-cli==1.170.0", "cfn-lint==1.58.0", "cargo-lambda==1.9.2"], |venv| {
+        ["sam", "cfn-lint", "cargo-lambda"].iter().all(|bin| venv.join("bin").join(bin).is_file())
+    })
+}
+
+/// A Python venv `name` under the fixture dir with `requirements` pip-installed, created once:
 /// concurrent test processes (and kelp-bench) wait for the first. `installed` tells whether a
 /// venv there is complete.
-pub fn pip_venv(name: &str, requirement: &str, installed: impl Fn(&Path) -> bool) -> PathBuf {
+pub fn pip_venv(name: &str, requirements: &[&str], installed: impl Fn(&Path) -> bool) -> PathBuf {
     let venv = fixtures_dir().join(name);
     if installed(&venv) {
         return venv;
@@ -94,13 +103,14 @@ pub fn pip_venv(name: &str, requirement: &str, installed: impl Fn(&Path) -> bool
     let _guard = lock(&fixtures_dir().join(format!("{name}.lock")));
     if !installed(&venv) {
         let ok = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().map(|s| s.success()).unwrap_or(false);
-        assert!(ok, "python3 -m venv failed (python3 with venv is needed for {requirement})");
+        assert!(ok, "python3 -m venv failed (python3 with venv is needed for {})", requirements.join(" "));
         let ok = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check", requirement])
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(requirements)
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok, "pip install {requirement} failed");
+        assert!(ok, "pip install {} failed", requirements.join(" "));
     }
     venv
 }
