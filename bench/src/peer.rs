@@ -151,13 +151,14 @@ pub async fn peer_section(work: &Path) -> Result<()> {
     // call). 5x the peer needs the sum within 1 / (5 x the peer's rate).
     let floor_p50 = crate::percentile(&mut runs_at(&sides[3], 1).iter().map(|l| l.p50).collect::<Vec<_>>(), 0.5);
     let sum = floor_p50 + in_process;
+    let peer_rate = mean_rate(&runs_at(&sides[2], 1));
     println!(
         "  c=1 reuse, where the time goes: loopback round trip {:.0} µs (floor p50) + reused request in-process {:.0} µs = {:.0} µs (≈ {:.2}x the peer); 5x the peer needs ≤ {:.0} µs",
         floor_p50.as_secs_f64() * 1e6,
         in_process.as_secs_f64() * 1e6,
         sum.as_secs_f64() * 1e6,
-        1.0 / (sum.as_secs_f64() * mean_rate(&runs_at(&sides[2], 1))),
-        1e6 / (5.0 * mean_rate(&runs_at(&sides[2], 1)))
+        1.0 / (sum.as_secs_f64() * peer_rate),
+        1e6 / (5.0 * peer_rate)
     );
     Ok(())
 }

@@ -87,16 +87,18 @@ pub struct DiskLoadTimes {
 /// be), with the time each stage took.
 struct LocalArtifact {
     linked: Result<RunnerPre<HostState>, String>,
+    /// Artifact size in bytes (the checksum pass read the whole file).
+    size: usize,
     checksum: Duration,
     deserialize: Duration,
     link: Duration,
 }
 
 impl LocalArtifact {
-    /// The ready component (`size` bytes of artifact), or why it does not link.
-    fn ready(self, size: usize) -> Result<Arc<LoadedComponent>, CacheError> {
+    /// The ready component, or why it does not link.
+    fn ready(self) -> Result<Arc<LoadedComponent>, CacheError> {
         let pre = self.linked.map_err(CacheError::Invalid)?;
-        Ok(Arc::new(LoadedComponent { pre, size }))
+        Ok(Arc::new(LoadedComponent { pre, size: self.size }))
     }
 }
 
@@ -215,7 +217,7 @@ impl ModuleCache {
         if let Some(local) = self.load_local(&path).await {
             self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
             let (checksum, deserialize, link) = (local.checksum, local.deserialize, local.link);
-            let loaded = local.ready(file_len(&path))?;
+            let loaded = local.ready()?;
             let times = &self.stats.last_disk_load;
             times.checksum_us.store(checksum.as_micros() as u64, Ordering::Relaxed);
             times.deserialize_us.store(deserialize.as_micros() as u64, Ordering::Relaxed);
@@ -230,11 +232,10 @@ impl ModuleCache {
             return Ok((loaded, Tier::Disk));
         }
         if let Some(artifact) = self.fetch_blob_artifact(hash).await? {
-            let len = artifact.len();
             write_local(&path, artifact).await?;
             if let Some(local) = self.load_local(&path).await {
                 self.stats.blob_hits.fetch_add(1, Ordering::Relaxed);
-                return Ok((local.ready(len)?, Tier::Blob));
+                return Ok((local.ready()?, Tier::Blob));
             }
         }
         let bytes = self
@@ -249,7 +250,6 @@ impl ModuleCache {
         tracing::info!(component = hash, "compiling component (no trusted precompiled artifact)");
         let artifact = self.compile(bytes).await?;
         self.stats.compiles.fetch_add(1, Ordering::Relaxed);
-        let len = artifact.len();
         // Not written back to the blob store: only publish (the control plane) writes shared
         // artifacts and records their digests, so a request path never vouches for native code.
         write_local(&path, artifact).await?;
@@ -257,7 +257,7 @@ impl ModuleCache {
             .load_local(&path)
             .await
             .ok_or_else(|| CacheError::Invalid("freshly compiled artifact failed to load".into()))?;
-        Ok((local.ready(len)?, Tier::Compiled))
+        Ok((local.ready()?, Tier::Compiled))
     }
 
     /// Compile component bytes to a serialized artifact (on the blocking pool).
@@ -372,7 +372,7 @@ impl ModuleCache {
             let (verified, loaded) = std::thread::scope(|scope| {
                 let checking = scope.spawn(|| {
                     let started = Instant::now();
-                    let verified = verify_checksum(&file).map(|()| started.elapsed());
+                    let verified = verify_checksum(&file).map(|size| (size, started.elapsed()));
                     checked.store(true, Ordering::Release);
                     verified
                 });
@@ -393,9 +393,9 @@ impl ModuleCache {
                 let verified = checking.join().unwrap_or_else(|_| Err("checksum thread panicked".into()));
                 (verified, loaded)
             });
-            let checksum = verified?;
+            let (size, checksum) = verified?;
             let (linked, deserialize, link) = loaded.map_err(werr)?;
-            Ok(Some(LocalArtifact { linked, checksum, deserialize, link }))
+            Ok(Some(LocalArtifact { linked, size, checksum, deserialize, link }))
         })
         .await;
         match outcome {
@@ -459,17 +459,14 @@ fn fault_in_until(code: &[u8], done: &AtomicBool) {
     }
 }
 
-fn file_len(path: &Path) -> usize {
-    std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(0)
-}
-
 fn checksum_path(path: &Path) -> PathBuf {
     path.with_extension("cwasm.xxh3")
 }
 
-/// xxh3 of the file against the checksum written beside it. The file is memory-mapped, not
-/// read: no 37 MB allocation and copy on the cold path (a few ms for a JS component).
-fn verify_checksum(path: &Path) -> Result<(), String> {
+/// xxh3 of the file against the checksum written beside it; the file's length. The file is
+/// memory-mapped, not read: no 37 MB allocation and copy on the cold path (a few ms for a JS
+/// component).
+fn verify_checksum(path: &Path) -> Result<usize, String> {
     let expected = std::fs::read_to_string(checksum_path(path)).map_err(|e| format!("no checksum: {e}"))?;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     // SAFETY: artifact files are never modified in place (writers rename a new file over
@@ -478,7 +475,7 @@ fn verify_checksum(path: &Path) -> Result<(), String> {
     let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|e| e.to_string())?;
     let actual = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&map));
     if actual == expected.trim() {
-        Ok(())
+        Ok(map.len())
     } else {
         Err("checksum mismatch (corrupt or truncated)".into())
     }
