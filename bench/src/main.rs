@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use axum::body::Body;
 use http::Request;
+use kelp_runtime::bindings::types::{ContextData, ExecuteRequest, HttpHeader, HttpRequest};
 use kelp_runtime::gateway::{router, Gateway};
 use kelp_runtime::ids::ExecIds;
 use kelp_runtime::installs::{create_install, NewInstall};
@@ -195,7 +196,8 @@ async fn main() -> Result<()> {
     for _ in 0..20 {
         request(&app, &reusing_path, &t).await?;
     }
-    let (mut fresh_calls, mut reused_calls) = (Vec::new(), Vec::new());
+    let mut alone = CallAlone::new(&platform, &reusing, "/hello", 200).await?;
+    let (mut fresh_calls, mut reused_calls, mut alone_calls) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..10 {
         for _ in 0..30 {
             fresh_calls.push(request(&app, js_path, &t).await?);
@@ -203,14 +205,23 @@ async fn main() -> Result<()> {
         for _ in 0..30 {
             reused_calls.push(request(&app, &reusing_path, &t).await?);
         }
+        for _ in 0..30 {
+            alone_calls.push(alone.call(&platform).await?);
+        }
     }
     let (fresh_p50, reused_p50) = (percentile(&mut fresh_calls, 0.5), percentile(&mut reused_calls, 0.5));
+    let alone_p50 = percentile(&mut alone_calls, 0.5);
     println!(
         "  warm request p50, fresh instance   {:>12}   reused instance {:>10}   ratio {:.1}x   (target reused ≤ 0.2 ms: {})",
         ms(fresh_p50),
         ms(reused_p50),
         fresh_p50.as_secs_f64() / reused_p50.as_secs_f64(),
         verdict(reused_p50, Duration::from_micros(200))
+    );
+    println!(
+        "    reused: the handler call alone (executor, guest and its host calls, no gateway) p50 {}; the gateway adds {}",
+        ms(alone_p50),
+        ms(reused_p50.saturating_sub(alone_p50))
     );
 
     keep_resident_section(work.path(), &artifacts).await?;
@@ -552,6 +563,89 @@ async fn keep_resident_section(work: &Path, artifacts: &Path) -> Result<()> {
         p50[0].as_secs_f64() / p50[1].as_secs_f64()
     );
     Ok(())
+}
+
+/// `p`'s handler called on a reused instance without the gateway: what the executor does for a
+/// call (the store handed to the call, the guest's handler and the host calls it makes), and no
+/// identity, install lookup, RBAC, routing or response. What no gateway work can go below.
+struct CallAlone {
+    version: std::sync::Arc<kelp_runtime::stores::VersionRecord>,
+    ids: ExecIds,
+    reuse: kelp_runtime::executor::Reuse,
+    limits: kelp_runtime::executor::ExecLimits,
+    url: String,
+    status: u16,
+    calls: u32,
+}
+
+impl CallAlone {
+    async fn new(platform: &Platform, p: &Published, url: &str, status: u16) -> Result<Self> {
+        let scope = format!("bench-call-alone-{}", p.version.id);
+        let mut alone = Self {
+            version: platform.version(&p.version.id).await?.context("version")?,
+            ids: ExecIds { tenant_id: "bench".into(), extension_id: p.extension.id.clone(), ..Default::default() },
+            reuse: kelp_runtime::executor::Reuse {
+                scope: scope.clone(),
+                key: scope,
+                max_requests: u32::MAX,
+                max_age: Duration::from_secs(3600),
+            },
+            limits: Settings::from_map(&Default::default())?.exec,
+            url: url.into(),
+            status,
+            calls: 0,
+        };
+        // The first call makes the instance; the next ones warm it.
+        for _ in 0..20 {
+            alone.call(platform).await?;
+        }
+        Ok(alone)
+    }
+
+    /// One call, on the instance of the calls before it.
+    async fn call(&mut self, platform: &Platform) -> Result<Duration> {
+        self.calls += 1;
+        let plan = Plan {
+            ids: self.ids.clone(),
+            version: self.version.clone(),
+            config: Default::default(),
+            config_version: "1".into(),
+            capabilities: kelp_runtime::manifest::DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            user: None,
+            secrets: SecretsState::None,
+            egress_allow: Vec::new(),
+            limits: self.limits,
+            reuse: Some(self.reuse.clone()),
+        };
+        let request_id = format!("bench-{}", self.calls);
+        let header = |name: &str, value: &str| HttpHeader { name: name.into(), value: value.into() };
+        let request = ExecuteRequest {
+            context: ContextData {
+                request_id: Some(request_id.clone()),
+                tenant_id: self.ids.tenant_id.clone(),
+                extension_id: self.ids.extension_id.clone(),
+                install_id: None,
+                version_id: Some(self.version.id.clone()),
+            },
+            // The headers the gateway adds to every request, so the guest does the same work.
+            http: HttpRequest {
+                method: "GET".into(),
+                url: self.url.clone(),
+                headers: vec![
+                    header("x-request-id", &request_id),
+                    header("x-alga-tenant", &self.ids.tenant_id),
+                    header("x-alga-extension", &self.ids.extension_id),
+                ],
+                body: None,
+            },
+        };
+        let started = Instant::now();
+        let outcome = platform.runtime().execute(plan, request).await?;
+        let elapsed = started.elapsed();
+        anyhow::ensure!(outcome.response.status == self.status, "{}: status {}", self.url, outcome.response.status);
+        anyhow::ensure!(self.calls == 1 || outcome.reused, "{}: the call did not reuse its instance", self.url);
+        Ok(elapsed)
+    }
 }
 
 /// The example republished under another name with `instances.reuse` on (same component).

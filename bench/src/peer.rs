@@ -78,6 +78,7 @@ pub async fn peer_section(work: &Path) -> Result<()> {
     crate::install(&platform, &fresh).await?;
     crate::install(&platform, &reusing).await?;
     let in_process = reused_in_process(&platform, &settings).await?;
+    let call_alone = call_alone(&platform, &reusing).await?;
     drop(platform);
 
     let kelp = spawn_kelp(&data, &artifacts)?;
@@ -153,14 +154,25 @@ pub async fn peer_section(work: &Path) -> Result<()> {
     let sum = floor_p50 + in_process;
     let peer_rate = mean_rate(&runs_at(&sides[2], 1));
     println!(
-        "  c=1 reuse, where the time goes: loopback round trip {:.0} µs (floor p50) + reused request in-process {:.0} µs = {:.0} µs (≈ {:.2}x the peer); 5x the peer needs ≤ {:.0} µs",
+        "  c=1 reuse, where the time goes: loopback round trip {:.0} µs (floor p50) + reused request in-process {:.0} µs (the handler call alone {:.0} µs) = {:.0} µs (≈ {:.2}x the peer); 5x the peer needs ≤ {:.0} µs",
         floor_p50.as_secs_f64() * 1e6,
         in_process.as_secs_f64() * 1e6,
+        call_alone.as_secs_f64() * 1e6,
         sum.as_secs_f64() * 1e6,
         1.0 / (sum.as_secs_f64() * peer_rate),
         1e6 / (5.0 * peer_rate)
     );
     Ok(())
+}
+
+/// p50 of the tea handler's call alone on a reused instance (no gateway).
+async fn call_alone(platform: &kelp_runtime::Platform, reusing: &kelp_runtime::publish::Published) -> Result<Duration> {
+    let mut alone = crate::CallAlone::new(platform, reusing, "/tea", 418).await?;
+    let mut samples = Vec::new();
+    for _ in 0..2000 {
+        samples.push(alone.call(platform).await?);
+    }
+    Ok(crate::percentile(&mut samples, 0.5))
 }
 
 /// p50 of the reused tea request through the gateway's router in-process (no TCP): the gateway
