@@ -613,7 +613,7 @@ impl CallAlone {
             capabilities: kelp_runtime::manifest::DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
             user: None,
             secrets: SecretsState::None,
-            egress_allow: Vec::new(),
+            egress_allow: kelp_runtime::egress::EgressAllow::List(Vec::new()),
             limits: self.limits,
             reuse: Some(self.reuse.clone()),
         };
@@ -718,7 +718,7 @@ async fn instantiation(platform: &Platform, p: &Published) -> Result<Duration> {
             capabilities: Default::default(),
             user: None,
             secrets: SecretsState::None,
-            egress_allow: Vec::new(),
+            egress_allow: kelp_runtime::egress::EgressAllow::List(Vec::new()),
             limits,
             reuse: None,
         };

@@ -45,6 +45,10 @@ impl std::fmt::Debug for AlgaHostSettings {
     }
 }
 
+/// Largest storage answer accepted: a `list` page of [`crate::storage::alga::ALGA_LIST_PAGE`]
+/// entries of up to 64 KiB each (base64 in JSON) is ~2.3 MB, over the other calls' cap.
+pub const STORAGE_MAX_ANSWER_BYTES: usize = 4 << 20;
+
 /// Alga's internal host services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlgaService {
@@ -194,7 +198,11 @@ impl AlgaHost {
             .header("content-type", "application/json")
             .header("x-runner-auth", &self.settings.runner_auth)
             .body(serde_json::to_vec(&payload).expect("serialising JSON"));
-        let (status, bytes) = self.send(request, self.settings.timeout.min(time_left)).await?;
+        let max = match service {
+            AlgaService::Storage => STORAGE_MAX_ANSWER_BYTES.max(self.settings.max_response_bytes),
+            _ => self.settings.max_response_bytes,
+        };
+        let (status, bytes) = self.send(request, self.settings.timeout.min(time_left), max).await?;
         let body = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
@@ -226,11 +234,15 @@ impl AlgaHost {
         if let Some((id, email)) = call.user {
             request = request.header("x-user-id", id).header("x-user-email", email);
         }
-        self.send(request, self.settings.ui_proxy_timeout.min(time_left)).await
+        self.send(request, self.settings.ui_proxy_timeout.min(time_left), self.settings.max_response_bytes).await
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, timeout: Duration) -> Result<(u16, Vec<u8>), AlgaCallError> {
-        let max = self.settings.max_response_bytes;
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        timeout: Duration,
+        max: usize,
+    ) -> Result<(u16, Vec<u8>), AlgaCallError> {
         let exchange = async {
             // Alga's internal URL stays out of what the guest and the debug stream see.
             let response = request.send().await.map_err(|e| AlgaCallError::Unreachable(e.without_url().to_string()))?;

@@ -24,7 +24,7 @@ pub struct AwsSettings {
     pub region: Option<String>,
     /// Static credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`)
     /// when given in the settings map; the default provider chain otherwise.
-    pub static_credentials: Option<(String, String, Option<String>)>,
+    pub static_credentials: Option<(String, crate::redact::Secret, Option<crate::redact::Secret>)>,
 }
 
 impl AwsSettings {
@@ -39,7 +39,7 @@ impl AwsSettings {
             region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
             static_credentials: get("AWS_ACCESS_KEY_ID")
                 .zip(get("AWS_SECRET_ACCESS_KEY"))
-                .map(|(id, secret)| (id, secret, get("AWS_SESSION_TOKEN"))),
+                .map(|(id, secret)| (id, secret.into(), get("AWS_SESSION_TOKEN").map(Into::into))),
         }
     }
 }
@@ -57,8 +57,8 @@ pub async fn sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
     if let Some((id, secret, token)) = &settings.static_credentials {
         loader = loader.credentials_provider(aws_credential_types::Credentials::new(
             id,
-            secret,
-            token.clone(),
+            secret.to_string(),
+            token.as_ref().map(|t| t.to_string()),
             None,
             "kelp-settings",
         ));

@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::egress::EgressSettings;
 use crate::engine::EngineSettings;
 use crate::executor::ExecLimits;
+use crate::redact::Secret;
 use crate::storage::KvLimits;
 
 /// Every environment variable Kelp reads.
@@ -28,7 +29,11 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_CORS_ORIGINS",
     "KELP_API_ID",
     "KELP_RUNNER_SERVICE_TOKEN",
+    "KELP_RUNNER_AUTH",
+    "KELP_RUNNER_VPC_ENDPOINT_IDS",
     "KELP_RUNNER_EGRESS_ALLOW",
+    "KELP_EGRESS_POLICY",
+    "EXT_EGRESS_ALLOWLIST",
     "KELP_EXEC_TIMEOUT_MS",
     "KELP_EXEC_MAX_TIMEOUT_MS",
     "KELP_MAX_MEMORY_MB",
@@ -49,6 +54,13 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_CACHE_MAX_MB",
     "KELP_SECRETS_TTL_SECS",
     "KELP_SECRETS_FILE",
+    "KELP_VAULT_ADDR",
+    "KELP_VAULT_TOKEN",
+    "KELP_VAULT_TOKEN_FILE",
+    "KELP_VAULT_TOKEN_SECRET_ARN",
+    "KELP_VAULT_NAMESPACE",
+    "KELP_VAULT_TRANSIT_MOUNT",
+    "KELP_VAULT_TIMEOUT_MS",
     "KELP_AUDIT_EXECUTIONS",
     "KELP_INSTANCE_REUSE",
     "KELP_LOG_FORMAT",
@@ -56,6 +68,9 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_HOST_API_URL",
     "KELP_HOST_API_SECRET",
     "KELP_HOST_API_TIMEOUT_MS",
+    "KELP_HOST_API_PROTOCOL",
+    "KELP_UI_PROXY_BASE_URL",
+    "KELP_UI_PROXY_TIMEOUT_MS",
     "KELP_DEBUG_SESSION_MAX_SECS",
     "KELP_DEBUG_HEARTBEAT_SECS",
     "EXT_DEBUG_SSE_TAIL_COUNT",
@@ -67,6 +82,9 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_UI_TOKEN_SECRET",
     "KELP_UI_TOKEN_SECRET_ARN",
     "KELP_UI_TOKEN_TTL_SECS",
+    "KELP_UI_DOMAIN_ROOT",
+    "KELP_ALGA_REGISTRY_URL",
+    "KELP_ALGA_AUTH_KEY",
     "KELP_BACKEND",
     "KELP_TABLE_REGISTRY",
     "KELP_TABLE_INSTALLS",
@@ -112,7 +130,7 @@ pub struct Settings {
     /// Local artifact directory (Lambda: under /tmp).
     pub artifact_dir: PathBuf,
     /// HS256 secret for bearer tokens.
-    pub jwt_hs256_secret: Option<String>,
+    pub jwt_hs256_secret: Option<Secret>,
     /// RS256 public key (PEM).
     pub jwt_rs256_pem: Option<String>,
     /// JWKS document (JSON).
@@ -126,11 +144,11 @@ pub struct Settings {
     /// API Gateway HTTP API ids whose JWT authorizer claims are trusted.
     pub trusted_api_ids: Vec<String>,
     /// Token required on `/v1/execute`.
-    pub runner_service_token: Option<String>,
+    pub runner_service_token: Option<Secret>,
     /// Whether `/v1/execute` also accepts tokenless calls on a private route.
     pub runner_auth: crate::gateway::RunnerAuth,
-    /// Egress allow-list for `/v1/execute` calls of installs Kelp does not know.
-    pub runner_egress_allow: Vec<String>,
+    /// The egress rules of `/v1/execute` calls.
+    pub runner_egress: crate::gateway::RunnerEgress,
     /// Default per-call limits.
     pub exec: ExecLimits,
     /// Upper bound a `/v1/execute` caller may ask for.
@@ -153,6 +171,8 @@ pub struct Settings {
     pub secrets_ttl: Duration,
     /// Local secrets file.
     pub secrets_file: PathBuf,
+    /// Vault's transit engine for Alga's `vault-transit:v1` envelopes, if configured.
+    pub vault: Option<VaultChoice>,
     /// Store an audit row for every execution.
     pub audit_executions: bool,
     /// Honour manifests' `instances.reuse` (false: a fresh instance for every request).
@@ -251,6 +271,81 @@ pub enum HostApiChoice {
     Alga(crate::alga_host::AlgaHostSettings),
 }
 
+/// `KELP_UI_DOMAIN_ROOT` (Alga's `EXT_DOMAIN_ROOT`) with where to ask Alga which install a
+/// domain is: `KELP_ALGA_REGISTRY_URL` (Alga's origin; `KELP_HOST_API_URL` when unset) and
+/// `KELP_ALGA_AUTH_KEY` (Alga's `ALGA_AUTH_KEY`).
+fn alga_ui_domains(env: &HashMap<String, String>) -> Result<Option<crate::ui::AlgaUiDomains>> {
+    let Some(root) = text(env, "KELP_UI_DOMAIN_ROOT") else { return Ok(None) };
+    let Some(registry_url) = text(env, "KELP_ALGA_REGISTRY_URL").or_else(|| text(env, "KELP_HOST_API_URL")) else {
+        bail!("KELP_UI_DOMAIN_ROOT needs KELP_ALGA_REGISTRY_URL (Alga's origin, which answers lookup-by-host)")
+    };
+    let registry_url = crate::alga_host::normalize_base(&registry_url);
+    url::Url::parse(&registry_url).map_err(|e| anyhow::anyhow!("KELP_ALGA_REGISTRY_URL={registry_url:?}: {e}"))?;
+    let Some(api_key) = text(env, "KELP_ALGA_AUTH_KEY") else {
+        bail!("KELP_UI_DOMAIN_ROOT needs KELP_ALGA_AUTH_KEY (Alga's ALGA_AUTH_KEY, sent as x-api-key)")
+    };
+    Ok(Some(crate::ui::AlgaUiDomains { root, registry_url, api_key }))
+}
+
+/// Vault as configured: everything but a token kept in Secrets Manager, which the wiring
+/// reads at start.
+#[derive(Debug, Clone)]
+pub struct VaultChoice {
+    /// Address, namespace, mount, timeout; the token if given directly or as a file.
+    pub base: crate::secrets::vault::VaultSettings,
+    /// `KELP_VAULT_TOKEN_SECRET_ARN`: the token's secret (a plain string or `{"password"}`).
+    pub token_secret_arn: Option<String>,
+}
+
+impl VaultChoice {
+    /// The settings with the token read from Secrets Manager, when it came from there.
+    pub fn settings(&self, token_from_secret: Option<String>) -> Result<crate::secrets::vault::VaultSettings> {
+        let mut s = self.base.clone();
+        if let Some(token) = token_from_secret {
+            s.token = crate::secrets::vault::VaultToken::Literal(token);
+        } else if self.token_secret_arn.is_some() {
+            bail!("KELP_VAULT_TOKEN_SECRET_ARN was not read");
+        }
+        Ok(s)
+    }
+}
+
+/// `KELP_VAULT_ADDR` (Alga's `VAULT_ADDR` as a fallback) with one token source:
+/// `KELP_VAULT_TOKEN_SECRET_ARN` (Secrets Manager, for Lambda), `KELP_VAULT_TOKEN_FILE`
+/// (Alga's `ALGA_VAULT_TOKEN_FILE`, followed as an agent renews it) or `KELP_VAULT_TOKEN`
+/// (local runs only: inside Lambda a token in the environment is readable by anyone who may
+/// read the function's configuration).
+fn vault(env: &HashMap<String, String>) -> Result<Option<VaultChoice>> {
+    use crate::secrets::vault::{VaultSettings, VaultToken};
+    let Some(addr) = text(env, "KELP_VAULT_ADDR").or_else(|| text(env, "VAULT_ADDR")) else { return Ok(None) };
+    url::Url::parse(&addr).map_err(|e| anyhow::anyhow!("KELP_VAULT_ADDR={addr:?}: {e}"))?;
+    let arn = text(env, "KELP_VAULT_TOKEN_SECRET_ARN");
+    let token = match (&arn, text(env, "KELP_VAULT_TOKEN_FILE"), text(env, "KELP_VAULT_TOKEN")) {
+        (Some(_), None, None) => VaultToken::Literal(String::new()),
+        (None, Some(file), None) => VaultToken::File(PathBuf::from(file)),
+        (None, None, Some(_)) if env.contains_key("AWS_LAMBDA_RUNTIME_API") => {
+            bail!("KELP_VAULT_TOKEN is refused inside Lambda: keep the token in Secrets Manager (KELP_VAULT_TOKEN_SECRET_ARN)")
+        }
+        (None, None, Some(token)) => VaultToken::Literal(token),
+        (None, None, None) => bail!(
+            "KELP_VAULT_ADDR needs a token: KELP_VAULT_TOKEN_SECRET_ARN, KELP_VAULT_TOKEN_FILE or KELP_VAULT_TOKEN"
+        ),
+        _ => bail!(
+            "give the Vault token one way: KELP_VAULT_TOKEN_SECRET_ARN, KELP_VAULT_TOKEN_FILE or KELP_VAULT_TOKEN"
+        ),
+    };
+    Ok(Some(VaultChoice {
+        base: VaultSettings {
+            addr,
+            token,
+            namespace: text(env, "KELP_VAULT_NAMESPACE").or_else(|| text(env, "VAULT_NAMESPACE")),
+            default_mount: text(env, "KELP_VAULT_TRANSIT_MOUNT").unwrap_or_else(|| "transit".into()),
+            timeout: Duration::from_millis(parse(env, "KELP_VAULT_TIMEOUT_MS", 5_000u64)?.max(1)),
+        },
+        token_secret_arn: arn,
+    }))
+}
+
 /// `KELP_RUNNER_AUTH`: `token` (default) or `private-network`. Inside Lambda the private mode
 /// must name the VPC endpoints of the private API (`KELP_RUNNER_VPC_ENDPOINT_IDS`): a
 /// deployment that cannot say which private route it trusts is refused at start.
@@ -268,8 +363,31 @@ fn runner_auth(env: &HashMap<String, String>) -> Result<crate::gateway::RunnerAu
     }
 }
 
+/// Alga's runner waits 30 s for its host API (a fixed timeout of its HTTP client); so does
+/// Kelp by default. Every call is also bounded by the execution's own deadline.
+const DEFAULT_HOST_API_TIMEOUT_MS: u64 = 30_000;
+
+/// `KELP_EGRESS_POLICY`: `kelp` (default) or `alga`, which applies Alga's own
+/// `EXT_EGRESS_ALLOWLIST` (read under Alga's name, so an operator copies it over as it is).
+fn runner_egress(env: &HashMap<String, String>) -> Result<crate::gateway::RunnerEgress> {
+    match text(env, "KELP_EGRESS_POLICY").as_deref().unwrap_or("kelp") {
+        "kelp" => Ok(crate::gateway::RunnerEgress::Kelp { default_allow: list(env, "KELP_RUNNER_EGRESS_ALLOW") }),
+        "alga" => {
+            let allow = crate::egress::EgressAllow::alga(&list(env, "EXT_EGRESS_ALLOWLIST"));
+            if allow == crate::egress::EgressAllow::AlgaSuffixes(Vec::new()) {
+                tracing::warn!(
+                    "KELP_EGRESS_POLICY=alga with an empty EXT_EGRESS_ALLOWLIST: /v1/execute calls may fetch any \
+                     public host (private and loopback addresses stay blocked)"
+                );
+            }
+            Ok(crate::gateway::RunnerEgress::Alga(allow))
+        }
+        other => bail!("KELP_EGRESS_POLICY={other:?}: expected kelp or alga"),
+    }
+}
+
 fn host_api(env: &HashMap<String, String>) -> Result<Option<HostApiChoice>> {
-    let timeout = Duration::from_millis(parse(env, "KELP_HOST_API_TIMEOUT_MS", 5_000)?);
+    let timeout = Duration::from_millis(parse(env, "KELP_HOST_API_TIMEOUT_MS", DEFAULT_HOST_API_TIMEOUT_MS)?);
     let (url, secret) = (text(env, "KELP_HOST_API_URL"), text(env, "KELP_HOST_API_SECRET"));
     match text(env, "KELP_HOST_API_PROTOCOL").as_deref().unwrap_or("kelp") {
         "kelp" => match (url, secret) {
@@ -350,17 +468,18 @@ impl Settings {
             secrets_file: text(env, "KELP_SECRETS_FILE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| data_dir.join("secrets.json")),
+            vault: vault(env)?,
             data_dir,
-            jwt_hs256_secret: text(env, "KELP_JWT_HS256_SECRET"),
+            jwt_hs256_secret: text(env, "KELP_JWT_HS256_SECRET").map(Secret::from),
             jwt_rs256_pem: text(env, "KELP_JWT_RS256_PUBLIC_KEY"),
             jwt_jwks: text(env, "KELP_JWT_JWKS"),
             jwt_issuer: text(env, "KELP_JWT_ISSUER"),
             jwt_audience: text(env, "KELP_JWT_AUDIENCE"),
             cors_origins: list(env, "KELP_CORS_ORIGINS"),
             trusted_api_ids: list(env, "KELP_API_ID"),
-            runner_service_token: text(env, "KELP_RUNNER_SERVICE_TOKEN"),
+            runner_service_token: text(env, "KELP_RUNNER_SERVICE_TOKEN").map(Secret::from),
             runner_auth: runner_auth(env)?,
-            runner_egress_allow: list(env, "KELP_RUNNER_EGRESS_ALLOW"),
+            runner_egress: runner_egress(env)?,
             exec: ExecLimits {
                 timeout,
                 max_memory_bytes: max_memory_mb << 20,
@@ -412,7 +531,8 @@ impl Settings {
                     url,
                     username: text(env, "DEBUG_STREAM_REDIS_USERNAME"),
                     password: text(env, "RUNNER_DEBUG_REDIS_PASSWORD")
-                        .or_else(|| text(env, "DEBUG_STREAM_REDIS_PASSWORD")),
+                        .or_else(|| text(env, "DEBUG_STREAM_REDIS_PASSWORD"))
+                        .map(Secret::from),
                     password_secret_arn: text(env, "KELP_REDIS_AUTH_SECRET_ARN"),
                     prefix: text(env, "RUNNER_DEBUG_REDIS_STREAM_PREFIX").unwrap_or_else(|| "ext-debug:".into()),
                     maxlen: env.get("RUNNER_DEBUG_REDIS_MAXLEN").and_then(|v| v.parse().ok()).unwrap_or(2000),
@@ -438,6 +558,7 @@ impl Settings {
                 token_secret: text(env, "KELP_UI_TOKEN_SECRET"),
                 token_secret_arn: text(env, "KELP_UI_TOKEN_SECRET_ARN"),
                 token_ttl: Duration::from_secs(parse(env, "KELP_UI_TOKEN_TTL_SECS", 900)?),
+                alga_domains: alga_ui_domains(env)?,
             },
         };
         for (name, value) in
@@ -463,7 +584,7 @@ impl Settings {
             max_memory_bytes: self.engine.max_memory_bytes,
             runner_service_token: self.runner_service_token.clone(),
             runner_auth: self.runner_auth.clone(),
-            runner_egress_allow: self.runner_egress_allow.clone(),
+            runner_egress: self.runner_egress.clone(),
             cors_origins: self.cors_origins.clone(),
             allow_null_origin: self.ui.sandbox,
             audit_executions: self.audit_executions,
@@ -526,6 +647,48 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         assert!(Settings::from_map(&local).is_ok());
+    }
+
+    /// Every `KELP_*` variable this module reads is in [`KNOWN_VARS`], so none is reported as
+    /// unknown (and ignored) at start while it takes effect.
+    #[test]
+    fn every_variable_read_here_is_a_known_one() {
+        let source = include_str!("config.rs");
+        let table_end = source.find("];").expect("the KNOWN_VARS table");
+        let mut unknown = Vec::new();
+        for (at, _) in source.match_indices("env, \"KELP_").filter(|(at, _)| *at > table_end) {
+            let name: String = source[at + 6..].chars().take_while(|c| *c != '"').collect();
+            if !KNOWN_VARS.contains(&name.as_str()) {
+                unknown.push(name);
+            }
+        }
+        assert!(unknown.is_empty(), "read but not in KNOWN_VARS: {unknown:?}");
+        assert!(source[table_end..].contains("env, \"KELP_UI_PROXY_TIMEOUT_MS\""), "the scan sees the reads");
+    }
+
+    #[test]
+    fn settings_debug_never_shows_tokens_passwords_or_keys() {
+        let env: HashMap<String, String> = [
+            ("KELP_RUNNER_SERVICE_TOKEN", "runner-token-value"),
+            ("KELP_JWT_HS256_SECRET", "hs256-secret-value"),
+            ("RUNNER_DEBUG_REDIS_URL", "redis://127.0.0.1:6379"),
+            ("RUNNER_DEBUG_REDIS_PASSWORD", "redis-password-value"),
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-secret-value"),
+            ("KELP_HOST_API_URL", "http://alga.internal"),
+            ("KELP_HOST_API_SECRET", "host-api-secret-value"),
+            ("KELP_VAULT_ADDR", "http://vault.internal:8200"),
+            ("KELP_VAULT_TOKEN", "vault-token-value"),
+            ("KELP_UI_TOKEN_SECRET", "ui-token-key-value"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let shown = format!("{:?}", Settings::from_map(&env).unwrap());
+        for secret in env.values().filter(|v| v.ends_with("-value")) {
+            assert!(!shown.contains(secret.as_str()), "{secret} in {shown}");
+        }
+        assert!(shown.contains("[redacted]"));
     }
 
     #[test]

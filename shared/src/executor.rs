@@ -220,6 +220,9 @@ pub enum ExecError {
     /// Every instance slot stayed busy for the whole time budget.
     #[error("all {0} instance slots are busy")]
     Busy(usize),
+    /// The version is UI-only: there is no handler to call.
+    #[error("the version has no handler component (UI-only)")]
+    NoHandler,
 }
 
 /// Runs components from the cache.

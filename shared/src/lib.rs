@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod alga_bundles;
 pub mod alga_host;
 pub mod audit_log;
 pub mod auth;
@@ -36,6 +37,7 @@ pub mod manifest;
 pub mod platform;
 pub mod publish;
 pub mod ratelimit;
+pub mod redact;
 pub mod relay;
 pub mod runtime;
 pub mod secrets;

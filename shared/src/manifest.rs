@@ -92,7 +92,8 @@ pub struct Manifest {
     /// Publisher, if given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publisher: Option<String>,
-    /// `X.Y.Z[-pre][+build]`.
+    /// `X.Y.Z[-pre][+build]`; in a bundle also Alga's `X.Y.*`, which publishing resolves to
+    /// the next patch release of `X.Y` ([`Manifest::wildcard_prefix`]).
     pub version: String,
     /// Runtime tag, e.g. `wasm-js@1`.
     pub runtime: String,
@@ -111,7 +112,9 @@ pub struct Manifest {
     /// Component path inside the bundle (default `dist/main.wasm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry: Option<String>,
-    /// Kept as given.
+    /// Alga's per-target precompiled artifacts (`{"x86_64-linux-gnu": "precompiled/….cwasm"}`),
+    /// checked as Alga checks them and kept as given. Kelp never loads them: an artifact is
+    /// only loadable by the wasmtime build that wrote it, so Kelp precompiles at publish.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub precompiled: Option<Value>,
     /// Kept as given.
@@ -261,8 +264,10 @@ impl Manifest {
             return Err(bad("name must not contain '/', '..' or whitespace"));
         }
         let version = string("version")?.ok_or_else(|| bad("version is required"))?;
-        if !is_semver(&version) {
-            return Err(bad(format!("version {version:?} is not X.Y.Z[-pre][+build]")));
+        if !is_semver(&version) && wildcard_prefix(&version).is_none() {
+            return Err(bad(format!(
+                "version {version:?} is not X.Y.Z[-pre][+build] (or X.Y.* as Alga's bundles use)"
+            )));
         }
         let runtime = string("runtime")?.filter(|s| !s.is_empty()).ok_or_else(|| bad("runtime is required"))?;
         let publisher = string("publisher")?;
@@ -309,10 +314,18 @@ impl Manifest {
             api,
             assets,
             entry,
-            precompiled: obj.get("precompiled").cloned(),
+            precompiled: match obj.get("precompiled") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(check_precompiled(v)?),
+            },
             sbom: obj.get("sbom").cloned(),
             instances,
         })
+    }
+
+    /// `X.Y` of a wildcard version `X.Y.*` (Alga's: publishing picks the next patch).
+    pub fn wildcard_prefix(&self) -> Option<&str> {
+        wildcard_prefix(&self.version)
     }
 
     /// Path of the component inside the bundle.
@@ -505,6 +518,29 @@ fn check_relative_path(what: &str, p: &str) -> Result<(), ManifestError> {
     Ok(())
 }
 
+/// `X.Y` of `X.Y.*`, the one wildcard Alga's bundle manifests accept
+/// (`ee/server/src/lib/extensions/bundles/manifest.ts`).
+fn wildcard_prefix(v: &str) -> Option<&str> {
+    let prefix = v.strip_suffix(".*")?;
+    let (major, minor) = prefix.split_once('.')?;
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    (digits(major) && digits(minor)).then_some(prefix)
+}
+
+/// `precompiled` as Alga's bundle validator takes it: an object of non-empty target names to
+/// non-empty relative paths.
+fn check_precompiled(v: &Value) -> Result<Value, ManifestError> {
+    let obj = v.as_object().ok_or_else(|| bad("precompiled must be an object of target → path"))?;
+    for (target, path) in obj {
+        let path = path.as_str().filter(|p| !p.trim().is_empty());
+        match path {
+            Some(p) if !target.trim().is_empty() => check_relative_path(&format!("precompiled.{target}"), p)?,
+            _ => return Err(bad("precompiled maps non-empty target names to non-empty paths")),
+        }
+    }
+    Ok(v.clone())
+}
+
 fn is_semver(v: &str) -> bool {
     let core = v.split(['-', '+']).next().unwrap_or("");
     let parts: Vec<&str> = core.split('.').collect();
@@ -605,6 +641,22 @@ mod tests {
         assert!(manifest(json!({"ui": {"type": "iframe", "entry": "../x.html"}})).is_err());
         assert!(manifest(json!({"api": {"endpoints": [{"method": "TRACE", "path": "/x"}]}})).is_err());
         assert!(manifest(json!({"api": {"endpoints": [{"method": "GET", "path": "/a/../b"}]}})).is_err());
+    }
+
+    #[test]
+    fn algas_wildcard_versions_and_precompiled_maps_are_accepted_as_alga_accepts_them() {
+        let m = manifest(json!({"version": "0.3.*"})).unwrap();
+        assert_eq!(m.wildcard_prefix(), Some("0.3"));
+        assert_eq!(manifest(json!({"version": "1.2.3"})).unwrap().wildcard_prefix(), None);
+        for refused in ["*", "1.*", "^1.2", "~1.2.3", "1.2.x", "1.*.*", ">=1.0.0"] {
+            assert!(manifest(json!({ "version": refused })).is_err(), "{refused} is refused, as by Alga");
+        }
+        let precompiled = json!({"x86_64-linux-gnu": "precompiled/x86_64-linux-gnu.cwasm"});
+        let m = manifest(json!({ "precompiled": precompiled })).unwrap();
+        assert_eq!(m.precompiled, Some(precompiled), "kept as given");
+        for refused in [json!(["a"]), json!({"x86_64-linux-gnu": ""}), json!({"": "a.cwasm"}), json!({"t": "../x"})] {
+            assert!(manifest(json!({ "precompiled": refused })).is_err(), "{refused}");
+        }
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct Backends {
     pub ui_token_key: Option<String>,
     /// Alga's bundle store, if configured (bundles by content hash, Alga's key layout).
     pub alga_bundles: Option<Arc<dyn BlobStore>>,
+    /// The Vault token read from Secrets Manager (`KELP_VAULT_TOKEN_SECRET_ARN`), if any.
+    pub vault_token: Option<String>,
 }
 
 /// What a platform is built from besides its backends.
@@ -63,6 +65,8 @@ pub struct PlatformParts {
     pub egress: Arc<EgressClient>,
     /// Secrets cache TTL.
     pub secrets_ttl: Duration,
+    /// Vault's transit engine, for `vault-transit:v1` envelopes, when configured.
+    pub vault: Option<crate::secrets::vault::VaultTransit>,
     /// The executor and per-call defaults, for functions that run guests.
     pub runtime: Option<(Executor, CallDefaults)>,
 }
@@ -103,6 +107,8 @@ pub struct Platform {
     versions: Mutex<LruCache<String, Arc<VersionRecord>>>,
     // Extension names never change their id.
     names: Mutex<LruCache<String, String>>,
+    // Nor ids their name.
+    names_by_id: Mutex<LruCache<String, String>>,
 }
 
 impl Platform {
@@ -124,7 +130,10 @@ impl Platform {
             ui_tokens: parts.ui_tokens,
             ui: parts.ui,
             egress: parts.egress,
-            secrets: Arc::new(SecretsResolver::new(backends.secrets, parts.secrets_ttl)),
+            secrets: Arc::new(match parts.vault {
+                Some(vault) => SecretsResolver::new(backends.secrets, parts.secrets_ttl).with_vault(vault),
+                None => SecretsResolver::new(backends.secrets, parts.secrets_ttl),
+            }),
             registry: backends.registry,
             installs: backends.installs,
             audit: backends.audit,
@@ -137,6 +146,7 @@ impl Platform {
             runtime,
             versions: Mutex::new(LruCache::new(cap)),
             names: Mutex::new(LruCache::new(cap)),
+            names_by_id: Mutex::new(LruCache::new(cap)),
         })
     }
 
@@ -171,6 +181,16 @@ impl Platform {
         let Some(ext) = self.registry.find_extension_by_name(&name).await? else { return Ok(None) };
         self.names.lock().put(name, ext.id.clone());
         Ok(Some(ext.id))
+    }
+
+    /// An extension's registry name by id, cached.
+    pub async fn extension_name(&self, id: &str) -> StoreResult<Option<String>> {
+        if let Some(name) = self.names_by_id.lock().get(id).cloned() {
+            return Ok(Some(name));
+        }
+        let Some(ext) = self.registry.get_extension(id).await? else { return Ok(None) };
+        self.names_by_id.lock().put(id.to_string(), ext.name.clone());
+        Ok(Some(ext.name))
     }
 
     /// The module cache of the runtime.

@@ -13,7 +13,7 @@ use crate::business::{BusinessCtx, HostApi};
 use crate::cache::ModuleCache;
 use crate::context::ContextCtx;
 use crate::debug::{DebugBus, DebugSink, EventContext};
-use crate::egress::{AllowEntry, EgressClient, EgressCtx};
+use crate::egress::{EgressAllow, EgressClient, EgressCtx};
 use crate::executor::{ExecError, ExecLimits, ExecOutcome, Executor, Reuse};
 use crate::host::CallState;
 use crate::ids::{ExecIds, UserInfo};
@@ -68,8 +68,8 @@ pub struct Plan {
     pub user: Option<UserInfo>,
     /// Secrets.
     pub secrets: SecretsState,
-    /// Egress allow-list.
-    pub egress_allow: Vec<AllowEntry>,
+    /// What the call may fetch.
+    pub egress_allow: EgressAllow,
     /// Limits.
     pub limits: ExecLimits,
     /// Warm instance reuse, when the version opts in and the deployment allows it.
@@ -151,6 +151,9 @@ impl Runtime {
 
     /// Run a plan.
     pub async fn execute(&self, plan: Plan, request: ExecuteRequest) -> Result<ExecOutcome, ExecError> {
+        if !plan.version.has_component() {
+            return Err(ExecError::NoHandler);
+        }
         let (call, v, limits, reuse) = self.call_state(plan);
         self.executor.execute(&v.component_hash, &v.component_key, call, request, limits, reuse.as_ref()).await
     }

@@ -30,7 +30,7 @@ impl Backends {
         if let Some(redis) = &settings.redis {
             let mut redis = redis.clone();
             if let (None, Some(arn)) = (&redis.password, &redis.password_secret_arn) {
-                redis.password = Some(secret_password(settings, arn, "the Redis AUTH secret").await?);
+                redis.password = Some(secret_password(settings, arn, "the Redis AUTH secret").await?.into());
             }
             backends.debug = crate::debug::redis::RedisBus::start(redis).context("configuring the Redis debug bus")?;
         }
@@ -44,6 +44,9 @@ impl Backends {
         }
         if let Some(arn) = &settings.ui.token_secret_arn {
             backends.ui_token_key = Some(secret_password(settings, arn, "the UI token key").await?);
+        }
+        if let Some(arn) = settings.vault.as_ref().and_then(|v| v.token_secret_arn.as_ref()) {
+            backends.vault_token = Some(secret_password(settings, arn, "the Vault token").await?);
         }
         Ok(backends)
     }
@@ -67,6 +70,7 @@ impl Backends {
             host_api: None,
             ui_token_key: None,
             alga_bundles: None,
+            vault_token: None,
         })
     }
 
@@ -88,6 +92,7 @@ impl Backends {
             host_api: None,
             ui_token_key: None,
             alga_bundles: None,
+            vault_token: None,
         })
     }
 }
@@ -186,6 +191,10 @@ impl Platform {
             ui: crate::ui_assets::UiCache::new(settings.artifact_dir.join("ui"), backends.blobs.clone()),
             egress: EgressClient::new(settings.egress.clone())?,
             secrets_ttl: settings.secrets_ttl,
+            vault: match &settings.vault {
+                Some(v) => Some(crate::secrets::vault::VaultTransit::new(v.settings(backends.vault_token.take())?)?),
+                None => None,
+            },
             runtime,
         };
         Ok(Platform::new(backends, parts))

@@ -20,6 +20,11 @@ const NOT_DEPLOYED: &[(&str, &str)] = &[
     ("DEBUG_STREAM_REDIS_USERNAME", "ElastiCache AUTH tokens have no user name"),
     ("DEBUG_STREAM_REDIS_PASSWORD", "Alga's alias of RUNNER_DEBUG_REDIS_PASSWORD"),
     ("KELP_LOG_FORMAT", "set in Globals"),
+    ("KELP_VAULT_TOKEN", "a token in the environment is refused inside Lambda; KELP_VAULT_TOKEN_SECRET_ARN instead"),
+    ("KELP_VAULT_TOKEN_FILE", "containers with a Vault agent; Lambda reads KELP_VAULT_TOKEN_SECRET_ARN"),
+    ("KELP_VAULT_NAMESPACE", "Vault Enterprise only; add it beside KELP_VAULT_ADDR when needed"),
+    ("KELP_VAULT_TIMEOUT_MS", "the 5 s default"),
+    ("KELP_UI_PROXY_TIMEOUT_MS", "Alga's 5 s default"),
 ];
 
 #[test]

@@ -89,3 +89,43 @@ async fn transport_errors_name_the_host_but_never_the_url() {
     }
     assert!(!body.to_string().contains("s3cr3t-query"), "{body}");
 }
+
+/// `KELP_EGRESS_POLICY=alga`: `/v1/execute` calls get Alga's `EXT_EGRESS_ALLOWLIST` with Alga's
+/// meaning — a host suffix, any scheme and port — while the address check still applies.
+#[tokio::test]
+async fn algas_egress_rule_applies_to_runner_calls() {
+    use base64::Engine as _;
+    let port = upstream().await;
+    let kelp = TestKelp::start_with(&[
+        ("KELP_RUNNER_SERVICE_TOKEN", "egress-runner-token"),
+        ("KELP_EGRESS_POLICY", "alga"),
+        ("EXT_EGRESS_ALLOWLIST", " LOCALHOST "),
+        ("KELP_EGRESS_ALLOW_LOOPBACK", "true"),
+    ])
+    .await;
+    let p = kelp.publish(&staged_example("js-notes")).await;
+    let run = |url: String| {
+        let body = serde_json::json!({
+            "context": {"tenant_id": "acme", "extension_id": p.extension.id, "content_hash": p.version.content_hash},
+            "http": {"method": "GET", "path": "/fetch", "query": {"url": url}, "headers": {}},
+            "providers": ["cap:http.fetch"],
+        });
+        kelp.client
+            .post(format!("{}/v1/execute", kelp.base))
+            .header("x-runner-service-token", "egress-runner-token")
+            .header("x-alga-tenant", "acme")
+            .header("x-alga-extension", p.extension.id.as_str())
+            .json(&body)
+            .send()
+    };
+    let answer = |r: reqwest::Response| async move {
+        let v = json_body(r).await;
+        let body = base64::engine::general_purpose::STANDARD.decode(v["body_b64"].as_str().unwrap()).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+    // Any port and plain http on a listed host: no install, no per-install allow-list needed.
+    let fetched = answer(run(format!("http://localhost:{port}/data")).await.unwrap()).await;
+    assert_eq!(fetched["body"], "upstream says hi", "{fetched}");
+    let refused = answer(run(format!("http://127.0.0.1:{port}/data")).await.unwrap()).await;
+    assert_eq!(refused["error"], "not-allowed", "not on the list: {refused}");
+}

@@ -1,8 +1,10 @@
 //! End-to-end tests: real components, real HTTP on loopback, the embedded default.
 
 mod admin;
+mod alga_bundles;
 mod alga_callers;
 mod alga_host;
+mod alga_sdk;
 mod architecture;
 mod aws_backends;
 mod browser;

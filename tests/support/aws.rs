@@ -69,3 +69,37 @@ pub fn redis_settings(url: &str) -> RedisSettings {
         queue: 10_000,
     }
 }
+
+/// A fresh bucket in moto holding bundles under Alga's bundle-store keys
+/// (`tenants/{tenant}/extensions/{extension}/sha256/{hex}/bundle.tar.zst`); the bucket and
+/// each bundle's hex hash.
+pub async fn alga_bundle_bucket(bundles: &[(&str, &str, &[u8])]) -> (String, Vec<String>) {
+    use kelp_runtime::blobs::BlobStore as _;
+    let bucket = format!("alga-bundles-{}", uuid::Uuid::new_v4().simple());
+    let settings = Settings::from_map(&aws_env(&moto_url())).unwrap();
+    let s3 = kelp_runtime::aws::AwsClients::new(&settings.aws).await.s3;
+    kelp_runtime::blobs::s3::ensure_bucket(&s3, &bucket).await.unwrap();
+    let store = kelp_runtime::blobs::s3::S3BlobStore::new(s3, bucket.clone(), String::new());
+    let mut hashes = Vec::new();
+    for (tenant, extension, bytes) in bundles {
+        let hex = kelp_runtime::publish::content_hash(bytes).trim_start_matches("sha256:").to_string();
+        store
+            .put(&format!("tenants/{tenant}/extensions/{extension}/sha256/{hex}/bundle.tar.zst"), bytes)
+            .await
+            .unwrap();
+        hashes.push(hex);
+    }
+    (bucket, hashes)
+}
+
+/// Settings entries that point a Kelp at moto for Alga's bundle store only (its own
+/// backends stay embedded).
+pub fn alga_bucket_env(bucket: &str) -> Vec<(String, String)> {
+    vec![
+        ("KELP_ALGA_BUNDLE_BUCKET".into(), bucket.into()),
+        ("AWS_ENDPOINT_URL".into(), moto_url()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+    ]
+}

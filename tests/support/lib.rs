@@ -2,10 +2,12 @@
 //! Kelp gateway on a loopback port, tokens, helpers to publish and install, and the real
 //! services (moto, redis-server) the AWS backends are tested against.
 
+pub mod alga;
 pub mod aws;
 pub mod lambda;
 pub mod services;
 pub mod sse;
+pub mod vault;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -282,4 +284,35 @@ pub const RW: &[&str] = &["extension:read", "extension:write"];
 pub async fn json_body(r: reqwest::Response) -> Value {
     let text = r.text().await.expect("body");
     serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// The extension written against Alga's published SDK (`tests/fixtures/alga-sdk`): its npm
+/// packages (`@alga-psa/extension-runtime`, `@alga-psa/ui-kit`, React, esbuild) installed with
+/// `npm ci` into a copy under the fixture dir, its ui-kit UI bundled with esbuild, its
+/// TypeScript handler built into a component; the staged directory, ready to publish.
+pub fn staged_alga_sdk_extension() -> PathBuf {
+    let src = repo_root().join("tests/fixtures/alga-sdk");
+    let work = fixtures_dir().join("alga-sdk-src");
+    devtools::copy_tree(&src, &work).expect("copying the SDK fixture");
+    devtools::ensure_npm_packages(&work).expect("npm ci of Alga's SDK packages");
+    let ui = work.join("ui-built");
+    std::fs::create_dir_all(&ui).unwrap();
+    // esbuild's own launcher: a native binary once its install step ran, else a Node script.
+    let status = std::process::Command::new(work.join("node_modules/.bin/esbuild"))
+        .arg(work.join("ui-src/main.tsx"))
+        .args(["--bundle", "--format=iife", "--platform=browser", "--target=es2020", "--minify", "--jsx=automatic"])
+        .arg(format!("--outfile={}", ui.join("main.js").display()))
+        .arg("--log-level=warning")
+        .status()
+        .expect("running esbuild");
+    assert!(status.success(), "bundling the ui-kit UI");
+    std::fs::copy(work.join("ui-src/index.html"), ui.join("index.html")).unwrap();
+    let guest = devtools::GuestSources {
+        manifest: &work.join("manifest.json"),
+        code: &work.join("src/index.ts"),
+        world: "alga:extension/runner",
+        ui: Some(&ui),
+    };
+    devtools::stage_guest(&repo_root(), "alga-sdk", &guest, &fixtures_dir().join("staged-fixtures"))
+        .unwrap_or_else(|e| panic!("building the Alga SDK extension: {e:#}"))
 }

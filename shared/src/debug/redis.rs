@@ -27,7 +27,7 @@ pub struct RedisSettings {
     /// Username (Redis 6 ACL), if not in the URL.
     pub username: Option<String>,
     /// Password, if not in the URL.
-    pub password: Option<String>,
+    pub password: Option<crate::redact::Secret>,
     /// Secrets Manager secret holding the AUTH token (`{"password": ...}` or the plain
     /// token), read once at start-up so the token never sits in the function's environment.
     pub password_secret_arn: Option<String>,
@@ -49,7 +49,7 @@ impl RedisSettings {
             info = info.set_redis_settings(settings);
         }
         if let Some(p) = &self.password {
-            let settings = info.redis_settings().clone().set_password(p.clone());
+            let settings = info.redis_settings().clone().set_password(p.to_string());
             info = info.set_redis_settings(settings);
         }
         Ok(redis::Client::open(info)?)

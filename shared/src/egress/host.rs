@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use super::{is_allowed_destination, is_blocked, literal_ip, AllowEntry, EgressClient};
+use super::{is_allowed_destination, is_blocked, literal_ip, EgressAllow, EgressClient};
 use crate::bindings::alga::extension::http;
 use crate::bindings::types::{HttpError, HttpHeader, HttpRequest, HttpResponse};
 use crate::debug::DebugSink;
@@ -14,8 +14,8 @@ use crate::debug::DebugSink;
 pub struct EgressCtx {
     /// Whether the call may fetch (`cap:http.fetch`), decided when it was planned.
     pub granted: bool,
-    /// The install's allow-list.
-    pub allow: Vec<AllowEntry>,
+    /// What this call may fetch.
+    pub allow: EgressAllow,
     /// The process-wide client (its resolver refuses non-public addresses).
     pub client: Arc<EgressClient>,
     /// Calls made so far in this call.
@@ -52,11 +52,12 @@ impl http::Host for EgressCtx {
             return Err(HttpError::InvalidUrl);
         }
         let host = url.host_str().unwrap_or_default().to_string();
-        if !self.allow.iter().any(|e| e.allows(&url)) {
+        if !self.allow.allows(&url) {
             return Err(self.deny_fetch(format!(
-                "{}://{host}:{} is not on the install's allow-list",
+                "{}://{host}:{} is not on {}",
                 url.scheme(),
-                url.port_or_known_default().unwrap_or(0)
+                url.port_or_known_default().unwrap_or(0),
+                self.allow.source()
             )));
         }
         let settings = self.client.settings.clone();

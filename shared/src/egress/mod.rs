@@ -106,6 +106,56 @@ pub fn parse_allow_list(entries: &[String]) -> Result<Vec<AllowEntry>, AllowList
     entries.iter().map(|e| AllowEntry::parse(e)).collect()
 }
 
+/// What one call may fetch. Whatever the list says, the SSRF guard still refuses every
+/// private, loopback, link-local and metadata address ([`is_allowed_destination`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EgressAllow {
+    /// Kelp's allow-list (an install's, or `KELP_RUNNER_EGRESS_ALLOW`): exact hosts or `*.`
+    /// subdomains, https and the scheme's port unless an entry says otherwise; empty = none.
+    List(Vec<AllowEntry>),
+    /// Alga's `EXT_EGRESS_ALLOWLIST` as its runner reads it (`KELP_EGRESS_POLICY=alga`): a
+    /// host equal to an entry or ending in `.entry`, any scheme (http or https) and port;
+    /// an empty list allows every public host.
+    AlgaSuffixes(Vec<String>),
+}
+
+impl EgressAllow {
+    /// Kelp's allow-list from its entries; entries that do not parse allow nothing (they
+    /// were refused when the install was written).
+    pub fn from_entries(entries: &[String]) -> Self {
+        Self::List(entries.iter().filter_map(|e| AllowEntry::parse(e).ok()).collect())
+    }
+
+    /// Alga's list: comma-separated, trimmed, lower-cased, empty items dropped.
+    pub fn alga(raw: &[String]) -> Self {
+        Self::AlgaSuffixes(
+            raw.iter().map(|e| e.trim().trim_end_matches('.').to_lowercase()).filter(|e| !e.is_empty()).collect(),
+        )
+    }
+
+    /// Whether the URL may be fetched (before the address check).
+    pub fn allows(&self, url: &url::Url) -> bool {
+        match self {
+            Self::List(entries) => entries.iter().any(|e| e.allows(url)),
+            Self::AlgaSuffixes(suffixes) => {
+                let Some(host) = url.host_str().map(|h| h.trim_end_matches('.').to_lowercase()) else { return false };
+                suffixes.is_empty()
+                    || suffixes
+                        .iter()
+                        .any(|s| host == *s || host.strip_suffix(s.as_str()).is_some_and(|p| p.ends_with('.')))
+            }
+        }
+    }
+
+    /// Where the rule comes from, for a refusal's message.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Self::List(_) => "the install's allow-list",
+            Self::AlgaSuffixes(_) => "EXT_EGRESS_ALLOWLIST",
+        }
+    }
+}
+
 /// Egress limits and the operator's loopback switch.
 #[derive(Debug, Clone)]
 pub struct EgressSettings {
@@ -293,6 +343,22 @@ mod tests {
         let http = AllowEntry::parse("http://localhost:8080").unwrap();
         assert!(http.allows(&url("http://localhost:8080/")));
         assert!(!http.allows(&url("https://localhost:8080/")));
+    }
+
+    #[test]
+    fn algas_policy_matches_host_suffixes_on_any_scheme_and_port_and_empty_allows_all() {
+        let alga = EgressAllow::alga(&[" Example.com ".into(), "".into(), "api.partner.io".into()]);
+        for allowed in
+            ["https://example.com/", "http://example.com:8080/x", "https://a.b.example.com/", "http://api.partner.io/"]
+        {
+            assert!(alga.allows(&url(allowed)), "{allowed}");
+        }
+        for refused in ["https://badexample.com/", "https://partner.io/", "https://example.com.evil.io/"] {
+            assert!(!alga.allows(&url(refused)), "{refused}");
+        }
+        assert!(EgressAllow::alga(&[]).allows(&url("http://anything.test:81/")), "empty: every public host");
+        assert!(!EgressAllow::from_entries(&[]).allows(&url("https://anything.test/")), "Kelp's empty list: none");
+        assert!(EgressAllow::from_entries(&["example.com".into()]).allows(&url("https://example.com/")));
     }
 
     #[test]

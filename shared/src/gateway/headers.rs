@@ -1,5 +1,7 @@
 //! Header allow-lists between the client and the guest (docs/api-routing.md, "Header allow-lists").
 
+use std::collections::BTreeMap;
+
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 
 use crate::bindings::types::HttpHeader;
@@ -37,15 +39,37 @@ pub const MAX_RESPONSE_HEADER_BYTES: usize = 16 * 1024;
 /// act as the gateway origin that also serves other extensions and holds users' tokens.
 pub const GUEST_RESPONSE_CSP: &str = "default-src 'none'; frame-ancestors 'none'; sandbox";
 
+/// The per-response caps on a guest's headers ([`MAX_RESPONSE_HEADERS`] headers,
+/// [`MAX_RESPONSE_HEADER_BYTES`] bytes of names and values), kept by both answers a guest's
+/// headers go into: the gateway's HTTP response and the runner's JSON answer.
+#[derive(Default)]
+struct HeaderBudget {
+    headers: usize,
+    bytes: usize,
+}
+
+impl HeaderBudget {
+    /// Whether `h` fits; `adds_header` is false when it only extends a header already kept.
+    fn fits(&self, h: &HttpHeader, adds_header: bool) -> bool {
+        !(adds_header && self.headers >= MAX_RESPONSE_HEADERS)
+            && self.bytes + h.name.len() + h.value.len() <= MAX_RESPONSE_HEADER_BYTES
+    }
+
+    fn take(&mut self, h: &HttpHeader, adds_header: bool) {
+        self.headers += usize::from(adds_header);
+        self.bytes += h.name.len() + h.value.len();
+    }
+}
+
 /// The guest's response headers that may reach the client. Disallowed, invalid and excess
 /// headers (past [`MAX_RESPONSE_HEADERS`] or [`MAX_RESPONSE_HEADER_BYTES`]) are dropped and
 /// reported in one debug warning per response, however many there were (never a panic).
 pub fn client_response_headers(guest: &[HttpHeader], debug: &DebugSink) -> HeaderMap {
     let mut out = HeaderMap::new();
-    let mut bytes = 0usize;
+    let mut budget = HeaderBudget::default();
     let mut dropped = Dropped::default();
     for h in guest {
-        if out.len() >= MAX_RESPONSE_HEADERS || bytes + h.name.len() + h.value.len() > MAX_RESPONSE_HEADER_BYTES {
+        if !budget.fits(h, true) {
             dropped.over_limit += 1;
             continue;
         }
@@ -62,13 +86,42 @@ pub fn client_response_headers(guest: &[HttpHeader], debug: &DebugSink) -> Heade
             dropped.over_limit += 1;
             continue;
         }
-        bytes += h.name.len() + h.value.len();
+        budget.take(h, true);
     }
     if let Some(summary) = dropped.summary() {
         debug.host_warning(summary);
     }
     out.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     out.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(GUEST_RESPONSE_CSP));
+    out
+}
+
+/// The guest's response headers for the runner's answer (`/v1/execute`): Alga's runner answers
+/// a map, so names are lower-cased and repeated headers joined with `, ` as HTTP allows; the
+/// caller (Alga) applies its own allow-list. The same caps as [`client_response_headers`],
+/// with one debug warning for whatever they cut.
+pub fn runner_response_headers(guest: &[HttpHeader], debug: &DebugSink) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    let mut budget = HeaderBudget::default();
+    let mut dropped = Dropped::default();
+    for h in guest {
+        let name = h.name.to_ascii_lowercase();
+        let adds_header = !out.contains_key(&name);
+        if !budget.fits(h, adds_header) {
+            dropped.over_limit += 1;
+            continue;
+        }
+        budget.take(h, adds_header);
+        out.entry(name)
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(&h.value);
+            })
+            .or_insert_with(|| h.value.clone());
+    }
+    if let Some(summary) = dropped.summary() {
+        debug.host_warning(summary);
+    }
     out
 }
 
@@ -159,6 +212,24 @@ mod tests {
         let guest: Vec<_> = (0..4).map(|i| header(format!("x-ext-{i}"), &big)).collect();
         let out = client_response_headers(&guest, &sink(&bus));
         assert_eq!(out.len(), 1 + 2, "only the first fits the byte budget");
+    }
+
+    #[tokio::test]
+    async fn the_runners_answer_joins_repeats_and_keeps_the_same_caps() {
+        let bus = Arc::new(MemoryBus::new(1000));
+        let mut guest = vec![header("Set-Cookie".into(), "a=1"), header("set-cookie".into(), "b=2")];
+        guest.extend((0..30_000).map(|i| header(format!("x-h{i}"), "v")));
+        let out = runner_response_headers(&guest, &sink(&bus));
+        assert_eq!(out["set-cookie"], "a=1, b=2", "one map entry, as Alga's runner answers");
+        assert_eq!(out.len(), MAX_RESPONSE_HEADERS);
+        let events = bus.backlog("t", "e", 100).await.unwrap();
+        assert_eq!(events.len(), 1, "one summary warning");
+        assert!(events[0].event.message.contains("past the limit"), "{}", events[0].event.message);
+        // Many values of one name count against the byte cap, not the header count.
+        let big = "v".repeat(MAX_RESPONSE_HEADER_BYTES / 3 - 10);
+        let repeats: Vec<_> = (0..5).map(|_| header("x-big".into(), &big)).collect();
+        let out = runner_response_headers(&repeats, &sink(&bus));
+        assert_eq!(out["x-big"].matches('v').count(), 3 * big.len(), "the bytes budget cut the fourth");
     }
 
     #[test]

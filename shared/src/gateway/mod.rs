@@ -33,12 +33,12 @@ pub struct GatewaySettings {
     pub max_timeout: Duration,
     /// Largest memory a `/v1/execute` caller may ask for (the engine's bound).
     pub max_memory_bytes: usize,
-    /// Token required on `/v1/execute` (never logged: no `Debug`).
-    pub runner_service_token: Option<String>,
+    /// Token required on `/v1/execute`.
+    pub runner_service_token: Option<crate::redact::Secret>,
     /// Who may call `/v1/execute` without that token.
     pub runner_auth: RunnerAuth,
-    /// Egress allow-list for `/v1/execute` calls of installs Kelp does not know.
-    pub runner_egress_allow: Vec<String>,
+    /// What `/v1/execute` calls may fetch ([`RunnerEgress`]).
+    pub runner_egress: RunnerEgress,
     /// Browser origins allowed by CORS.
     pub cors_origins: Vec<String>,
     /// Allow `Origin: null` too (the opaque origin of sandboxed extension UIs).
@@ -53,6 +53,20 @@ pub struct GatewaySettings {
     pub rate_per_sec: f64,
     /// Redis to share buckets through, if any.
     pub rate_redis: Option<crate::debug::redis::RedisSettings>,
+}
+
+/// The egress rules of `/v1/execute` calls (`KELP_EGRESS_POLICY`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerEgress {
+    /// `kelp` (default): the install's allow-list when Kelp knows the install, else
+    /// `KELP_RUNNER_EGRESS_ALLOW`; Kelp's matching (exact or `*.` hosts, https, default port).
+    Kelp {
+        /// `KELP_RUNNER_EGRESS_ALLOW`.
+        default_allow: Vec<String>,
+    },
+    /// `alga`: every call gets Alga's `EXT_EGRESS_ALLOWLIST` with Alga's meaning (empty = all
+    /// public hosts; suffix matches on any scheme and port), as Alga's runner applies it.
+    Alga(crate::egress::EgressAllow),
 }
 
 /// How `/v1/execute` callers authenticate (`KELP_RUNNER_AUTH`).
@@ -80,8 +94,8 @@ pub struct Gateway {
     pub rate_limiter: Arc<dyn RateLimiter>,
     /// `/v1/execute` idempotent replays.
     pub(crate) replays: runner_api::ReplayCache,
-    /// `/v1/execute` fetches from Alga's bundle store, one per content hash at a time.
-    pub(crate) fetches: runner_api::FetchGates,
+    /// Bundles fetched from Alga's store, one fetch per bundle at a time.
+    pub(crate) alga: crate::alga_bundles::AlgaBundles,
 }
 
 impl Gateway {
@@ -119,7 +133,7 @@ impl Gateway {
             settings,
             rate_limiter,
             replays: runner_api::ReplayCache::new(),
-            fetches: runner_api::FetchGates::default(),
+            alga: crate::alga_bundles::AlgaBundles::default(),
         })
     }
 }

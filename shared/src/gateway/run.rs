@@ -38,6 +38,11 @@ pub fn exec_error_response(e: &ExecError) -> ApiError {
                  (if its manifest declares it) or handle the denial in the extension"
             ),
         ),
+        ExecError::NoHandler => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_handler",
+            "this version of the extension is UI-only: it has no handler to answer API calls",
+        ),
         ExecError::Busy(slots) => {
             tracing::warn!(slots, "all instance slots busy");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "the runtime is at capacity; retry shortly")

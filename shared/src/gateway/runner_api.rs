@@ -10,7 +10,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::http::body::LimitedBytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,19 +21,18 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use super::headers::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEADER_BYTES};
-use super::{Gateway, GatewaySettings, RunnerAuth};
+use super::headers::runner_response_headers;
+use super::{Gateway, GatewaySettings, RunnerAuth, RunnerEgress};
 use crate::bindings::types::{ContextData, ExecuteRequest, HttpHeader, HttpRequest};
-use crate::egress::AllowEntry;
+use crate::egress::EgressAllow;
 use crate::executor::{ExecError, ExecLimits};
 use crate::http::error::ApiError;
 use crate::http::exposure::private_route;
 use crate::http::RequestId;
 use crate::ids::{ExecIds, UserInfo};
-use crate::manifest::{normalize_capability, DEFAULT_CAPABILITIES, KNOWN_CAPABILITIES};
+use crate::manifest::{normalize_capability, CAP_USER_READ, DEFAULT_CAPABILITIES, KNOWN_CAPABILITIES};
 use crate::runtime::Plan;
-use crate::secrets::SecretEnvelope;
-use crate::secrets::SecretsState;
+use crate::secrets::{SecretEnvelope, SecretsError, SecretsState};
 
 /// How long a completed answer is replayed for the same idempotency key.
 const REPLAY_WINDOW: Duration = Duration::from_secs(600);
@@ -65,6 +64,13 @@ struct Context {
     version_id: Option<String>,
     #[serde(default)]
     config: BTreeMap<String, String>,
+    /// `schedule` from Alga's scheduled-job caller (`extensionScheduledInvocationHandler.ts`);
+    /// Alga's runner ignores it, Kelp records it in the request's log line.
+    #[serde(default)]
+    trigger: Option<String>,
+    /// The schedule that fired, from the same caller.
+    #[serde(default)]
+    schedule_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,85 +131,84 @@ impl ExecuteAnswer {
 /// (tenant, extension, idempotency key).
 type ReplayKey = (String, String, String);
 
-/// Completed answers by (tenant, extension, idempotency key), bounded and time-limited.
-pub(crate) struct ReplayCache(Mutex<LruCache<ReplayKey, (Instant, ExecuteAnswer)>>);
+/// A completed answer and the sha256 of the request it answered.
+type Replay = (Instant, [u8; 32], ExecuteAnswer);
+
+/// Completed answers by (tenant, extension, idempotency key), bounded and time-limited. An
+/// answer is replayed only to the same request (same body, routing headers included in the
+/// key): the same key with another request — another user's, other input — is refused, as
+/// the admin API refuses it, never answered with someone else's result.
+pub(crate) struct ReplayCache(Mutex<LruCache<ReplayKey, Replay>>);
+
+/// What a call with a replayed key finds.
+enum Replayed {
+    /// Nothing (or nothing fresh): run it.
+    No,
+    /// The answer to this very request.
+    Same(ExecuteAnswer),
+    /// The key answered another request.
+    Reused,
+}
 
 impl ReplayCache {
     pub(crate) fn new() -> Self {
         Self(Mutex::new(LruCache::new(NonZeroUsize::new(10_000).expect("non-zero"))))
     }
 
-    fn get(&self, key: &ReplayKey) -> Option<ExecuteAnswer> {
+    fn get(&self, key: &ReplayKey, request: &[u8; 32]) -> Replayed {
         let mut cache = self.0.lock();
         match cache.get(key) {
-            Some((at, answer)) if at.elapsed() < REPLAY_WINDOW => Some(answer.clone()),
+            Some((at, digest, answer)) if at.elapsed() < REPLAY_WINDOW => {
+                if digest == request {
+                    Replayed::Same(answer.clone())
+                } else {
+                    Replayed::Reused
+                }
+            }
             Some(_) => {
                 cache.pop(key);
-                None
+                Replayed::No
             }
-            None => None,
+            None => Replayed::No,
         }
     }
 
-    fn put(&self, key: ReplayKey, answer: ExecuteAnswer) {
-        self.0.lock().put(key, (Instant::now(), answer));
+    fn put(&self, key: ReplayKey, request: [u8; 32], answer: ExecuteAnswer) {
+        self.0.lock().put(key, (Instant::now(), request, answer));
     }
 }
 
-/// One fetch per content hash at a time: concurrent first calls for a bundle wait for the one
-/// fetching (and precompiling) it, then find it published.
-#[derive(Default)]
-pub(crate) struct FetchGates(Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+/// What a runner call may carry besides its (base64) body: context, config, headers, secret
+/// envelope and user. The JSON read is capped at the body cap's base64 size plus this.
+const ENVELOPE_ALLOWANCE: usize = 1 << 20;
 
-/// A bundle Kelp does not know, from Alga's bundle store (key layout of Alga's:
-/// `tenants/{tenant}/extensions/{extension}/sha256/{hex}/bundle.tar.zst`): checked against
-/// its sha256, published (manifest validated, precompiled, stored in every tier) and returned.
-/// `Ok(Err(answer))` is a refusal in the runner's shape.
-async fn fetch_from_alga(
+/// The refusal of a body over `KELP_MAX_BODY_BYTES`, in the runner's shape so Alga's callers
+/// pass 413 on to the user (an HTTP 413 would reach them as Alga's 502).
+fn too_large(max_body_bytes: usize) -> ExecuteAnswer {
+    ExecuteAnswer::failure(413, &format!("payload_too_large: the request body is over {max_body_bytes} bytes"))
+}
+
+/// A version already known for this call: the tenant's own fetched copy, or a version
+/// published to Kelp under its manifest name. Another tenant's fetched copy is never used,
+/// even with the same content hash: its bytes came from that tenant's store.
+async fn find_version(
     gw: &Gateway,
     tenant: &str,
     extension: &str,
     content_hash: &str,
-) -> Result<Result<crate::stores::VersionRecord, ExecuteAnswer>, ApiError> {
+) -> Result<Option<Arc<crate::stores::VersionRecord>>, ApiError> {
     let platform = &gw.platform;
-    let Some(store) = &platform.alga_bundles else { return Ok(Err(ExecuteAnswer::failure(404, "bundle_not_found"))) };
-    let hex = content_hash.trim_start_matches("sha256:").to_ascii_lowercase();
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(Err(ExecuteAnswer::failure(400, "bundle_fetch_failed: content_hash is not sha256:<hex>")));
-    }
-    let gate = gw.fetches.0.lock().entry(hex.clone()).or_default().clone();
-    let _one_at_a_time = gate.lock().await;
-    // The first caller may have published it while this one waited.
-    let canonical = format!("sha256:{hex}");
-    if let Some(version) = platform.registry.find_version_by_content_hash(&canonical).await? {
-        return Ok(Ok(version));
-    }
-    let key = format!("tenants/{tenant}/extensions/{extension}/sha256/{hex}/bundle.tar.zst");
-    let bytes = match store.get(&key).await {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return Ok(Err(ExecuteAnswer::failure(404, "bundle_not_found"))),
-        Err(e) => {
-            tracing::warn!(%key, error = %e, "Alga bundle store unavailable");
-            return Ok(Err(ExecuteAnswer::failure(502, "bundle_fetch_failed: the bundle store is unavailable")));
-        }
-    };
-    if crate::publish::content_hash(&bytes) != canonical {
-        tracing::warn!(%key, "bundle from Alga's store does not match its content hash");
-        return Ok(Err(ExecuteAnswer::failure(502, "bundle_fetch_failed: the bundle does not match its sha256")));
-    }
-    match crate::publish::publish(platform, bytes, &crate::publish::BundleLimits::default()).await {
-        Ok(published) => {
-            tracing::info!(%key, version = %published.version.id, "bundle fetched from Alga's store and published");
-            Ok(Ok(published.version))
-        }
-        Err(e) => {
-            let reason = ApiError::from(e);
-            Ok(Err(ExecuteAnswer::failure(
-                if reason.status.is_client_error() { 400 } else { 502 },
-                &format!("bundle_fetch_failed: {} ({})", reason.message, reason.code),
-            )))
+    if let Some(hex) = crate::alga_bundles::content_hex(content_hash) {
+        if let Some(v) = gw.alga.find(platform, tenant, extension, &hex).await? {
+            return Ok(Some(v));
         }
     }
+    let Some(found) = platform.registry.find_version_by_content_hash(content_hash).await? else { return Ok(None) };
+    let name = platform.extension_name(&found.extension_id).await?.unwrap_or_default();
+    if crate::alga_bundles::is_scope_name(&name) {
+        return Ok(None);
+    }
+    Ok(platform.version(&found.id).await?)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -216,11 +221,16 @@ pub async fn handle(
     Extension(request_id): Extension<RequestId>,
     extensions: Extensions,
     headers: HeaderMap,
-    LimitedBytes(body): LimitedBytes,
+    body: Body,
 ) -> Response {
     if let Err(e) = authenticate(&gw.settings, &headers, &extensions) {
         return e.with_request_id(&request_id.0).into_response();
     }
+    let max_body = gw.settings.max_body_bytes;
+    let json_cap = max_body.div_ceil(3) * 4 + ENVELOPE_ALLOWANCE;
+    let Ok(body) = axum::body::to_bytes(body, json_cap).await else {
+        return (StatusCode::OK, Json(too_large(max_body))).into_response();
+    };
     match serve(&gw, &request_id.0, &headers, &body).await {
         Ok(answer) => (StatusCode::OK, Json(answer)).into_response(),
         Err(e) => e.with_request_id(&request_id.0).into_response(),
@@ -262,6 +272,12 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
     else {
         return Ok(ExecuteAnswer::failure(400, "missing_routing_headers"));
     };
+    if !crate::alga_bundles::is_valid_id(&req.context.tenant_id) {
+        return Ok(ExecuteAnswer::failure(
+            400,
+            "invalid_tenant: a tenant id is 1-128 of letters, digits, '.', '_' and '-'",
+        ));
+    }
     if crate::auth::is_reserved_tenant(&req.context.tenant_id) {
         return Ok(ExecuteAnswer::failure(400, "reserved_tenant: tenant ids starting with '_' are Kelp's"));
     }
@@ -278,8 +294,16 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         },
         _ => Vec::new(),
     };
+    if body_bytes.len() > settings.max_body_bytes {
+        return Ok(too_large(settings.max_body_bytes));
+    }
+    if let Some(trigger) = &req.context.trigger {
+        tracing::info!(%trigger, schedule = ?req.context.schedule_id, "runner call from Alga's scheduler");
+    }
+    // Alga's runner grants these to every call, whatever `providers` says (its
+    // `providers/mod.rs`): the user is readable whenever the caller sent one.
     let mut capabilities: std::collections::BTreeSet<String> =
-        DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        DEFAULT_CAPABILITIES.iter().chain([&CAP_USER_READ]).map(|c| c.to_string()).collect();
     let unknown: Vec<&str> = req
         .providers
         .iter()
@@ -294,22 +318,29 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
     let tenant = req.context.tenant_id.clone();
     let idem_key =
         header(headers, "x-idempotency-key").map(|k| (tenant.clone(), req.context.extension_id.clone(), k.to_string()));
+    let request_digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(body).into();
     if let Some(key) = &idem_key {
-        if let Some(answer) = gw.replays.get(key) {
-            return Ok(answer);
+        match gw.replays.get(key, &request_digest) {
+            Replayed::Same(answer) => return Ok(answer),
+            Replayed::Reused => {
+                return Ok(ExecuteAnswer::failure(
+                    409,
+                    "idempotency_key_reused: this x-idempotency-key already answered a different request",
+                ))
+            }
+            Replayed::No => {}
         }
     }
 
-    // The bundle is found by content hash: published to Kelp, or fetched once from Alga's
-    // bundle store when one is configured.
-    let version = match platform.registry.find_version_by_content_hash(&req.context.content_hash).await? {
+    // The bundle is found by content hash: fetched before from this tenant's part of Alga's
+    // bundle store, published to Kelp through the admin API, or fetched now.
+    let version = match find_version(gw, tenant_h, extension_h, &req.context.content_hash).await? {
         Some(version) => version,
-        None => match fetch_from_alga(gw, tenant_h, extension_h, &req.context.content_hash).await? {
+        None => match gw.alga.fetch(platform, tenant_h, extension_h, &req.context.content_hash).await? {
             Ok(version) => version,
-            Err(refusal) => return Ok(refusal),
+            Err(refusal) => return Ok(ExecuteAnswer::failure(refusal.status, &refusal.error)),
         },
     };
-    let version = platform.version(&version.id).await?.ok_or_else(|| ApiError::internal("version vanished"))?;
     // A1: the install id is always set; when the caller omits it, Kelp's own install of that
     // extension for the tenant supplies it (and its egress allow-list).
     let known_install = match &req.context.install_id {
@@ -322,19 +353,31 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         .clone()
         .or_else(|| known_install.as_ref().map(|i| i.install_id.clone()))
         .unwrap_or_else(|| req.context.extension_id.clone());
-    let egress_source = known_install.as_ref().map(|i| &i.egress).unwrap_or(&settings.runner_egress_allow);
-    let egress_allow = egress_source.iter().filter_map(|e| AllowEntry::parse(e).ok()).collect();
+    let egress_allow = match &settings.runner_egress {
+        RunnerEgress::Alga(allow) => allow.clone(),
+        RunnerEgress::Kelp { default_allow } => {
+            EgressAllow::from_entries(known_install.as_ref().map(|i| &i.egress).unwrap_or(default_allow))
+        }
+    };
 
     let secrets_version = header(headers, "x-ext-secrets-version").unwrap_or("0").to_string();
     let secrets = match &req.secret_envelope {
         None => SecretsState::None,
-        Some(env) => match platform.secrets.decode(&install_id, &secrets_version, env) {
+        Some(env) => match platform.secrets.decode(&install_id, &secrets_version, env).await {
             Ok(s) => SecretsState::Ready(s),
             // An envelope Kelp cannot open refuses the call with a reason, as Alga's runner
             // refuses one it cannot decrypt (the guest would only see `internal`).
-            Err(crate::secrets::SecretsError::UnsupportedAlgorithm(m)) => {
+            Err(SecretsError::UnsupportedAlgorithm(m)) => {
                 tracing::warn!(install = %install_id, reason = %m, "secret envelope of an unsupported provider");
                 return Ok(ExecuteAnswer::failure(500, &format!("unsupported_secret_provider: {m}")));
+            }
+            Err(SecretsError::Unavailable(m)) => {
+                tracing::warn!(install = %install_id, error = %m, "secrets unavailable");
+                return Ok(ExecuteAnswer::failure(503, "secrets_unavailable"));
+            }
+            Err(SecretsError::Refused(m)) => {
+                tracing::warn!(install = %install_id, reason = %m, "secret envelope refused");
+                return Ok(ExecuteAnswer::failure(500, &format!("secret_decrypt_failed: {m}")));
             }
             Err(e) => {
                 tracing::warn!(install = %install_id, error = %e, "secret envelope unusable");
@@ -420,31 +463,7 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
     let answer = match runtime.execute(plan, request).await {
         Ok(outcome) => {
             let r = outcome.response;
-            let mut headers: BTreeMap<String, String> = BTreeMap::new();
-            let (mut bytes, mut dropped) = (0usize, 0usize);
-            for h in r.headers {
-                // The same caps as the gateway's: a header flood is cut, with one warning.
-                bytes += h.name.len() + h.value.len();
-                if bytes > MAX_RESPONSE_HEADER_BYTES
-                    || (headers.len() >= MAX_RESPONSE_HEADERS && !headers.contains_key(&h.name.to_lowercase()))
-                {
-                    dropped += 1;
-                    continue;
-                }
-                // Alga's runner answers a map: repeated headers are joined as HTTP allows.
-                headers
-                    .entry(h.name.to_lowercase())
-                    .and_modify(|v| {
-                        v.push_str(", ");
-                        v.push_str(&h.value);
-                    })
-                    .or_insert(h.value);
-            }
-            if dropped > 0 {
-                debug.host_warning(format!(
-                    "response headers dropped: {dropped} past the limit of {MAX_RESPONSE_HEADERS} headers / {MAX_RESPONSE_HEADER_BYTES} bytes"
-                ));
-            }
+            let headers = runner_response_headers(&r.headers, &debug);
             let body = r.body.unwrap_or_default();
             if body.len() > settings.max_body_bytes {
                 debug.host_warning(format!("response body over {} bytes", settings.max_body_bytes));
@@ -464,6 +483,7 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
             ExecuteAnswer::failure(503, "service_unavailable")
         }
         Err(ExecError::Busy(_)) => ExecuteAnswer::failure(503, "overloaded"),
+        Err(ExecError::NoHandler) => ExecuteAnswer::failure(404, "no_handler"),
         Err(ExecError::CapabilityDenied { capability, .. }) => {
             ExecuteAnswer::failure(500, &format!("capability_denied: {capability}"))
         }
@@ -471,7 +491,7 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         Err(_) => ExecuteAnswer::failure(500, "extension_error"),
     };
     if let Some(key) = idem_key {
-        gw.replays.put(key, answer.clone());
+        gw.replays.put(key, request_digest, answer.clone());
     }
     Ok(answer)
 }

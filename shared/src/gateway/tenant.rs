@@ -17,8 +17,8 @@ use super::Gateway;
 use crate::auth::{identify_in_extension, Identity, PERM_EXTENSION_READ, PERM_EXTENSION_WRITE};
 use crate::bindings::types::{ContextData, ExecuteRequest, HttpRequest};
 use crate::debug::{DebugSink, EventContext};
-use crate::egress::AllowEntry;
-use crate::executor::Reuse;
+use crate::egress::EgressAllow;
+use crate::executor::{ExecError, Reuse};
 use crate::http::error::ApiError;
 use crate::http::{cors, RequestId};
 use crate::ids::{ExecIds, UserInfo};
@@ -245,7 +245,10 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     // 4. RBAC (A3).
     authorize(&identity, &method, &version)?;
 
-    // 5. Manifest endpoints (A4, fail closed).
+    // 5. Manifest endpoints (A4, fail closed). A UI-only version has none to call.
+    if !version.has_component() {
+        return Err(exec_error_response(&ExecError::NoHandler));
+    }
     let endpoint = match version.manifest.match_endpoint(method.as_str(), &path) {
         EndpointMatch::Matched(e) => e.path.clone(),
         EndpointMatch::NotFound => {
@@ -495,6 +498,10 @@ async fn plan_for(
                     ));
                 }
                 Err(SecretsError::NotFound) => SecretsState::None,
+                Err(SecretsError::Refused(m)) => {
+                    tracing::warn!(install = %install.install_id, reason = %m, "secret envelope refused");
+                    return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "secret_decrypt_failed", m));
+                }
                 Err(e) => {
                     tracing::warn!(install = %install.install_id, error = %e, "secret envelope unusable");
                     SecretsState::Broken
@@ -503,7 +510,7 @@ async fn plan_for(
         }
         _ => SecretsState::None,
     };
-    let egress_allow = install.egress.iter().filter_map(|e| AllowEntry::parse(e).ok()).collect();
+    let egress_allow = EgressAllow::from_entries(&install.egress);
     Ok(Plan {
         ids: ExecIds {
             request_id: request_id.to_string(),

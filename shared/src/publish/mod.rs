@@ -71,11 +71,24 @@ fn find_manifest(bundle: &Bundle) -> Result<(String, &[u8]), BundleError> {
     }
 }
 
-/// Publish a bundle (`.tar.zst` or `.tar` bytes).
+/// Publish a bundle (`.tar.zst` or `.tar` bytes) under its manifest's name.
 pub async fn publish(
     platform: &Arc<Platform>,
     bundle_bytes: Vec<u8>,
     limits: &BundleLimits,
+) -> Result<Published, PublishError> {
+    publish_as(platform, bundle_bytes, limits, None).await
+}
+
+/// Publish a bundle under `registry_name` instead of its manifest's name: bundles fetched
+/// from Alga's store are kept in a registry entry of their own per (tenant, Alga extension),
+/// so no tenant's upload can take, block or reveal a name@version of another's
+/// ([`crate::alga_bundles`]). Such names contain `/`, which no manifest name may.
+pub async fn publish_as(
+    platform: &Arc<Platform>,
+    bundle_bytes: Vec<u8>,
+    limits: &BundleLimits,
+    registry_name: Option<&str>,
 ) -> Result<Published, PublishError> {
     let hash = content_hash(&bundle_bytes);
     let bundle = unpack(&bundle_bytes, limits)?;
@@ -86,30 +99,34 @@ pub async fn publish(
         tracing::warn!(extension = %manifest.name, version = %manifest.version, "manifest: {w}");
     }
     crate::ui_assets::check_entry(&manifest, &bundle, &prefix).map_err(|m| PublishError::Manifest(ManifestError(m)))?;
-    let component_path = format!("{prefix}{}", manifest.component_path());
-    let component = bundle
-        .files
-        .get(&component_path)
-        .ok_or_else(|| PublishError::Component(format!("{component_path} is not in the bundle")))?
-        .clone();
-
-    // Versions are immutable: same name@version with other content is a conflict.
-    if let Some(existing) = platform.registry.find_extension_by_name(&manifest.name).await? {
-        if let Some(v) = platform.registry.find_version(&existing.id, &manifest.version).await? {
-            return same_or_conflict(existing, v, &hash).map(|p| Published { warnings, ..p });
+    let component = component_of(&manifest, &bundle, &prefix)?;
+    let name = registry_name.map(str::to_string).unwrap_or_else(|| manifest.name.clone());
+    let existing = platform.registry.find_extension_by_name(&name).await?;
+    // Versions are immutable: the same name@version with other content is a conflict; the
+    // same content again is the version already published, whatever its version says.
+    if let Some(existing) = &existing {
+        let found = match manifest.wildcard_prefix() {
+            Some(_) => find_by_content(platform, &existing.id, &hash).await?,
+            None => platform.registry.find_version(&existing.id, &manifest.version).await?,
+        };
+        if let Some(v) = found {
+            return same_or_conflict(existing.clone(), v, &hash).map(|p| Published { warnings, ..p });
         }
     }
 
     // Compile (and link-check) before anything is recorded: a bad component leaves no trace.
-    let component_hash = hex::encode(Sha256::digest(&component));
-    platform
-        .cache()
-        .validate_and_precompile(&component_hash, component.clone())
-        .await
-        .map_err(|e| PublishError::Component(e.to_string()))?;
+    // A UI-only version has nothing to compile.
+    let component_hash = component.as_ref().map(|c| hex::encode(Sha256::digest(c))).unwrap_or_default();
     let blobs = &platform.blobs;
     let blob = |e: crate::blobs::BlobError| PublishError::Blob(e.to_string());
-    blobs.put(&component_key(&component_hash), &component).await.map_err(blob)?;
+    if let Some(component) = &component {
+        platform
+            .cache()
+            .validate_and_precompile(&component_hash, component.clone())
+            .await
+            .map_err(|e| PublishError::Component(e.to_string()))?;
+        blobs.put(&component_key(&component_hash), component).await.map_err(blob)?;
+    }
     let content_hex = hash.trim_start_matches("sha256:");
     blobs.put(&bundle_key(content_hex), &bundle_bytes).await.map_err(blob)?;
     crate::ui_assets::extract_at_publish(blobs, &manifest, &bundle, &prefix, content_hex).await.map_err(
@@ -123,27 +140,93 @@ pub async fn publish(
         .registry
         .ensure_extension(&ExtensionRecord {
             id: uuid::Uuid::new_v4().to_string(),
-            name: manifest.name.clone(),
+            name,
             publisher: manifest.publisher.clone(),
             created_at: now_rfc3339(),
         })
         .await?;
-    let version = VersionRecord {
+    let mut version = VersionRecord {
         id: uuid::Uuid::new_v4().to_string(),
         extension_id: extension.id.clone(),
         version: manifest.version.clone(),
         manifest,
         content_hash: hash.clone(),
-        component_hash: component_hash.clone(),
-        component_key: component_key(&component_hash),
+        component_key: if component.is_some() { component_key(&component_hash) } else { String::new() },
+        component_hash,
         bundle_key: bundle_key(content_hex),
         published_at: now_rfc3339(),
     };
-    match platform.registry.put_version(&version).await? {
-        PutVersion::Created => Ok(Published { extension, version, created: true, warnings }),
-        // Lost a race with a concurrent publish of the same name@version.
-        PutVersion::Existing(existing) => same_or_conflict(extension, *existing, &hash),
+    // Alga's `X.Y.*` becomes the next patch of X.Y, as Alga's registry resolves it; a
+    // concurrent publish that took that number first makes this one try the next.
+    // The stored manifest says the version it was published as.
+    let wildcard = version.manifest.wildcard_prefix().map(str::to_string);
+    let attempts = if wildcard.is_some() { WILDCARD_ATTEMPTS } else { 1 };
+    for _ in 0..attempts {
+        if let Some(prefix) = &wildcard {
+            version.version = next_patch(platform, &extension.id, prefix).await?;
+            version.manifest.version = version.version.clone();
+        }
+        match platform.registry.put_version(&version).await? {
+            PutVersion::Created => return Ok(Published { extension, version, created: true, warnings }),
+            PutVersion::Existing(existing) if existing.content_hash == hash || attempts == 1 => {
+                // Lost a race with a concurrent publish of the same name@version.
+                return same_or_conflict(extension, *existing, &hash);
+            }
+            PutVersion::Existing(_) => continue,
+        }
     }
+    Err(PublishError::Conflict(format!(
+        "{}@{}: concurrent publishes kept taking the next patch version; retry",
+        extension.name,
+        wildcard.map(|p| format!("{p}.*")).unwrap_or(version.version)
+    )))
+}
+
+/// How many patch numbers a wildcard publish tries when concurrent publishes take them.
+const WILDCARD_ATTEMPTS: usize = 5;
+
+/// The component of a bundle, or `None` for a UI-only version: Alga's bundles need no
+/// component when the manifest has a UI (its SDK's `basic` and `ui-gallery` templates ship
+/// none). A manifest that names its `entry` must ship it.
+fn component_of(manifest: &Manifest, bundle: &Bundle, prefix: &str) -> Result<Option<Vec<u8>>, PublishError> {
+    let path = format!("{prefix}{}", manifest.component_path());
+    match bundle.files.get(&path) {
+        Some(bytes) => Ok(Some(bytes.clone())),
+        None if manifest.entry.is_none() && manifest.ui.is_some() => Ok(None),
+        None => Err(PublishError::Component(format!(
+            "{path} is not in the bundle (a bundle without a component must have a ui)"
+        ))),
+    }
+}
+
+/// The version of `extension` published from exactly these bytes, if any.
+async fn find_by_content(
+    platform: &Platform,
+    extension: &str,
+    hash: &str,
+) -> Result<Option<VersionRecord>, PublishError> {
+    Ok(platform.registry.find_version_by_content_hash(hash).await?.filter(|v| v.extension_id == extension))
+}
+
+/// `X.Y.(highest patch + 1)` over the extension's releases `X.Y.N` (prereleases and build
+/// metadata are not counted, as Alga counts them), or `X.Y.0`.
+async fn next_patch(platform: &Platform, extension: &str, prefix: &str) -> Result<String, PublishError> {
+    let mut page = crate::stores::PageRequest { limit: 1000, cursor: None };
+    let mut highest: Option<u64> = None;
+    loop {
+        let versions = platform.registry.list_versions(extension, &page).await?;
+        for v in &versions.items {
+            let patch = v.version.strip_prefix(prefix).and_then(|rest| rest.strip_prefix('.'));
+            if let Some(n) = patch.filter(|p| p.bytes().all(|b| b.is_ascii_digit())).and_then(|p| p.parse().ok()) {
+                highest = highest.max(Some(n));
+            }
+        }
+        match versions.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok(format!("{prefix}.{}", highest.map_or(0, |n| n + 1)))
 }
 
 fn same_or_conflict(

@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod file;
 pub mod host;
+pub mod vault;
 
 pub use host::SecretsCtx;
 
@@ -94,8 +95,8 @@ impl SecretEnvelope {
                     .map_err(|_| SecretsError::Invalid("inline/base64 envelope is not a JSON map of strings".into()))?;
                 Ok(SecretMap(values))
             }
-            "vault-transit:v1" => Err(SecretsError::UnsupportedAlgorithm(
-                "vault-transit:v1 needs a Vault address, and Kelp has none configured".into(),
+            a if is_vault(a) => Err(SecretsError::UnsupportedAlgorithm(
+                "vault-transit:v1 envelopes need Vault: set KELP_VAULT_ADDR and a Vault token".into(),
             )),
             other => Err(SecretsError::UnsupportedAlgorithm(format!("unsupported algorithm {other:?}"))),
         }
@@ -104,6 +105,12 @@ impl SecretEnvelope {
 
 /// The inline algorithm: Secrets Manager already encrypts at rest with KMS.
 pub const ALG_INLINE: &str = "inline/base64";
+
+/// Whether an algorithm is Vault's transit engine: Alga's runner takes any `vault-transit…`
+/// label, case aside.
+fn is_vault(algorithm: &str) -> bool {
+    algorithm.trim().to_ascii_lowercase().starts_with("vault-transit")
+}
 
 /// Decoded secrets. `Debug` shows keys only.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -130,6 +137,10 @@ pub enum SecretsError {
     /// Algorithm Kelp cannot decode.
     #[error("{0}")]
     UnsupportedAlgorithm(String),
+    /// The key service refused to open the envelope (Vault's 403, an unknown transit key);
+    /// the message names the key, never the ciphertext.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Where envelopes live: a local file, or Secrets Manager.
@@ -176,8 +187,10 @@ type EnvelopeCache = LruCache<(String, String), (Instant, Arc<SecretEnvelope>)>;
 
 /// Fetches and decodes envelopes with two bounded caches: envelopes by (install,
 /// secrets_version) for `ttl`, decoded maps by (install, secrets_version, ciphertext hash).
+/// `vault-transit:v1` envelopes are opened through Vault when it is configured.
 pub struct SecretsResolver {
     source: Arc<dyn SecretSource>,
+    vault: Option<vault::VaultTransit>,
     ttl: Duration,
     envelopes: Mutex<EnvelopeCache>,
     decoded: Mutex<LruCache<DecodeKey, (Instant, Arc<SecretMap>)>>,
@@ -189,10 +202,17 @@ impl SecretsResolver {
         let cap = NonZeroUsize::new(4096).expect("non-zero");
         Self {
             source,
+            vault: None,
             ttl: ttl.min(MAX_SECRETS_TTL),
             envelopes: Mutex::new(LruCache::new(cap)),
             decoded: Mutex::new(LruCache::new(cap)),
         }
+    }
+
+    /// Open `vault-transit:v1` envelopes through this Vault.
+    pub fn with_vault(mut self, vault: vault::VaultTransit) -> Self {
+        self.vault = Some(vault);
+        self
     }
 
     /// The source (the admin API writes through it).
@@ -219,11 +239,13 @@ impl SecretsResolver {
                 fetched
             }
         };
-        self.decode(install_id, secrets_version, &envelope)
+        self.decode(install_id, secrets_version, &envelope).await
     }
 
-    /// Decode an envelope handed over by the caller (`/v1/execute`), with the same cache.
-    pub fn decode(
+    /// Decode an envelope handed over by the caller (`/v1/execute`), with the same cache. An
+    /// entry past the TTL is opened again, so a Vault that is down is invisible for the TTL
+    /// and then a clear [`SecretsError::Unavailable`].
+    pub async fn decode(
         &self,
         install_id: &str,
         secrets_version: &str,
@@ -241,7 +263,11 @@ impl SecretsResolver {
         let values = match hit {
             Some(v) => v,
             None => {
-                let v = Arc::new(envelope.decode()?);
+                let opened = match (&self.vault, envelope.algorithm.as_deref()) {
+                    (Some(vault), Some(a)) if is_vault(a) => vault.decrypt(envelope).await?,
+                    _ => envelope.decode()?,
+                };
+                let v = Arc::new(opened);
                 self.decoded.lock().put(key, (Instant::now(), v.clone()));
                 v
             }
@@ -273,21 +299,21 @@ mod tests {
         env.algorithm = Some("rot13".into());
         assert!(matches!(env.decode(), Err(SecretsError::UnsupportedAlgorithm(m)) if m.contains("rot13")));
         env.algorithm = Some("vault-transit:v1".into());
-        assert!(matches!(env.decode(), Err(SecretsError::UnsupportedAlgorithm(m)) if m.contains("Vault")));
+        assert!(matches!(env.decode(), Err(SecretsError::UnsupportedAlgorithm(m)) if m.contains("KELP_VAULT_ADDR")));
         env.algorithm = None;
         env.ciphertext_b64 = "!!!".into();
         assert!(matches!(env.decode(), Err(SecretsError::Invalid(_))));
     }
 
-    #[test]
-    fn expiry_is_checked() {
+    #[tokio::test]
+    async fn expiry_is_checked() {
         let past = SecretEnvelope::inline(&map(&[("k", "v")]), Some("2001-01-01T00:00:00Z".into()));
         assert!(past.is_expired());
         let future = SecretEnvelope::inline(&map(&[("k", "v")]), Some("2999-01-01T00:00:00Z".into()));
         assert!(!future.is_expired());
         let resolver = SecretsResolver::new(Arc::new(file::FileSecrets::in_memory()), MAX_SECRETS_TTL);
-        assert!(resolver.decode("i", "1", &past).unwrap().expired());
-        assert!(!resolver.decode("i", "1", &future).unwrap().expired());
+        assert!(resolver.decode("i", "1", &past).await.unwrap().expired());
+        assert!(!resolver.decode("i", "1", &future).await.unwrap().expired());
     }
 
     #[tokio::test]
@@ -303,6 +329,6 @@ mod tests {
         assert_eq!(resolver.for_install("i", "ref", "2").await.unwrap().values.0["k"], "two");
         // Envelope handed over directly with a reused version label: the ciphertext hash differs.
         let three = SecretEnvelope::inline(&map(&[("k", "three")]), None);
-        assert_eq!(resolver.decode("i", "2", &three).unwrap().values.0["k"], "three");
+        assert_eq!(resolver.decode("i", "2", &three).await.unwrap().values.0["k"], "three");
     }
 }

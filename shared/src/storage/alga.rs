@@ -3,8 +3,9 @@
 //! with `metadata.encoding = "base64-bytes"`, compare-and-set as `ifRevision`, list pages
 //! after a key through Alga's cursor (`base64url({"key": …})`, keys strictly after it).
 //!
-//! Status mapping (Alga's runner's): 401/403/429 → denied, 404 → missing, 409 → conflict,
-//! 400 → a limit with Alga's message, anything else → internal.
+//! Status mapping (Alga's runner's, `ee/runner/src/engine/host_api.rs`): 401/403/429 →
+//! denied, 404 → missing, 409 → conflict, 400 → a limit with Alga's message, anything else →
+//! internal; a delete Alga answers `{success: false}` (no such key) → conflict.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,17 +51,23 @@ impl AlgaKv {
     }
 }
 
-/// An entry as Alga returns it (`get`, `list` items): the value decoded as Alga's runner does
-/// (base64 when marked `base64-bytes`, else a JSON value's text).
+/// An entry as Alga returns it (`get`, `list` items), its value decoded in the order Alga's
+/// runner decodes it, so values written by Alga's own server or by older runners read the
+/// same: marked `base64-bytes` → base64 (anything else is malformed); an object with
+/// `_bytes_b64` → that field's base64; any other string → base64 if it decodes, else its
+/// UTF-8 bytes; any other JSON value → its compact JSON text.
 fn entry(v: &Value, namespace: &str, key: Option<&str>) -> Result<KvEntry, KvError> {
     let malformed = || KvError::Internal("malformed storage entry from Alga".into());
     let key = v.get("key").and_then(Value::as_str).or(key).ok_or_else(malformed)?;
     let encoding = v.pointer("/metadata/encoding").and_then(Value::as_str);
+    let b64 = base64::engine::general_purpose::STANDARD;
     let value = match v.get("value").unwrap_or(&Value::Null) {
-        Value::String(s) if encoding == Some("base64-bytes") => {
-            base64::engine::general_purpose::STANDARD.decode(s).map_err(|_| malformed())?
+        Value::String(s) if encoding == Some("base64-bytes") => b64.decode(s).map_err(|_| malformed())?,
+        _ if encoding == Some("base64-bytes") => return Err(malformed()),
+        Value::Object(o) if o.contains_key("_bytes_b64") => {
+            o["_bytes_b64"].as_str().and_then(|s| b64.decode(s).ok()).ok_or_else(malformed)?
         }
-        Value::String(s) => s.as_bytes().to_vec(),
+        Value::String(s) => b64.decode(s).unwrap_or_else(|_| s.as_bytes().to_vec()),
         other => serde_json::to_vec(other).map_err(|_| malformed())?,
     };
     Ok(KvEntry {
@@ -75,6 +82,27 @@ fn entry(v: &Value, namespace: &str, key: Option<&str>) -> Result<KvEntry, KvErr
 fn cursor_after(key: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({ "key": key }).to_string())
 }
+
+/// The cursor to send for a guest's: one that already is Alga's (a guest written for Alga's
+/// runner passes Alga's cursors on verbatim, as that runner does) goes as it is; anything else
+/// is Kelp's convention, the last key the guest saw.
+fn alga_cursor(guest_cursor: &str) -> String {
+    let is_algas = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(guest_cursor)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .is_some_and(|v| v.get("key").is_some_and(Value::is_string));
+    if is_algas {
+        guest_cursor.to_string()
+    } else {
+        cursor_after(guest_cursor)
+    }
+}
+
+/// Entries per `list` page. Alga's server answers 25 when no limit is sent (what guests get
+/// from Alga's runner, which sends none); with values capped at 64 KiB by Alga, a page is at
+/// most ~2.3 MB of JSON, within [`crate::alga_host::STORAGE_MAX_ANSWER_BYTES`].
+pub const ALGA_LIST_PAGE: usize = 25;
 
 #[async_trait]
 impl KvStore for AlgaKv {
@@ -114,10 +142,11 @@ impl KvStore for AlgaKv {
 
     async fn delete(&self, scope: &Scope, namespace: &str, key: &str) -> Result<(), KvError> {
         let answer = self.call(scope, "delete", json!({"namespace": namespace, "key": key})).await?;
-        // Alga answers `{success: false}` for a key that was not there: Kelp's `missing`, as
-        // every other backend answers it.
+        // Alga answers `{success: false}` for a key that was not there, and Alga's runner gives
+        // the guest `conflict` for it: guests written for Alga see the same here (Kelp's own
+        // backends answer `missing`; docs/alga-integration.md lists the difference).
         match answer.body.get("success").and_then(Value::as_bool) {
-            Some(false) => Err(KvError::Missing),
+            Some(false) => Err(KvError::Conflict),
             _ => Ok(()),
         }
     }
@@ -130,10 +159,11 @@ impl KvStore for AlgaKv {
         limit: usize,
     ) -> Result<Vec<KvEntry>, KvError> {
         let mut payload = json!({
-            "namespace": namespace, "includeValues": true, "includeMetadata": true, "limit": limit.clamp(1, 100),
+            "namespace": namespace, "includeValues": true, "includeMetadata": true,
+            "limit": limit.clamp(1, ALGA_LIST_PAGE),
         });
         if let Some(after) = after {
-            payload["cursor"] = cursor_after(after).into();
+            payload["cursor"] = alga_cursor(after).into();
         }
         let answer = self.call(scope, "list", payload).await?;
         answer
@@ -170,5 +200,22 @@ mod tests {
         let json_value = json!({"key": "k", "revision": 1, "value": {"a": 1}, "metadata": {}});
         assert_eq!(entry(&json_value, "n", None).unwrap().value, br#"{"a":1}"#);
         assert!(entry(&json!({"revision": 1}), "n", None).is_err(), "no key");
+        let value = |v: Value| entry(&json!({"key": "k", "value": v}), "n", None).map(|e| e.value);
+        assert_eq!(value(json!({"_bytes_b64": "aGk="})).unwrap(), b"hi", "Alga's bytes object");
+        assert_eq!(value(json!("aGk=")).unwrap(), b"hi", "an unmarked string that is base64");
+        assert_eq!(value(json!("plain text!")).unwrap(), b"plain text!", "an unmarked string that is not");
+        assert_eq!(value(json!(42)).unwrap(), b"42");
+        assert!(value(json!({"_bytes_b64": "!!"})).is_err());
+        let marked_non_string = json!({"key": "k", "value": 1, "metadata": {"encoding": "base64-bytes"}});
+        assert!(entry(&marked_non_string, "n", None).is_err(), "a marked value must be base64 text");
+    }
+
+    #[test]
+    fn algas_own_cursors_pass_through_and_last_keys_are_encoded() {
+        let algas = cursor_after("k-7");
+        assert_eq!(alga_cursor(&algas), algas);
+        assert_eq!(alga_cursor("k-7"), algas, "Kelp's convention: the last key seen");
+        // A key that happens to be valid base64url but is not Alga's JSON is still a key.
+        assert_eq!(alga_cursor("abcd"), cursor_after("abcd"));
     }
 }

@@ -84,14 +84,22 @@ pub struct VersionRecord {
     pub manifest: Manifest,
     /// `sha256:<hex>` of the bundle as published.
     pub content_hash: String,
-    /// Hex sha256 of the component bytes: the module cache key.
+    /// Hex sha256 of the component bytes: the module cache key (empty for a UI-only version).
     pub component_hash: String,
-    /// Blob key of the component bytes.
+    /// Blob key of the component bytes (empty for a UI-only version).
     pub component_key: String,
     /// Blob key of the bundle.
     pub bundle_key: String,
     /// RFC 3339.
     pub published_at: String,
+}
+
+impl VersionRecord {
+    /// Whether the version has a handler component; a UI-only version (a bundle with a UI and
+    /// no component, as Alga's SDK templates ship) has none.
+    pub fn has_component(&self) -> bool {
+        !self.component_hash.is_empty()
+    }
 }
 
 /// A tenant's install of one extension.

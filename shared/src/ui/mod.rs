@@ -2,6 +2,7 @@
 //! files with integrity (strong ETag), immutable caching and a Content-Security-Policy on
 //! HTML; `POST /api/ext-ui-token/{extensionId}` mints the token a UI calls its extension with.
 
+mod domains;
 mod serve;
 mod token;
 
@@ -19,12 +20,17 @@ pub struct UiRoutes {
     pub platform: Arc<Platform>,
     /// Serving settings.
     pub settings: UiSettings,
+    /// UIs of bundles in Alga's store, addressed by Alga's registry ids.
+    pub(crate) alga: crate::alga_bundles::AlgaBundles,
+    /// Asks Alga which install a UI domain belongs to (per-install UI domains).
+    pub(crate) lookups: Option<domains::HostLookup>,
 }
 
 impl UiRoutes {
     /// UI routes over a platform.
     pub fn new(platform: Arc<Platform>, settings: UiSettings) -> Arc<Self> {
-        Arc::new(Self { platform, settings })
+        let lookups = settings.alga_domains.clone().map(domains::HostLookup::new);
+        Arc::new(Self { platform, settings, alga: Default::default(), lookups })
     }
 }
 
@@ -35,6 +41,8 @@ pub fn router(ui: Arc<UiRoutes>) -> Router {
         .route("/ext-ui/{extension_id}/{content_hash}/", get(serve::handle))
         .route("/ext-ui/{extension_id}/{content_hash}/{*path}", get(serve::handle))
         .route("/api/ext-ui-token/{extension_id}", any(token::issue))
+        .route("/", get(domains::root))
+        .route("/warmup", axum::routing::post(domains::warmup))
         .with_state(ui)
         .layer(axum::middleware::from_fn(request_id_layer))
 }
@@ -60,6 +68,30 @@ pub struct UiSettings {
     pub token_secret_arn: Option<String>,
     /// Lifetime of a UI token.
     pub token_ttl: std::time::Duration,
+    /// Per-install UI domains as Alga's knative mode serves them, when configured.
+    pub alga_domains: Option<AlgaUiDomains>,
+}
+
+/// Alga's per-install UI domains (`{tenant}-{extension}.{EXT_DOMAIN_ROOT}`, one per install):
+/// `GET /` on such a host asks Alga's `lookup-by-host` which install it is and redirects to
+/// that install's UI, as Alga's runner does.
+#[derive(Clone)]
+pub struct AlgaUiDomains {
+    /// `KELP_UI_DOMAIN_ROOT`: Alga's `EXT_DOMAIN_ROOT`. Only hosts under it are looked up.
+    pub root: String,
+    /// `KELP_ALGA_REGISTRY_URL`: Alga's origin (its runner's `REGISTRY_BASE_URL`).
+    pub registry_url: String,
+    /// `KELP_ALGA_AUTH_KEY`: sent as `x-api-key` (Alga's `ALGA_AUTH_KEY`).
+    pub api_key: String,
+}
+
+impl std::fmt::Debug for AlgaUiDomains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlgaUiDomains")
+            .field("root", &self.root)
+            .field("registry_url", &self.registry_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for UiSettings {
@@ -73,6 +105,7 @@ impl std::fmt::Debug for UiSettings {
             .field("sandbox", &self.sandbox)
             .field("token_secret_arn", &self.token_secret_arn)
             .field("token_ttl", &self.token_ttl)
+            .field("alga_domains", &self.alga_domains)
             .finish_non_exhaustive()
     }
 }
@@ -95,6 +128,7 @@ impl Default for UiSettings {
             token_secret: None,
             token_secret_arn: None,
             token_ttl: std::time::Duration::from_secs(900),
+            alga_domains: None,
         }
     }
 }

@@ -8,17 +8,16 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{UiRoutes, UiSettings};
+use super::UiRoutes;
 use crate::auth::{identify_in_extension, PERM_EXTENSION_READ};
 use crate::http::error::ApiError;
 use crate::http::RequestId;
-use crate::platform::Platform;
 
 /// Serve one UI asset.
 pub async fn handle(State(ui): State<Arc<UiRoutes>>, req: Request) -> Response {
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let (parts, _body) = req.into_parts();
-    serve(&ui.platform, &ui.settings, &parts).await.unwrap_or_else(|e| e.with_request_id(&request_id).into_response())
+    serve(&ui, &parts).await.unwrap_or_else(|e| e.with_request_id(&request_id).into_response())
 }
 
 fn not_found() -> ApiError {
@@ -70,23 +69,42 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// The content hash must be the caller's tenant's installed version of that extension; in
-/// public mode, any published version of it. Anything else is a plain 404.
-async fn check_access(
-    platform: &Platform,
-    settings: &UiSettings,
-    parts: &Parts,
-    ext: &str,
-    hash_hex: &str,
-) -> Result<(), ApiError> {
+/// public mode, any published version of it, named by Kelp's id or name, or by Alga's
+/// registry id for a bundle from Alga's store. Anything else is a plain 404.
+async fn check_access(ui: &UiRoutes, parts: &Parts, ext: &str, hash_hex: &str) -> Result<(), ApiError> {
+    let (platform, settings) = (&ui.platform, &ui.settings);
     let wanted = format!("sha256:{hash_hex}");
     if settings.public {
-        let version = platform.registry.find_version_by_content_hash(&wanted).await?.ok_or_else(not_found)?;
-        let ext_id = if uuid::Uuid::parse_str(ext).is_ok() {
-            Some(ext.to_string())
-        } else {
-            platform.extension_id_by_name(ext).await?
+        if let Some(version) = platform.registry.find_version_by_content_hash(&wanted).await? {
+            let ext_id = if uuid::Uuid::parse_str(ext).is_ok() {
+                Some(ext.to_string())
+            } else {
+                platform.extension_id_by_name(ext).await?
+            };
+            if ext_id.as_deref() == Some(version.extension_id.as_str()) {
+                return Ok(());
+            }
+            // Alga's iframe URLs name its registry id: a bundle fetched from its store is
+            // kept under that id (and the page's later requests carry no tenant).
+            let name = platform.extension_name(&version.extension_id).await?.unwrap_or_default();
+            if crate::alga_bundles::scope_extension(&name) == Some(ext.to_lowercase().as_str()) {
+                return Ok(());
+            }
+        }
+        // Not known yet: Alga's `buildExtUiSrc` adds `?tenant=`, which says where in Alga's
+        // store the bundle is. Fetching checks it against its hash and publishes it.
+        return match query_param(parts, "tenant") {
+            Some(tenant) if platform.alga_bundles.is_some() => {
+                match ui.alga.fetch(platform, &tenant, ext, hash_hex).await? {
+                    Ok(_) => Ok(()),
+                    Err(refusal) => {
+                        tracing::info!(%tenant, extension = %ext, error = %refusal.error, "UI bundle not fetched");
+                        Err(not_found())
+                    }
+                }
+            }
+            _ => Err(not_found()),
         };
-        return if ext_id.as_deref() == Some(version.extension_id.as_str()) { Ok(()) } else { Err(not_found()) };
     }
     let identity = identify_in_extension(parts, &platform.jwt, &platform.ui_tokens)
         .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
@@ -126,7 +144,13 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-async fn serve(platform: &Platform, settings: &UiSettings, req: &Parts) -> Result<Response, ApiError> {
+/// A query parameter, percent-decoded.
+fn query_param(parts: &Parts, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(parts.uri.query()?.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+async fn serve(ui: &UiRoutes, req: &Parts) -> Result<Response, ApiError> {
+    let (platform, settings) = (&ui.platform, &ui.settings);
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "UI assets are read-only")
             .with_header(header::ALLOW, "GET, HEAD"));
@@ -135,7 +159,7 @@ async fn serve(platform: &Platform, settings: &UiSettings, req: &Parts) -> Resul
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(not_found());
     }
-    check_access(platform, settings, req, &ext, &hash).await?;
+    check_access(ui, req, &ext, &hash).await?;
     let index = platform
         .ui
         .index(&hash)

@@ -1,0 +1,321 @@
+//! The Alga conformance corpus, through the real gateway binary under the Lambda Runtime API
+//! emulator, as an Alga deployment is configured: Kelp as Alga's private runner
+//! (`KELP_RUNNER_AUTH=private-network`), bundles fetched by content hash from Alga's bundle
+//! store (moto S3, Alga's key layout), Alga's host API (the fake Alga of `kelp_tests::alga`),
+//! Vault-encrypted secrets (the transit stand-in of `kelp_tests::vault`), Alga's egress rule,
+//! Alga's iframe URLs and per-install UI domains. Every answer is read the way Alga's callers
+//! read it: HTTP 200 with the runner's `{status, body_b64, error}`.
+
+use std::time::Instant;
+
+use base64::Engine as _;
+use kelp_tests::alga::{fake_alga, FakeAlga, ALGA_AUTH_KEY, RUNNER_AUTH};
+use kelp_tests::lambda::{fixture, spawn_function, Emulator};
+use kelp_tests::vault::Transit;
+use kelp_tests::*;
+use serde_json::{json, Value};
+
+const TENANT: &str = "9a6b0b44-2d1e-4a43-9d55-2f1f4c1e0a01";
+const CORPUS_EXT: &str = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
+const UI_ONLY_EXT: &str = "7e8f9a0b-1c2d-4e3f-8a5b-6c7d8e9f0a1b";
+const VAULT_TOKEN: &str = "hvs.corpus-token";
+const VPCE: &str = "vpce-0a1b2c3d4e5f60718";
+
+/// A UI-only bundle as Alga's SDK `basic` template ships it: manifest and `ui/`, no component.
+fn ui_only_bundle() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("ui")).unwrap();
+    let manifest = json!({"name": "com.acme.basic-ui", "publisher": "Your Org", "version": "0.1.0", "runtime": "wasm-js@1",
+        "ui": {"type": "iframe", "entry": "ui/index.html", "hooks": {"appMenu": {"label": "Basic"}}}, "assets": ["ui/**/*"]});
+    std::fs::write(dir.path().join("manifest.json"), manifest.to_string()).unwrap();
+    std::fs::write(dir.path().join("ui/index.html"), "<!doctype html><title>basic</title><p>UI-only</p>").unwrap();
+    kelp_runtime::publish::pack_dir(dir.path()).unwrap()
+}
+
+/// Alga's runner call through the private REST API (no token), as its `/api/ext` route and its
+/// scheduled jobs send it.
+fn execute_event(context: Value, http: Value, extra: Value) -> Value {
+    let mut body = json!({"context": context, "http": http, "limits": {"timeout_ms": 10000}});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let mut event = fixture("gateway/runner-execute-private.json");
+    event["headers"]["x-alga-tenant"] = json!(TENANT);
+    event["headers"]["x-alga-extension"] = context["extension_id"].clone();
+    event["multiValueHeaders"]["x-alga-tenant"] = json!([TENANT]);
+    event["multiValueHeaders"]["x-alga-extension"] = json!([context["extension_id"]]);
+    if let Some(key) = extra.get("idempotency_key") {
+        event["headers"]["x-idempotency-key"] = key.clone();
+        event["multiValueHeaders"]["x-idempotency-key"] = json!([key]);
+    }
+    event["body"] = json!(body.to_string());
+    event["isBase64Encoded"] = json!(false);
+    event
+}
+
+fn context(extension: &str, hex: &str) -> Value {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    json!({"request_id": format!("req-corpus-{n}"), "tenant_id": TENANT, "extension_id": extension,
+           "install_id": "11111111-2222-4333-8444-555555555555", "version_id": "v-alga-1",
+           "content_hash": format!("sha256:{hex}"), "config": {}})
+}
+
+fn get(path: &str, query: Value) -> Value {
+    json!({"method": "GET", "path": path, "query": query, "headers": {"accept": "application/json"}})
+}
+
+/// The runner's answer as Alga's caller reads it: (status, body JSON or text, error).
+async fn run(emulator: &Emulator, event: Value) -> (u64, Value, Option<String>) {
+    let outcome = emulator.call(event).await;
+    assert!(outcome.ok, "{}", String::from_utf8_lossy(&outcome.body));
+    let answer = outcome.json();
+    assert_eq!(answer["statusCode"], 200, "Alga reads the runner's status from its body: {answer}");
+    let text = answer["body"].as_str().unwrap_or_default();
+    let raw = if answer["isBase64Encoded"] == true {
+        base64::engine::general_purpose::STANDARD.decode(text).unwrap()
+    } else {
+        text.as_bytes().to_vec()
+    };
+    let runner: Value = serde_json::from_slice(&raw).unwrap();
+    let body = base64::engine::general_purpose::STANDARD.decode(runner["body_b64"].as_str().unwrap_or("")).unwrap();
+    let body = serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body)));
+    (runner["status"].as_u64().unwrap(), body, runner["error"].as_str().map(str::to_string))
+}
+
+/// An HTTP API event for `GET {path}?{query}` on `host`.
+fn http_get(path: &str, query: &str, host: &str) -> Value {
+    let mut event = fixture("gateway/ui-asset.json");
+    event["rawPath"] = json!(path);
+    event["requestContext"]["http"]["path"] = json!(path);
+    event["rawQueryString"] = json!(query);
+    event["headers"]["host"] = json!(host);
+    event["requestContext"]["domainName"] = json!(host);
+    event["requestContext"].as_object_mut().unwrap().remove("authorizer");
+    event
+}
+
+fn seed_algas_storage(alga: &FakeAlga, install: &str) {
+    let mut state = alga.state.lock().unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    // 40 values of 60 KB: a listing of ~3.2 MB of JSON, past one 1 MiB answer.
+    for i in 0..40 {
+        let value = b64.encode(vec![b'a' + (i % 26) as u8; 60_000]);
+        state.storage.insert(
+            (install.into(), "corpus".into(), format!("big-{i:02}")),
+            (json!(value), json!({"encoding": "base64-bytes"}), 1),
+        );
+    }
+    // Values Alga's own server (or an older runner) wrote without the marker.
+    for (key, value) in [
+        ("plain", json!("plain text!")),
+        ("b64-unmarked", json!(b64.encode("was base64"))),
+        ("bytes-object", json!({"_bytes_b64": b64.encode("bytes object")})),
+        ("number", json!(42)),
+    ] {
+        state.storage.insert((install.into(), "corpus".into(), key.into()), (value, json!({}), 1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn algas_bundles_secrets_storage_and_uis_answer_as_algas_runner_would() {
+    let kelp = TestKelp::start().await;
+    let corpus = kelp_runtime::publish::pack_dir(&staged_fixture("alga-corpus")).unwrap();
+    let ui_only = ui_only_bundle();
+    let (bucket, hashes) =
+        kelp_tests::aws::alga_bundle_bucket(&[(TENANT, CORPUS_EXT, &corpus), (TENANT, UI_ONLY_EXT, &ui_only)]).await;
+    let (corpus_hex, ui_hex) = (hashes[0].clone(), hashes[1].clone());
+    let (alga_base, alga) = fake_alga().await;
+    let install = "11111111-2222-4333-8444-555555555555";
+    seed_algas_storage(&alga, install);
+    alga.state.lock().unwrap().hosts.insert(
+        "9a6b0b44-3f1c2d4e.apps.example.test".into(),
+        json!({"tenant_id": TENANT, "extension_id": UI_ONLY_EXT, "content_hash": format!("sha256:{ui_hex}")}),
+    );
+    let (vault_addr, vault) = Transit::start(VAULT_TOKEN, &["transit/alga-ext", "transit/other-key"]).await;
+    vault.forbidden.lock().unwrap().insert("transit/other-key".into());
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token_file.path(), format!("{VAULT_TOKEN}\n")).unwrap();
+
+    let moto = kelp_tests::aws::moto_url();
+    let emulator = Emulator::start().await;
+    let spawned = Instant::now();
+    let _gateway = spawn_function(
+        std::path::Path::new(env!("CARGO_BIN_EXE_gateway")),
+        &emulator,
+        "kelp-private-runner",
+        &kelp.function_env(&[
+            ("KELP_RUNNER_AUTH", "private-network"),
+            ("KELP_RUNNER_VPC_ENDPOINT_IDS", VPCE),
+            ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true"),
+            ("KELP_ALGA_BUNDLE_BUCKET", &bucket),
+            ("AWS_ENDPOINT_URL", &moto),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("KELP_HOST_API_PROTOCOL", "alga"),
+            ("KELP_HOST_API_URL", &alga_base),
+            ("KELP_HOST_API_SECRET", RUNNER_AUTH),
+            ("KELP_VAULT_ADDR", &vault_addr),
+            ("KELP_VAULT_TOKEN_FILE", token_file.path().to_str().unwrap()),
+            ("KELP_SECRETS_TTL_SECS", "1"),
+            ("KELP_EGRESS_POLICY", "alga"),
+            ("EXT_EGRESS_ALLOWLIST", "allowed.test,127.0.0.1"),
+            ("KELP_UI_PUBLIC", "true"),
+            ("KELP_UI_DOMAIN_ROOT", "apps.example.test"),
+            ("KELP_ALGA_REGISTRY_URL", &alga_base),
+            ("KELP_ALGA_AUTH_KEY", ALGA_AUTH_KEY),
+        ]),
+    );
+    emulator.wait_ready(spawned).await;
+
+    // The scheduled-job caller: no token, no user, `trigger` and `schedule_id` in the context,
+    // an idempotency key, a JSON payload as body. Fetches the `0.3.*` bundle on first use.
+    let mut scheduled = context(CORPUS_EXT, &corpus_hex);
+    scheduled["trigger"] = json!("schedule");
+    scheduled["schedule_id"] = json!("sch-1");
+    let payload = base64::engine::general_purpose::STANDARD.encode(r#"{"full":true}"#);
+    let http = json!({"method": "POST", "path": "/scheduled", "query": {}, "headers": {"x-alga-tenant": TENANT},
+                      "body_b64": payload});
+    let (status, body, error) =
+        run(&emulator, execute_event(scheduled, http, json!({"idempotency_key": "sched-run-1"}))).await;
+    assert_eq!((status, error), (200, None), "{body}");
+    assert_eq!(body, json!({"ran": true, "body": r#"{"full":true}"#}));
+    let fetched = kelp.platform.registry.find_version_by_content_hash(&format!("sha256:{corpus_hex}")).await.unwrap();
+    assert_eq!(fetched.unwrap().version, "0.3.0", "Alga's 0.3.* resolved as its registry resolves it");
+
+    // cap:user.read is implied as Alga's runner implies it (no providers sent).
+    let user = json!({"user_id": "u-7", "user_email": "c@client.test", "user_name": "Client User", "user_type": "client",
+                      "client_name": "Acme", "client_id": "cl-9"});
+    let (status, body, _) = run(
+        &emulator,
+        execute_event(context(CORPUS_EXT, &corpus_hex), get("/whoami", json!({})), json!({"user": user})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (body["ok"]["userType"].clone(), body["ok"]["clientId"].clone()),
+        (json!("client"), json!("cl-9")),
+        "{body}"
+    );
+
+    // Storage in Alga: a listing past 1 MiB pages instead of failing; Alga's cursor passes through.
+    let storage = || json!({"providers": ["cap:storage.kv"]});
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let query = cursor.as_ref().map(|c| json!({ "cursor": c })).unwrap_or(json!({}));
+        let (status, body, _) =
+            run(&emulator, execute_event(context(CORPUS_EXT, &corpus_hex), get("/kv", query), storage())).await;
+        assert_eq!(status, 200);
+        let page = &body["ok"];
+        assert!(page.is_object(), "a page, not an error: {body}");
+        let page_keys: Vec<String> = serde_json::from_value(page["keys"].clone()).unwrap();
+        if page_keys.is_empty() {
+            break;
+        }
+        assert!(page_keys.len() <= 25, "Alga's page size");
+        keys.extend(page_keys);
+        cursor = page["last"].as_str().map(str::to_string);
+    }
+    assert_eq!(keys.len(), 44, "every entry, page by page: {keys:?}");
+    let algas_cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"key":"big-38"}"#);
+    let (_, body, _) = run(
+        &emulator,
+        execute_event(context(CORPUS_EXT, &corpus_hex), get("/kv", json!({"cursor": algas_cursor})), storage()),
+    )
+    .await;
+    assert_eq!(body["ok"]["keys"][0], "big-39", "Alga's own cursor went through as it was: {body}");
+    for (key, expected) in
+        [("plain", "plain text!"), ("b64-unmarked", "was base64"), ("bytes-object", "bytes object"), ("number", "42")]
+    {
+        let (_, body, _) = run(
+            &emulator,
+            execute_event(context(CORPUS_EXT, &corpus_hex), get(&format!("/kv/{key}"), json!({})), storage()),
+        )
+        .await;
+        assert_eq!(body["ok"], expected, "{key} decoded as Alga's runner decodes it");
+    }
+    let delete = json!({"method": "DELETE", "path": "/kv/nothing-here", "query": {}, "headers": {}});
+    let (_, body, _) = run(&emulator, execute_event(context(CORPUS_EXT, &corpus_hex), delete, storage())).await;
+    assert_eq!(body, json!({"err": "conflict"}), "an absent key's delete, as Alga's runner answers it");
+
+    // Vault-encrypted secrets, as Alga writes them with its Vault configured.
+    let sealed = Transit::seal(&vault_addr, VAULT_TOKEN, "transit", "alga-ext", &json!({"api_key": "k-vault"})).await;
+    let envelope = json!({"ciphertext_b64": sealed, "algorithm": "vault-transit:v1", "key_path": "alga-ext",
+                          "mount": "transit", "version": "3"});
+    let secret_call = || {
+        execute_event(
+            context(CORPUS_EXT, &corpus_hex),
+            get("/secret/api_key", json!({})),
+            json!({"providers": ["cap:secrets.get"], "secret_envelope": envelope}),
+        )
+    };
+    let (status, body, error) = run(&emulator, secret_call()).await;
+    assert_eq!((status, error), (200, None), "{body}");
+    assert_eq!(body["ok"], json!({"value": "k-vault", "keys": ["api_key"]}));
+    let decrypts = vault.decrypts.load(std::sync::atomic::Ordering::SeqCst);
+    vault.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, body, _) = run(&emulator, secret_call()).await;
+    assert_eq!((status, body["ok"]["value"].clone()), (200, json!("k-vault")), "served from cache within the TTL");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, _, error) = run(&emulator, secret_call()).await;
+    assert_eq!((status, error.as_deref()), (503, Some("secrets_unavailable")), "Vault down past the TTL");
+    vault.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(vault.decrypts.load(std::sync::atomic::Ordering::SeqCst) >= decrypts);
+    let mut refused = envelope.clone();
+    refused["key_path"] = json!("other-key");
+    let (status, _, error) = run(
+        &emulator,
+        execute_event(
+            context(CORPUS_EXT, &corpus_hex),
+            get("/secret/api_key", json!({})),
+            json!({"providers": ["cap:secrets.get"], "secret_envelope": refused}),
+        ),
+    )
+    .await;
+    let error = error.unwrap_or_default();
+    assert_eq!(status, 500);
+    assert!(error.starts_with("secret_decrypt_failed") && error.contains("other-key"), "names the key: {error}");
+    assert!(!error.contains(&sealed) && !error.contains("vault:v1"), "never the ciphertext: {error}");
+
+    // Alga's egress rule (tests/all/egress.rs fetches through it): hosts off the list are
+    // refused, and a private address stays blocked even when the list names it.
+    for url in ["https://elsewhere.test/", "http://127.0.0.1:9/"] {
+        let (_, body, _) = run(
+            &emulator,
+            execute_event(
+                context(CORPUS_EXT, &corpus_hex),
+                get("/fetch", json!({ "url": url })),
+                json!({"providers": ["cap:http.fetch"]}),
+            ),
+        )
+        .await;
+        assert_eq!(body["err"], "not-allowed", "{url}: {body}");
+    }
+
+    // A UI-only bundle: its API answers `no_handler`, its UI is served by Alga's registry id.
+    let (status, _, error) =
+        run(&emulator, execute_event(context(UI_ONLY_EXT, &ui_hex), get("/anything", json!({})), json!({}))).await;
+    assert_eq!((status, error.as_deref()), (404, Some("no_handler")));
+    let ui_path = format!("/ext-ui/{UI_ONLY_EXT}/sha256%3A{ui_hex}/index.html");
+    let page =
+        emulator.call(http_get(&ui_path, &format!("path=%2F&tenant={TENANT}"), "kelp.example.test")).await.json();
+    assert_eq!(page["statusCode"], 200, "{page}");
+    assert!(page["body"].as_str().unwrap().contains("UI-only"));
+    // The page's own later requests carry no tenant: the registry id is known by then.
+    let again =
+        emulator.call(http_get(&format!("/ext-ui/{UI_ONLY_EXT}/{ui_hex}/"), "", "kelp.example.test")).await.json();
+    assert_eq!(again["statusCode"], 200, "{again}");
+    let other = emulator.call(http_get(&format!("/ext-ui/{CORPUS_EXT}/{ui_hex}/index.html"), "", "kelp.example.test"));
+    assert_eq!(other.await.json()["statusCode"], 404, "another extension's id does not reach this UI");
+
+    // Alga's per-install UI domain: `GET /` on it redirects to that install's UI.
+    let root = emulator.call(http_get("/", "", "9a6b0b44-3f1c2d4e.apps.example.test")).await.json();
+    assert_eq!(root["statusCode"], 307, "{root}");
+    let location = root["headers"]["location"].as_str().unwrap();
+    assert!(location.starts_with(&format!("/ext-ui/{UI_ONLY_EXT}/sha256%3A{ui_hex}/index.html?tenant=")), "{location}");
+    let unknown = emulator.call(http_get("/", "", "nobody-here.apps.example.test")).await.json();
+    assert_eq!(unknown["statusCode"], 404);
+    let foreign = emulator.call(http_get("/", "", "attacker.example")).await.json();
+    assert_eq!(foreign["statusCode"], 404, "hosts outside the UI domain root are never looked up");
+}
