@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 const TENANT: &str = "9a6b0b44-2d1e-4a43-9d55-2f1f4c1e0a01";
 const CORPUS_EXT: &str = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
 const UI_ONLY_EXT: &str = "7e8f9a0b-1c2d-4e3f-8a5b-6c7d8e9f0a1b";
+const SDK_EXT: &str = "5d4c3b2a-1f0e-4d9c-8b7a-695847362514";
 const VAULT_TOKEN: &str = "hvs.corpus-token";
 const VPCE: &str = "vpce-0a1b2c3d4e5f60718";
 
@@ -122,9 +123,15 @@ async fn algas_bundles_secrets_storage_and_uis_answer_as_algas_runner_would() {
     let kelp = TestKelp::start().await;
     let corpus = kelp_runtime::publish::pack_dir(&staged_fixture("alga-corpus")).unwrap();
     let ui_only = ui_only_bundle();
-    let (bucket, hashes) =
-        kelp_tests::aws::alga_bundle_bucket(&[(TENANT, CORPUS_EXT, &corpus), (TENANT, UI_ONLY_EXT, &ui_only)]).await;
-    let (corpus_hex, ui_hex) = (hashes[0].clone(), hashes[1].clone());
+    let sdk_dir = tokio::task::spawn_blocking(staged_alga_sdk_extension).await.unwrap();
+    let sdk = kelp_runtime::publish::pack_dir(&sdk_dir).unwrap();
+    let (bucket, hashes) = kelp_tests::aws::alga_bundle_bucket(&[
+        (TENANT, CORPUS_EXT, &corpus),
+        (TENANT, UI_ONLY_EXT, &ui_only),
+        (TENANT, SDK_EXT, &sdk),
+    ])
+    .await;
+    let (corpus_hex, ui_hex, sdk_hex) = (hashes[0].clone(), hashes[1].clone(), hashes[2].clone());
     let (alga_base, alga) = fake_alga().await;
     let install = "11111111-2222-4333-8444-555555555555";
     seed_algas_storage(&alga, install);
@@ -164,6 +171,7 @@ async fn algas_bundles_secrets_storage_and_uis_answer_as_algas_runner_would() {
             ("KELP_UI_DOMAIN_ROOT", "apps.example.test"),
             ("KELP_ALGA_REGISTRY_URL", &alga_base),
             ("KELP_ALGA_AUTH_KEY", ALGA_AUTH_KEY),
+            ("KELP_MAX_BODY_BYTES", "100000"),
         ]),
     );
     emulator.wait_ready(spawned).await;
@@ -182,6 +190,23 @@ async fn algas_bundles_secrets_storage_and_uis_answer_as_algas_runner_would() {
     assert_eq!(body, json!({"ran": true, "body": r#"{"full":true}"#}));
     let fetched = kelp.platform.registry.find_version_by_content_hash(&format!("sha256:{corpus_hex}")).await.unwrap();
     assert_eq!(fetched.unwrap().version, "0.3.0", "Alga's 0.3.* resolved as its registry resolves it");
+
+    // A body over the cap: refused in the runner's shape, so Alga shows 413, not 502.
+    let big = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 100_001]);
+    let http = json!({"method": "POST", "path": "/scheduled", "query": {}, "headers": {}, "body_b64": big});
+    let (status, _, error) = run(&emulator, execute_event(context(CORPUS_EXT, &corpus_hex), http, json!({}))).await;
+    assert_eq!(status, 413);
+    assert!(error.unwrap_or_default().starts_with("payload_too_large"));
+
+    // An extension built with Alga's published SDK, fetched like any other bundle.
+    let sdk_call = execute_event(
+        context(SDK_EXT, &sdk_hex),
+        get("/hello", json!({})),
+        json!({"user": {"user_id": "u-1", "user_name": "Ada", "user_type": "internal"}}),
+    );
+    let (status, body, error) = run(&emulator, sdk_call).await;
+    assert_eq!((status, error), (200, None), "{body}");
+    assert_eq!((body["hello"].clone(), body["user"].clone()), (json!(TENANT), json!("Ada")), "{body}");
 
     // cap:user.read is implied as Alga's runner implies it (no providers sent).
     let user = json!({"user_id": "u-7", "user_email": "c@client.test", "user_name": "Client User", "user_type": "client",
