@@ -28,7 +28,7 @@ async fn raw_get(kelp: &TestKelp, path: &str, token: &str) -> u16 {
 }
 
 #[tokio::test]
-async fn serves_assets_with_types_etags_caching_and_csp_on_html_only() {
+async fn serves_assets_with_types_etags_caching_and_a_sandboxing_csp() {
     let (kelp, hash) = kelp_with_ui(&[]).await;
     let t = token("acme", RW);
     let base = format!("/ext-ui/com.kelp.examples.js-notes/{hash}");
@@ -37,7 +37,8 @@ async fn serves_assets_with_types_etags_caching_and_csp_on_html_only() {
     assert_eq!(js.headers()["content-type"], "text/javascript; charset=utf-8");
     assert_eq!(js.headers()["x-content-type-options"], "nosniff");
     assert_eq!(js.headers()["cache-control"], "public, max-age=31536000, immutable");
-    assert!(js.headers().get("content-security-policy").is_none(), "CSP on HTML only");
+    let csp = js.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("sandbox"), "every type is sandboxed if opened as a document: {csp}");
     let etag = js.headers()["etag"].to_str().unwrap().to_string();
     assert!(etag.starts_with('"') && etag.len() == 66, "strong sha256 ETag: {etag}");
     assert!(js.text().await.unwrap().contains("api/ext/com.kelp.examples.js-notes"));
@@ -228,4 +229,63 @@ async fn the_example_ui_renders_its_handlers_answer_in_chromium() {
         format!("{}/ext-ui/com.kelp.examples.js-notes/{hash}/#token={}", kelp.base, minted["token"].as_str().unwrap());
     let result = browse(&url, "h1", "#message", "Hello, acme!", "example-ui.png", || async {}).await;
     assert_eq!(result["ok"], true, "{result}");
+}
+
+/// Active content other than HTML — SVG, XML with a stylesheet, XHTML, XSL — opened directly
+/// is a document of the gateway's origin unless it is sandboxed. Each is served with the CSP
+/// (scripts off, a unique origin): Chromium opens the SVG and XHTML and their inline scripts
+/// do not run; HTML of one extension is not reachable under another's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_ui_types_opened_directly_run_no_script_as_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let ui = dir.path().join("ui");
+    std::fs::create_dir_all(&ui).unwrap();
+    let manifest = serde_json::json!({"name": "com.evil.ui", "version": "1.0.0", "runtime": "wasm-js@1",
+        "ui": {"type": "iframe", "entry": "ui/index.html"}});
+    std::fs::write(dir.path().join("manifest.json"), manifest.to_string()).unwrap();
+    std::fs::write(ui.join("index.html"), "<p>ok</p>").unwrap();
+    let script = "document.getElementById('status').textContent = 'pwned ' + document.domain;";
+    std::fs::write(
+        ui.join("evil.svg"),
+        format!(r#"<svg xmlns="http://www.w3.org/2000/svg" width="400" height="80"><text id="status" x="10" y="40">safe</text><script>{script}</script></svg>"#),
+    )
+    .unwrap();
+    std::fs::write(
+        ui.join("evil.xhtml"),
+        format!(r#"<html xmlns="http://www.w3.org/1999/xhtml"><body><p id="status">safe</p><script>{script}</script></body></html>"#),
+    )
+    .unwrap();
+    std::fs::write(
+        ui.join("evil.xml"),
+        r#"<?xml version="1.0"?><?xml-stylesheet type="text/xsl" href="evil.xsl"?><r/>"#,
+    )
+    .unwrap();
+    std::fs::write(
+        ui.join("evil.xsl"),
+        r#"<xsl:stylesheet version="1.0" xmlns:xsl="http://www.w3.org/1999/XSL/Transform"/>"#,
+    )
+    .unwrap();
+    let kelp = TestKelp::start_with(&[("KELP_UI_PUBLIC", "true"), ("KELP_UI_SANDBOX", "false")]).await;
+    let published = kelp_runtime::publish::publish_dir(&kelp.platform, dir.path()).await.unwrap();
+    let other = kelp.publish(&staged_example("wat-hello")).await;
+    let hash = published.version.content_hash.trim_start_matches("sha256:").to_string();
+    let base = format!("{}/ext-ui/com.evil.ui/{hash}", kelp.base);
+    for file in ["evil.svg", "evil.xhtml", "evil.xml", "evil.xsl"] {
+        let r = kelp.client.get(format!("{base}/{file}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{file}");
+        let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
+        assert!(csp.contains("sandbox allow-scripts") && !csp.contains("allow-same-origin"), "{file}: {csp}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    }
+    let html = kelp.client.get(format!("{base}/index.html")).send().await.unwrap();
+    let csp = html.headers()["content-security-policy"].to_str().unwrap();
+    assert!(!csp.contains("sandbox"), "KELP_UI_SANDBOX=false leaves the operator's HTML same-origin: {csp}");
+    let elsewhere = format!("{}/ext-ui/{}/{hash}/index.html", kelp.base, other.extension.id);
+    assert_eq!(kelp.client.get(elsewhere).send().await.unwrap().status(), 404, "HTML under another extension");
+    for (file, shot) in [("evil.svg", "ui-evil-svg.png"), ("evil.xhtml", "ui-evil-xhtml.png")] {
+        let result = browse(&format!("{base}/{file}"), "#status", "#status", "safe", shot, || async {}).await;
+        assert_eq!(result["ok"], true, "{file}: its script ran or the page failed: {result}");
+        let texts = result["texts"].to_string();
+        assert!(!texts.contains("pwned"), "{file}: {texts}");
+    }
 }

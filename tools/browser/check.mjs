@@ -8,6 +8,12 @@
 import { chromium } from 'playwright-core';
 
 const [url, selector, expected, screenshot, timeoutArg] = process.argv.slice(2);
+
+// A full-page screenshot needs an HTML body: on an SVG or XML document Chromium never
+// finishes one, so those get the viewport.
+async function fullPage(page) {
+  return page.evaluate(() => document.body !== null).catch(() => false);
+}
 const timeout = Number(timeoutArg || 20000);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -33,13 +39,13 @@ try {
     { timeout },
   );
   const texts = await page.$$eval(selector, (els) => els.map((e) => e.textContent));
-  await page.screenshot({ path: screenshot, fullPage: true });
+  await page.screenshot({ path: screenshot, fullPage: await fullPage(page) });
   result = { ok: true, texts, console: console_ };
 } catch (e) {
   result = { ok: false, error: String(e) };
   try {
     const pages = browser.contexts().flatMap((c) => c.pages());
-    if (pages[0]) await pages[0].screenshot({ path: screenshot, fullPage: true });
+    if (pages[0]) await pages[0].screenshot({ path: screenshot, fullPage: await fullPage(pages[0]) });
   } catch {}
 } finally {
   await browser.close();

@@ -130,6 +130,8 @@ fn content_type(path: &str) -> &'static str {
         "css" => "text/css; charset=utf-8",
         "json" | "map" => "application/json",
         "svg" => "image/svg+xml",
+        "xml" | "xsl" | "xslt" => "application/xml",
+        "xhtml" => "application/xhtml+xml",
         "png" => "image/png",
         "jpg" | "jpeg" => "image/jpeg",
         "gif" => "image/gif",
@@ -202,12 +204,17 @@ async fn serve(ui: &UiRoutes, req: &Parts) -> Result<Response, ApiError> {
     if !matches {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     }
-    if ctype.starts_with("text/html") {
-        let sandbox = if settings.sandbox { format!("; {}", super::UI_SANDBOX) } else { String::new() };
-        let csp =
-            format!("{}; frame-ancestors {}{sandbox}", settings.csp.trim_end_matches(';'), settings.frame_ancestors);
-        h.insert(header::CONTENT_SECURITY_POLICY, value(&csp));
-    }
+    // Every UI response carries the CSP, whatever its type: an SVG, XML or XSL file opened
+    // directly is a document too, and would otherwise run its script as the gateway's origin
+    // (which serves every tenant's API and the debug console). Only HTML may leave the
+    // sandbox, when the operator turns it off for same-origin UIs (`KELP_UI_SANDBOX=false`).
+    let sandbox = if settings.sandbox || !ctype.starts_with("text/html") {
+        format!("; {}", super::UI_SANDBOX)
+    } else {
+        String::new()
+    };
+    let csp = format!("{}; frame-ancestors {}{sandbox}", settings.csp.trim_end_matches(';'), settings.frame_ancestors);
+    h.insert(header::CONTENT_SECURITY_POLICY, value(&csp));
     Ok(response)
 }
 
