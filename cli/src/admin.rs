@@ -137,9 +137,12 @@ async fn published_version_id(remote: &Remote, name: &str, version: &str) -> Res
 pub struct InstallArgs {
     /// Extension registry id or manifest name.
     pub extension: String,
-    /// Version (semver or version id); the latest published one when left out.
+    /// Version (semver or version id); the highest published release when left out.
     #[arg(long)]
     pub version: Option<String>,
+    /// Without --version, consider prereleases too (`kelp dev` builds are `X.Y.Z-dev.<ms>`).
+    #[arg(long)]
+    pub prerelease: bool,
     /// Capabilities to grant (default: everything the manifest declares).
     #[arg(long = "capability", value_delimiter = ',')]
     pub capabilities: Option<Vec<String>>,
@@ -159,8 +162,9 @@ pub async fn install(remote: &Remote, args: &InstallArgs) -> Result<()> {
     let version = match &args.version {
         Some(v) => v.clone(),
         None => {
-            let latest = latest_version(remote, &args.extension).await?;
-            println!("installing {}@{latest} (the latest published version)", args.extension);
+            let latest = latest_version(remote, &args.extension, args.prerelease).await?;
+            let what = if args.prerelease { "version, prereleases included" } else { "release" };
+            println!("installing {}@{latest} (the highest published {what})", args.extension);
             latest
         }
     };
@@ -202,6 +206,7 @@ pub async fn install_or_upgrade_for_dev(remote: &Remote, name: &str, version: &s
                 egress: Vec::new(),
                 config: Vec::new(),
                 debug_logs: true,
+                prerelease: false,
             };
             install(remote, &args).await?;
         }
@@ -209,28 +214,32 @@ pub async fn install_or_upgrade_for_dev(remote: &Remote, name: &str, version: &s
     Ok(())
 }
 
-/// The most recently published version of an extension (registry id or name).
-async fn latest_version(remote: &Remote, extension: &str) -> Result<String> {
+/// The highest published version of an extension (registry id or name) by semver: releases
+/// only unless `prereleases`.
+async fn latest_version(remote: &Remote, extension: &str, prereleases: bool) -> Result<String> {
     let mut cursor: Option<String> = None;
-    let mut latest = None;
+    let mut versions: Vec<String> = Vec::new();
     loop {
         let page = match &cursor {
             Some(c) => format!("/admin/extensions/{extension}/versions?limit=1000&cursor={c}"),
             None => format!("/admin/extensions/{extension}/versions?limit=1000"),
         };
-        // Versions come oldest first; the last of the last page is the newest.
         let mut plain = remote.clone();
         plain.tenant = None;
         let out = plain.json(reqwest::Method::GET, &page, Value::Null).await?;
-        if let Some(v) = out["items"].as_array().and_then(|items| items.last()) {
-            latest = v["version"].as_str().map(str::to_string);
-        }
+        let items = out["items"].as_array().into_iter().flatten();
+        versions.extend(items.filter_map(|v| v["version"].as_str().map(str::to_string)));
         match out["next_cursor"].as_str() {
             Some(next) if !next.is_empty() => cursor = Some(next.to_string()),
             _ => break,
         }
     }
-    latest.with_context(|| format!("{extension} has no published version"))
+    let highest = kelp_runtime::manifest::highest_version(versions.iter().map(String::as_str), prereleases);
+    match highest {
+        Some(v) => Ok(v.to_string()),
+        None if versions.is_empty() => bail!("{extension} has no published version"),
+        None => bail!("{extension} has only prereleases ({}); pass --prerelease or --version", versions.join(", ")),
+    }
 }
 
 /// The tenant's installs with their extensions' names and versions' semver.
@@ -302,11 +311,11 @@ pub async fn set_enabled(remote: &Remote, reference: &str, enabled: bool) -> Res
 }
 
 /// `kelp upgrade`.
-pub async fn upgrade(remote: &Remote, reference: &str, version: Option<String>) -> Result<()> {
+pub async fn upgrade(remote: &Remote, reference: &str, version: Option<String>, prereleases: bool) -> Result<()> {
     let (install, name, from) = find_install(remote, reference).await?;
     let to = match version {
         Some(v) => v,
-        None => latest_version(remote, install["extension_id"].as_str().unwrap_or(reference)).await?,
+        None => latest_version(remote, install["extension_id"].as_str().unwrap_or(reference), prereleases).await?,
     };
     let id = install["install_id"].as_str().unwrap_or_default();
     remote.json(reqwest::Method::PATCH, &format!("/admin/installs/{id}"), json!({"version": to})).await?;

@@ -103,7 +103,7 @@ enum Command {
         #[command(flatten)]
         remote: admin::Remote,
     },
-    /// Move an install to another version (the latest published one by default).
+    /// Move an install to another version (the highest published release by default).
     #[command(after_help = "Example:\n  kelp upgrade com.example.hello --version 1.2.0")]
     Upgrade {
         /// Extension name, registry id or install id.
@@ -111,6 +111,9 @@ enum Command {
         /// Version (semver or version id).
         #[arg(long)]
         version: Option<String>,
+        /// Without --version, consider prereleases too (`kelp dev` builds).
+        #[arg(long)]
+        prerelease: bool,
         #[command(flatten)]
         remote: admin::Remote,
     },
@@ -279,7 +282,9 @@ async fn run(command: Command) -> Result<()> {
         Command::Enable { install, remote } => admin::set_enabled(&remote, &install, true).await,
         Command::Disable { install, remote } => admin::set_enabled(&remote, &install, false).await,
         Command::Uninstall { install, purge, remote } => admin::uninstall(&remote, &install, purge).await,
-        Command::Upgrade { install, version, remote } => admin::upgrade(&remote, &install, version).await,
+        Command::Upgrade { install, version, prerelease, remote } => {
+            admin::upgrade(&remote, &install, version, prerelease).await
+        }
         Command::Debug { state, install, remote } => admin::set_debug(&remote, &install, state == "on").await,
         Command::Config { command: SetCommand::Set { install, pairs, replace, remote } } => {
             let change = if replace { admin::MapChange::Replace(&pairs) } else { admin::MapChange::Merge(&pairs, &[]) };

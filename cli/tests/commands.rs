@@ -170,7 +170,7 @@ async fn install_takes_the_latest_version_and_installs_are_managed_by_name_or_id
     assert!(ok, "{out}");
     let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["install", "com.kelp.examples.wat-hello"]));
     assert!(ok, "{out}");
-    assert!(out.contains("installing com.kelp.examples.wat-hello@1.0.0 (the latest published version)"), "{out}");
+    assert!(out.contains("installing com.kelp.examples.wat-hello@1.0.0 (the highest published release)"), "{out}");
     assert!(out.contains("installed: install id"), "{out}");
     assert_eq!(kelp.get("/api/ext/com.kelp.examples.wat-hello/hello", &token("acme", RW)).await.status(), 200);
     let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["install", "com.kelp.examples.nothing"]));
@@ -200,6 +200,19 @@ async fn install_takes_the_latest_version_and_installs_are_managed_by_name_or_id
         kelp_cmd(k, &ops, &["upgrade", "com.kelp.examples.wat-hello", "--version", "9.9.9"])
     });
     assert!(!ok && out.contains("404"), "an unknown version says so: {out}");
+    // "Latest" is the highest release by semver: not the last published, never a `kelp dev`
+    // prerelease unless asked for.
+    for version in ["1.10.0", "1.11.0-dev.1796212800000", "1.2.0"] {
+        let dir = restaged(std::path::Path::new(&staged), &format!("wat-hello-{version}"), |m| {
+            m["version"] = serde_json::json!(version)
+        });
+        kelp.publish(&dir).await;
+    }
+    let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["upgrade", "com.kelp.examples.wat-hello"]));
+    assert!(ok && out.contains("1.0.0 → 1.10.0"), "{out}");
+    let (ok, out) =
+        tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["upgrade", "com.kelp.examples.wat-hello", "--prerelease"]));
+    assert!(ok && out.contains("1.10.0 → 1.11.0-dev.1796212800000"), "{out}");
     let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["uninstall", "com.kelp.examples.wat-hello"]));
     assert!(ok && out.contains("uninstalled"), "{out}");
     let (ok, out) = tokio::task::block_in_place(|| kelp_cmd(k, &ops, &["installs", "list"]));

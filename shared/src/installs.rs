@@ -244,7 +244,17 @@ pub async fn patch_secrets(
     let current = get_existing(platform, tenant, install_id).await?;
     let (mut values, current_expiry) = match &current.secrets_ref {
         Some(secret_ref) => {
-            let envelope = platform.secrets.source().fetch(secret_ref).await?;
+            let envelope = match platform.secrets.source().fetch(secret_ref).await {
+                Ok(envelope) => envelope,
+                // A concurrent write made another envelope live and deleted this one between
+                // the two reads: the same conflict its revision check would report.
+                Err(SecretsError::NotFound)
+                    if get_existing(platform, tenant, install_id).await?.revision != current.revision =>
+                {
+                    return Err(AdminError::Conflict("the install changed concurrently; retry".into()));
+                }
+                Err(e) => return Err(e.into()),
+            };
             (envelope.decode()?.0, envelope.expires_at.clone())
         }
         None => (BTreeMap::new(), None),

@@ -551,6 +551,18 @@ fn is_semver(v: &str) -> bool {
         && !rest.ends_with(['-', '+', '.'])
 }
 
+/// The highest of `versions` by semver precedence: releases only, or prereleases too when
+/// asked for (a `kelp dev` build is `X.Y.Z-dev.<ms>`, which must never become "latest" for
+/// someone else's `kelp upgrade`). Strings that are not semver are ignored.
+pub fn highest_version<'a>(versions: impl IntoIterator<Item = &'a str>, prereleases: bool) -> Option<&'a str> {
+    versions
+        .into_iter()
+        .filter_map(|v| semver::Version::parse(v).ok().map(|parsed| (parsed, v)))
+        .filter(|(parsed, _)| prereleases || parsed.pre.is_empty())
+        .max_by(|(a, _), (b, _)| a.cmp_precedence(b))
+        .map(|(_, v)| v)
+}
+
 /// Outcome of matching a request against the manifest's endpoints.
 #[derive(Debug, PartialEq, Eq)]
 pub enum EndpointMatch<'a> {
@@ -657,6 +669,15 @@ mod tests {
         for refused in [json!(["a"]), json!({"x86_64-linux-gnu": ""}), json!({"": "a.cwasm"}), json!({"t": "../x"})] {
             assert!(manifest(json!({ "precompiled": refused })).is_err(), "{refused}");
         }
+    }
+
+    #[test]
+    fn the_highest_version_is_by_semver_and_releases_only_unless_asked() {
+        let published = ["1.0.0", "1.10.0", "1.11.0-dev.1796212800000", "1.2.0", "2.0.0-rc.1", "1.3.0", "junk"];
+        assert_eq!(highest_version(published, false), Some("1.10.0"), "not the last published, not a prerelease");
+        assert_eq!(highest_version(published, true), Some("2.0.0-rc.1"));
+        assert_eq!(highest_version(["1.0.0-dev.1"], false), None);
+        assert_eq!(highest_version(["1.0.0+b2", "1.0.0+b1"], false).map(|v| v.starts_with("1.0.0")), Some(true));
     }
 
     #[test]

@@ -154,3 +154,32 @@ async fn config_and_secrets_patches_merge_keep_the_other_keys_and_refuse_nonsens
     let after = kelp.platform.installs.get_install("acme", &install.install_id).await.unwrap().unwrap();
     assert_eq!((after.config_version, after.secrets_version), (3, 3), "refused patches changed nothing");
 }
+
+/// Twenty concurrent `PATCH …/secrets`: each is merged and made live, or refused with 409 —
+/// never a 500 because it read an envelope a concurrent winner had just replaced and deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_secret_patches_answer_200_or_409_and_never_lose_a_winner() {
+    let kelp = TestKelp::start().await;
+    let published = kelp.publish(&staged_example("wat-hello")).await;
+    let install = kelp.install(&published, "acme", &[]).await;
+    set_secrets(&kelp.platform, "acme", &install.install_id, &BTreeMap::from([("base".into(), "0".into())]), None)
+        .await
+        .unwrap();
+    let manager = token("acme", &["extension:manage"]);
+    let url = format!("{}/admin/installs/{}/secrets", kelp.base, install.install_id);
+    for round in 0..3 {
+        let answers = futures::future::join_all((0..20).map(|i| {
+            let body = serde_json::json!({"set": {format!("k{round}-{i}"): "v"}});
+            kelp.client.patch(&url).bearer_auth(&manager).json(&body).send()
+        }))
+        .await;
+        let statuses: Vec<u16> = answers.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+        assert!(statuses.iter().all(|s| *s == 200 || *s == 409), "round {round}: {statuses:?}");
+        let winners = statuses.iter().filter(|s| **s == 200).count();
+        assert!(winners >= 1, "round {round}: {statuses:?}");
+        let live = kelp.platform.installs.get_install("acme", &install.install_id).await.unwrap().unwrap();
+        let envelope = kelp.platform.secrets.source().fetch(live.secrets_ref.as_deref().unwrap()).await.unwrap();
+        let keys = envelope.decode().unwrap().0;
+        assert!(keys.contains_key("base"), "round {round}: a merge never drops the other keys");
+    }
+}
