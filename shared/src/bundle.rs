@@ -44,6 +44,22 @@ pub struct Bundle {
     pub files: BTreeMap<String, Vec<u8>>,
 }
 
+impl Bundle {
+    /// `manifest.json` at the root or one directory deep: (the directory prefix, its bytes).
+    pub fn manifest(&self) -> Result<(String, &[u8]), BundleError> {
+        if let Some(m) = self.files.get("manifest.json") {
+            return Ok((String::new(), m));
+        }
+        let nested: Vec<_> =
+            self.files.iter().filter(|(p, _)| p.matches('/').count() == 1 && p.ends_with("/manifest.json")).collect();
+        match nested.as_slice() {
+            [(path, bytes)] => Ok((path.trim_end_matches("manifest.json").to_string(), bytes.as_slice())),
+            [] => Err(BundleError::Invalid("manifest.json not found at the root or one directory deep".into())),
+            _ => Err(BundleError::Invalid("several manifest.json files one directory deep".into())),
+        }
+    }
+}
+
 /// Reader that fails once more than `limit` bytes came through.
 struct Capped<R> {
     inner: R,

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::blobs::{BlobError, BlobStore};
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, BundleLimits};
 use crate::manifest::Manifest;
+use crate::stores::Registry;
 
 /// The files of one version's UI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,15 +54,9 @@ pub fn check_entry(manifest: &Manifest, bundle: &Bundle, prefix: &str) -> Result
     }
 }
 
-/// Extract the UI of a bundle at publish: every file under `{prefix}ui/` plus an index, into
-/// the blob store. A manifest with `ui` whose entry is not in the bundle is refused.
-pub async fn extract_at_publish(
-    blobs: &Arc<dyn BlobStore>,
-    manifest: &Manifest,
-    bundle: &Bundle,
-    prefix: &str,
-    content_hex: &str,
-) -> Result<Option<UiIndex>, ExtractError> {
+/// The index of a bundle's UI (every file under `{prefix}ui/`), `None` without a `ui`; an
+/// error when the entry is not among the files.
+fn index_of(manifest: &Manifest, bundle: &Bundle, prefix: &str) -> Result<Option<UiIndex>, String> {
     let Some(ui) = &manifest.ui else { return Ok(None) };
     let root = format!("{prefix}ui/");
     let entry = entry_parts(&ui.entry);
@@ -73,15 +68,51 @@ pub async fn extract_at_publish(
             .insert(rel.to_string(), UiFile { size: bytes.len() as u64, sha256: hex::encode(Sha256::digest(bytes)) });
     }
     if !index.files.contains_key(&entry) {
-        return Err(ExtractError::MissingEntry(format!("ui.entry {} is not in the bundle", ui.entry)));
+        return Err(format!("ui.entry {} is not in the bundle", ui.entry));
     }
+    Ok(Some(index))
+}
+
+/// Extract the UI of a bundle at publish: every file under `{prefix}ui/` plus an index, into
+/// the blob store. A manifest with `ui` whose entry is not in the bundle is refused. Returns
+/// the sha256 (hex) of the stored index, for the registry ([`record_index_digest`]).
+pub async fn extract_at_publish(
+    blobs: &Arc<dyn BlobStore>,
+    manifest: &Manifest,
+    bundle: &Bundle,
+    prefix: &str,
+    content_hex: &str,
+) -> Result<Option<String>, ExtractError> {
+    let Some(index) = index_of(manifest, bundle, prefix).map_err(ExtractError::MissingEntry)? else {
+        return Ok(None);
+    };
+    let root = format!("{prefix}ui/");
     let base = blob_prefix(content_hex);
     for rel in index.files.keys() {
         blobs.put(&format!("{base}/files/{rel}"), &bundle.files[&format!("{root}{rel}")]).await?;
     }
     // The index last: a UI is only visible once every file is stored.
-    blobs.put(&format!("{base}/index.json"), &serde_json::to_vec(&index).expect("plain data")).await?;
-    Ok(Some(index))
+    let raw = serde_json::to_vec(&index).expect("plain data");
+    blobs.put(&format!("{base}/index.json"), &raw).await?;
+    Ok(Some(hex::encode(Sha256::digest(&raw))))
+}
+
+/// Where the registry keeps a UI index's digest: the artifact-digest record of a
+/// pseudo-component `ui/{content hex}`, under the engine key [`UI_INDEX_RECORD`].
+fn index_record_key(content_hex: &str) -> String {
+    format!("ui/{content_hex}")
+}
+
+/// The "engine" half of a UI index's digest record.
+const UI_INDEX_RECORD: &str = "ui-index";
+
+/// Record a UI index's digest at publish (the control plane's write).
+pub async fn record_index_digest(
+    registry: &dyn Registry,
+    content_hex: &str,
+    digest: &str,
+) -> Result<(), crate::stores::StoreError> {
+    registry.put_artifact_digest(&index_record_key(content_hex), UI_INDEX_RECORD, digest).await
 }
 
 /// Why a UI could not be extracted.
@@ -95,20 +126,25 @@ pub enum ExtractError {
     Blob(#[from] BlobError),
 }
 
-/// Local copies of UIs, fetched from the blob store once per content hash.
+/// Local copies of UIs, fetched from the blob store once per content hash and checked there:
+/// the index against the digest the registry recorded at publish (or, for versions published
+/// before digests were recorded, against the bundle, itself checked against its content
+/// hash), every file against the index.
 pub struct UiCache {
     dir: PathBuf,
     blobs: Arc<dyn BlobStore>,
+    registry: Arc<dyn Registry>,
     loading: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     indexes: Mutex<lru::LruCache<String, Arc<UiIndex>>>,
 }
 
 impl UiCache {
-    /// A cache under `dir` (Lambda: /tmp) over the blob store.
-    pub fn new(dir: PathBuf, blobs: Arc<dyn BlobStore>) -> Self {
+    /// A cache under `dir` (Lambda: /tmp) over the blob store and the registry's records.
+    pub fn new(dir: PathBuf, blobs: Arc<dyn BlobStore>, registry: Arc<dyn Registry>) -> Self {
         Self {
             dir,
             blobs,
+            registry,
             loading: Mutex::new(Default::default()),
             indexes: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(256).expect("non-zero"))),
         }
@@ -135,6 +171,7 @@ impl UiCache {
                 let Some(raw) = self.blobs.get(&format!("{base}/index.json")).await? else { return Ok(None) };
                 let index: UiIndex =
                     serde_json::from_slice(&raw).map_err(|e| BlobError::Internal(format!("corrupt UI index: {e}")))?;
+                self.check_index(content_hex, &raw, &index).await?;
                 for (rel, meta) in &index.files {
                     let bytes = self
                         .blobs
@@ -153,6 +190,36 @@ impl UiCache {
         let index = Arc::new(index);
         self.indexes.lock().put(content_hex.to_string(), index.clone());
         Ok(Some(index))
+    }
+
+    /// Whether an index read from the blob store is the one published: its sha256 against the
+    /// registry's record, or — without a record — against the index rebuilt from the bundle,
+    /// whose own sha256 is the version's content hash.
+    async fn check_index(&self, content_hex: &str, raw: &[u8], index: &UiIndex) -> Result<(), BlobError> {
+        let recorded = self
+            .registry
+            .artifact_digest(&index_record_key(content_hex), UI_INDEX_RECORD)
+            .await
+            .map_err(|e| BlobError::Unavailable(e.to_string()))?;
+        let tampered = || BlobError::Internal("the UI index does not match what was published".into());
+        if let Some(digest) = recorded {
+            return if hex::encode(Sha256::digest(raw)) == digest { Ok(()) } else { Err(tampered()) };
+        }
+        let bundle_bytes = self
+            .blobs
+            .get(&crate::blobs::bundle_key(content_hex))
+            .await?
+            .ok_or_else(|| BlobError::Internal("the bundle of a UI without a recorded digest is missing".into()))?;
+        if hex::encode(Sha256::digest(&bundle_bytes)) != content_hex {
+            return Err(tampered());
+        }
+        let bundle = crate::bundle::unpack(&bundle_bytes, &BundleLimits::default()).map_err(|_| tampered())?;
+        let (prefix, manifest) = bundle.manifest().map_err(|_| tampered())?;
+        let manifest = Manifest::parse(manifest).map_err(|_| tampered())?;
+        match index_of(&manifest, &bundle, &prefix) {
+            Ok(Some(published)) if published == *index => Ok(()),
+            _ => Err(tampered()),
+        }
     }
 
     /// Path of a local UI file (the caller has checked the name against the index).

@@ -188,7 +188,11 @@ impl Platform {
         let parts = PlatformParts {
             jwt: settings.jwt_verifier()?,
             ui_tokens,
-            ui: crate::ui_assets::UiCache::new(settings.artifact_dir.join("ui"), backends.blobs.clone()),
+            ui: crate::ui_assets::UiCache::new(
+                settings.artifact_dir.join("ui"),
+                backends.blobs.clone(),
+                backends.registry.clone(),
+            ),
             egress: EgressClient::new(settings.egress.clone())?,
             secrets_ttl: settings.secrets_ttl,
             vault: match &settings.vault {

@@ -289,3 +289,69 @@ async fn active_ui_types_opened_directly_run_no_script_as_the_gateway() {
         assert!(!texts.contains("pwned"), "{file}: {texts}");
     }
 }
+
+/// A UI bundle with `marker` in its entry page, published; its content hex.
+async fn publish_ui(kelp: &TestKelp, name: &str, marker: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("ui")).unwrap();
+    let manifest = serde_json::json!({"name": name, "version": "1.0.0", "runtime": "wasm-js@1",
+        "ui": {"type": "iframe", "entry": "ui/index.html"}});
+    std::fs::write(dir.path().join("manifest.json"), manifest.to_string()).unwrap();
+    std::fs::write(dir.path().join("ui/index.html"), format!("<p>genuine {marker}</p>")).unwrap();
+    let published = kelp_runtime::publish::publish_dir(&kelp.platform, dir.path()).await.unwrap();
+    published.version.content_hash.trim_start_matches("sha256:").to_string()
+}
+
+/// Swap a UI's entry page and the index beside it in the blob store, as someone with write
+/// access to the bucket could.
+async fn tamper(kelp: &TestKelp, hex: &str) {
+    use kelp_runtime::blobs::BlobStore as _;
+    use sha2::Digest as _;
+    let evil = b"<script>steal()</script>";
+    kelp.platform.blobs.put(&format!("ui/{hex}/files/index.html"), evil).await.unwrap();
+    let index = serde_json::json!({"entry": "index.html",
+        "files": {"index.html": {"size": evil.len(), "sha256": hex::encode(sha2::Sha256::digest(evil))}}});
+    kelp.platform.blobs.put(&format!("ui/{hex}/index.json"), index.to_string().as_bytes()).await.unwrap();
+}
+
+/// A fresh process over the same data (a new sandbox: nothing of the UI on local disk).
+async fn fresh_process(kelp: &TestKelp) -> (TestKelp, tempfile::TempDir) {
+    let artifacts = tempfile::tempdir().unwrap();
+    let data = kelp.data_dir().to_string_lossy().into_owned();
+    let art = artifacts.path().to_string_lossy().into_owned();
+    let fresh =
+        TestKelp::start_with(&[("KELP_UI_PUBLIC", "true"), ("KELP_DATA_DIR", &data), ("KELP_ARTIFACT_DIR", &art)])
+            .await;
+    (fresh, artifacts)
+}
+
+#[tokio::test]
+async fn ui_files_are_checked_against_the_registrys_record_not_an_index_beside_them() {
+    let artifacts = tempfile::tempdir().unwrap();
+    let art = artifacts.path().to_string_lossy().into_owned();
+    let kelp = TestKelp::start_with(&[("KELP_UI_PUBLIC", "true"), ("KELP_ARTIFACT_DIR", &art)]).await;
+    let page =
+        |k: &TestKelp, name: &str, hex: &str| k.client.get(format!("{}/ext-ui/{name}/{hex}/index.html", k.base)).send();
+
+    // Recorded at publish: a swapped file and index are refused, never served.
+    let recorded = publish_ui(&kelp, "com.acme.recorded-ui", "one").await;
+    tamper(&kelp, &recorded).await;
+    let (fresh, _a) = fresh_process(&kelp).await;
+    let r = page(&fresh, "com.acme.recorded-ui", &recorded).await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(!r.text().await.unwrap().contains("steal"));
+
+    // Published before digests were recorded: checked against the bundle itself.
+    let legacy = publish_ui(&kelp, "com.acme.legacy-ui", "two").await;
+    let db = rusqlite::Connection::open(kelp.data_dir().join("kelp.db")).unwrap();
+    let removed =
+        db.execute("DELETE FROM artifact_digests WHERE component_hash = ?1", [format!("ui/{legacy}")]).unwrap();
+    assert_eq!(removed, 1, "the record written at publish");
+    let (fresh, _b) = fresh_process(&kelp).await;
+    let r = page(&fresh, "com.acme.legacy-ui", &legacy).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("genuine two"));
+    tamper(&kelp, &legacy).await;
+    let (fresh, _c) = fresh_process(&kelp).await;
+    assert_eq!(page(&fresh, "com.acme.legacy-ui", &legacy).await.unwrap().status(), 503);
+}

@@ -57,20 +57,6 @@ pub fn content_hash(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// Find `manifest.json` at the root or one directory deep; returns (prefix, manifest bytes).
-fn find_manifest(bundle: &Bundle) -> Result<(String, &[u8]), BundleError> {
-    if let Some(m) = bundle.files.get("manifest.json") {
-        return Ok((String::new(), m));
-    }
-    let nested: Vec<_> =
-        bundle.files.iter().filter(|(p, _)| p.matches('/').count() == 1 && p.ends_with("/manifest.json")).collect();
-    match nested.as_slice() {
-        [(path, bytes)] => Ok((path.trim_end_matches("manifest.json").to_string(), bytes.as_slice())),
-        [] => Err(BundleError::Invalid("manifest.json not found at the root or one directory deep".into())),
-        _ => Err(BundleError::Invalid("several manifest.json files one directory deep".into())),
-    }
-}
-
 /// Publish a bundle (`.tar.zst` or `.tar` bytes) under its manifest's name.
 pub async fn publish(
     platform: &Arc<Platform>,
@@ -92,7 +78,7 @@ pub async fn publish_as(
 ) -> Result<Published, PublishError> {
     let hash = content_hash(&bundle_bytes);
     let bundle = unpack(&bundle_bytes, limits)?;
-    let (prefix, manifest_bytes) = find_manifest(&bundle)?;
+    let (prefix, manifest_bytes) = bundle.manifest()?;
     let manifest = Manifest::parse(manifest_bytes)?;
     let warnings = serde_json::from_slice(manifest_bytes).map(|v| Manifest::warnings(&v)).unwrap_or_default();
     for w in &warnings {
@@ -129,12 +115,17 @@ pub async fn publish_as(
     }
     let content_hex = hash.trim_start_matches("sha256:");
     blobs.put(&bundle_key(content_hex), &bundle_bytes).await.map_err(blob)?;
-    crate::ui_assets::extract_at_publish(blobs, &manifest, &bundle, &prefix, content_hex).await.map_err(
-        |e| match e {
-            crate::ui_assets::ExtractError::MissingEntry(m) => PublishError::Manifest(ManifestError(m)),
-            crate::ui_assets::ExtractError::Blob(b) => PublishError::Blob(b.to_string()),
-        },
-    )?;
+    let ui_index_digest = crate::ui_assets::extract_at_publish(blobs, &manifest, &bundle, &prefix, content_hex)
+        .await
+        .map_err(|e| match e {
+        crate::ui_assets::ExtractError::MissingEntry(m) => PublishError::Manifest(ManifestError(m)),
+        crate::ui_assets::ExtractError::Blob(b) => PublishError::Blob(b.to_string()),
+    })?;
+    // The UI's index is trusted when it matches this record, never by what sits beside it in
+    // the bucket (as artifacts are checked); recorded before the version becomes visible.
+    if let Some(digest) = ui_index_digest {
+        crate::ui_assets::record_index_digest(platform.registry.as_ref(), content_hex, &digest).await?;
+    }
 
     let extension = platform
         .registry
