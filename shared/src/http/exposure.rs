@@ -1,55 +1,108 @@
 //! Whether a request reached Kelp through a private route. The runner API's private-network
-//! mode (`KELP_RUNNER_AUTH=private-network`) accepts Alga's tokenless caller only there.
+//! mode (`KELP_RUNNER_AUTH=private-network`) accepts Alga's tokenless callers only there, and
+//! trusts only what it is told to:
 //!
 //! - In Lambda, a route is private when API Gateway says so: a private REST API's events name
-//!   the VPC endpoint they came through (`requestContext.identity.vpceId`). HTTP API, Function
-//!   URL, ALB and public REST API events never do, so a call through them needs the token.
-//! - On a socket (`kelp up`, a container), the server marks every request with its listener's
-//!   [`ListenerExposure`]: private only when the listener binds a loopback or private address.
+//!   the VPC endpoint they came through (`requestContext.identity.vpceId`), which no client
+//!   can set. HTTP API, Function URL, ALB and public REST API events never do.
+//! - On a socket (`kelp up`, a container), by the peer address of the connection, which must
+//!   be in `KELP_RUNNER_TRUSTED_NETWORKS` (loopback by default). A request that carries
+//!   forwarding headers (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`) is refused whatever its
+//!   peer: a proxy on a trusted address may be relaying anyone. The bind address and the
+//!   `Host` header say nothing about who is calling, so neither is consulted.
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::Extensions;
+use axum::extract::ConnectInfo;
+use axum::http::{Extensions, HeaderMap};
 use lambda_http::request::RequestContext;
 
-/// The listener a request came in on (a request extension set by the local server).
+/// An address range, `10.0.0.0/8` or `fd00::/8` (a bare address is a /32 or /128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerExposure {
-    /// Loopback, RFC 1918, unique-local or link-local address: reachable only from inside.
-    Private,
-    /// Any other address, including `0.0.0.0`/`::` (every interface).
-    Public,
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
 }
 
-impl ListenerExposure {
-    /// The exposure of a listener bound to `addr`.
-    pub fn of(addr: SocketAddr) -> Self {
-        let private = match addr.ip() {
-            IpAddr::V4(ip) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
-            IpAddr::V6(ip) => {
-                ip.is_loopback() || (ip.segments()[0] & 0xfe00) == 0xfc00 || (ip.segments()[0] & 0xffc0) == 0xfe80
+impl Network {
+    /// Parse `addr[/prefix]`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let (addr, prefix) = raw.split_once('/').map_or((raw, None), |(a, p)| (a, Some(p)));
+        let addr: IpAddr = addr.parse().map_err(|_| format!("{raw:?} is not an address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{raw:?}: bad prefix"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    /// Whether `ip` is in the range (an IPv4-mapped IPv6 peer counts as its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let bits = |a: IpAddr| -> u128 {
+            match a {
+                IpAddr::V4(v4) => u128::from(u32::from(v4)) << 96,
+                IpAddr::V6(v6) => u128::from(v6),
             }
         };
-        if private {
-            Self::Private
-        } else {
-            Self::Public
+        if ip.is_ipv4() != self.addr.is_ipv4() {
+            return false;
         }
+        let prefix = if self.addr.is_ipv4() { self.prefix } else { self.prefix };
+        let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+        bits(ip) & mask == bits(self.addr) & mask
     }
 }
 
-/// How the request came through a private route (for the log), or `None` when it did not.
-/// `vpc_endpoints`, when not empty, lists the VPC endpoints accepted.
-pub fn private_route(extensions: &Extensions, vpc_endpoints: &[String]) -> Option<String> {
-    if let Some(context) = extensions.get::<RequestContext>() {
-        let RequestContext::ApiGatewayV1(context) = context else { return None };
-        let vpce = context.identity.other.get("vpceId").and_then(|v| v.as_str()).filter(|v| !v.is_empty())?;
-        return (vpc_endpoints.is_empty() || vpc_endpoints.iter().any(|e| e == vpce))
-            .then(|| format!("private API through {vpce}"));
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
     }
-    match extensions.get::<ListenerExposure>() {
-        Some(ListenerExposure::Private) => Some("private listener".into()),
-        _ => None,
+}
+
+/// Who may call without a token in the private-network mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateTrust {
+    /// Lambda: the VPC endpoints a private API call may come through (empty: any).
+    pub vpc_endpoints: Vec<String>,
+    /// Sockets: the peer networks trusted (`KELP_RUNNER_TRUSTED_NETWORKS`).
+    pub networks: Vec<Network>,
+}
+
+/// The default trusted networks: this host only.
+pub const DEFAULT_TRUSTED_NETWORKS: &str = "127.0.0.0/8,::1/128";
+
+/// Headers a proxy adds for the client behind it.
+const FORWARDING_HEADERS: &[&str] = &["forwarded", "x-forwarded-for", "x-real-ip"];
+
+/// How the request came through a private route (for the log), or why it did not.
+pub fn private_route(extensions: &Extensions, headers: &HeaderMap, trust: &PrivateTrust) -> Result<String, String> {
+    if let Some(context) = extensions.get::<RequestContext>() {
+        let RequestContext::ApiGatewayV1(context) = context else {
+            return Err("not a private REST API event".into());
+        };
+        let vpce = context.identity.other.get("vpceId").and_then(|v| v.as_str()).filter(|v| !v.is_empty());
+        let Some(vpce) = vpce else { return Err("not through a VPC endpoint".into()) };
+        return if trust.vpc_endpoints.is_empty() || trust.vpc_endpoints.iter().any(|e| e == vpce) {
+            Ok(format!("private API through {vpce}"))
+        } else {
+            Err(format!("VPC endpoint {vpce} is not trusted"))
+        };
+    }
+    if let Some(name) = FORWARDING_HEADERS.iter().find(|h| headers.contains_key(**h)) {
+        return Err(format!("forwarded by a proxy ({name})"));
+    }
+    let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() else {
+        return Err("no peer address".into());
+    };
+    match trust.networks.iter().find(|n| n.contains(peer.ip())) {
+        Some(network) => Ok(format!("peer {} in {network}", peer.ip())),
+        None => Err(format!("peer {} is not in a trusted network", peer.ip())),
     }
 }
 
@@ -57,23 +110,51 @@ pub fn private_route(extensions: &Extensions, vpc_endpoints: &[String]) -> Optio
 mod tests {
     use super::*;
 
-    #[test]
-    fn loopback_and_private_addresses_are_private_and_wildcards_are_not() {
-        for private in ["127.0.0.1:80", "10.1.2.3:80", "192.168.0.5:80", "172.20.0.1:80", "[::1]:80", "[fd00::1]:80"] {
-            assert_eq!(ListenerExposure::of(private.parse().unwrap()), ListenerExposure::Private, "{private}");
+    fn trust(networks: &str) -> PrivateTrust {
+        PrivateTrust {
+            vpc_endpoints: Vec::new(),
+            networks: networks.split(',').map(|n| Network::parse(n).unwrap()).collect(),
         }
-        for public in ["0.0.0.0:80", "[::]:80", "8.8.8.8:80", "[2001:db8::1]:80", "172.32.0.1:80"] {
-            assert_eq!(ListenerExposure::of(public.parse().unwrap()), ListenerExposure::Public, "{public}");
+    }
+
+    fn from(peer: &str) -> Extensions {
+        let mut e = Extensions::new();
+        e.insert(ConnectInfo::<SocketAddr>(peer.parse().unwrap()));
+        e
+    }
+
+    #[test]
+    fn networks_contain_their_addresses_only() {
+        let n = Network::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains("10.200.3.4".parse().unwrap()) && !n.contains("11.0.0.1".parse().unwrap()));
+        assert!(n.contains("::ffff:10.1.1.1".parse().unwrap()), "an IPv4-mapped peer");
+        let one = Network::parse("192.168.1.7").unwrap();
+        assert!(one.contains("192.168.1.7".parse().unwrap()) && !one.contains("192.168.1.8".parse().unwrap()));
+        let v6 = Network::parse("fd00::/8").unwrap();
+        assert!(v6.contains("fd12::1".parse().unwrap()) && !v6.contains("fe80::1".parse().unwrap()));
+        assert!(!v6.contains("10.0.0.1".parse().unwrap()));
+        assert!(Network::parse("0.0.0.0/0").unwrap().contains("203.0.113.7".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "fd00::/129", "host.example", "10.0.0/8", ""] {
+            assert!(Network::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
-    fn without_a_lambda_context_or_a_listener_mark_nothing_is_private() {
-        assert_eq!(private_route(&Extensions::new(), &[]), None);
-        let mut marked = Extensions::new();
-        marked.insert(ListenerExposure::Public);
-        assert_eq!(private_route(&marked, &[]), None);
-        marked.insert(ListenerExposure::Private);
-        assert!(private_route(&marked, &[]).is_some());
+    fn only_a_trusted_unforwarded_peer_is_private() {
+        let loopback = trust(DEFAULT_TRUSTED_NETWORKS);
+        let none = HeaderMap::new();
+        assert!(private_route(&from("127.0.0.1:5000"), &none, &loopback).is_ok());
+        assert!(private_route(&from("[::1]:5000"), &none, &loopback).is_ok());
+        assert!(private_route(&from("10.0.0.5:5000"), &none, &loopback).unwrap_err().contains("not in a trusted"));
+        assert!(private_route(&Extensions::new(), &none, &loopback).is_err(), "no peer known: not private");
+        for header in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+            let mut forwarded = HeaderMap::new();
+            forwarded.insert(header, "203.0.113.7".parse().unwrap());
+            let why = private_route(&from("127.0.0.1:5000"), &forwarded, &loopback).unwrap_err();
+            assert!(why.contains(header), "{why}");
+        }
+        let mut host = HeaderMap::new();
+        host.insert("host", "attacker.example".parse().unwrap());
+        assert!(private_route(&from("10.0.0.5:5000"), &host, &loopback).is_err(), "Host says nothing");
     }
 }
