@@ -200,9 +200,9 @@ pub async fn serve_child(data: &Path, artifacts: &Path, port: &str) -> Result<()
     let settings = crate::settings(data, artifacts)?;
     let platform = kelp_runtime::Platform::embedded(&settings)?;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let app = kelp_runtime::local::app_on(platform, &settings, addr)?;
+    let app = kelp_runtime::local::app(platform, &settings);
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await?;
+    kelp_runtime::local::serve(listener, app).await?;
     Ok(())
 }
 

@@ -138,7 +138,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     }
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let app = kelp_runtime::local::app_on(platform.clone(), &settings, args.listen)?;
+    let app = kelp_runtime::local::app(platform.clone(), &settings);
     let base = format!("http://{}", listener.local_addr()?);
     let token = mint(&secret, &args.tenant, "demo-user", &DEMO_PERMS.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     let admin_token =
@@ -160,7 +160,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     // Ctrl-C or SIGTERM: stop accepting, give requests in flight a moment, then exit. Debug
     // sessions last up to 15 minutes, so waiting for every connection would hang the stop.
     let stop = Arc::new(tokio::sync::Notify::new());
-    let server = axum::serve(listener, app).with_graceful_shutdown({
+    let server = kelp_runtime::local::serve(listener, app).with_graceful_shutdown({
         let stop = stop.clone();
         async move { stop.notified().await }
     });

@@ -31,6 +31,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_RUNNER_SERVICE_TOKEN",
     "KELP_RUNNER_AUTH",
     "KELP_RUNNER_VPC_ENDPOINT_IDS",
+    "KELP_RUNNER_TRUSTED_NETWORKS",
     "KELP_RUNNER_EGRESS_ALLOW",
     "KELP_EGRESS_POLICY",
     "EXT_EGRESS_ALLOWLIST",
@@ -357,7 +358,18 @@ fn runner_auth(env: &HashMap<String, String>) -> Result<crate::gateway::RunnerAu
             if env.contains_key("AWS_LAMBDA_RUNTIME_API") && vpc_endpoints.is_empty() {
                 bail!("KELP_RUNNER_AUTH=private-network inside Lambda needs KELP_RUNNER_VPC_ENDPOINT_IDS: the VPC endpoints of the private API that may call /v1/execute without a token");
             }
-            Ok(crate::gateway::RunnerAuth::PrivateNetwork { vpc_endpoints })
+            let networks = text(env, "KELP_RUNNER_TRUSTED_NETWORKS")
+                .unwrap_or_else(|| crate::http::exposure::DEFAULT_TRUSTED_NETWORKS.into())
+                .split(',')
+                .map(|n| {
+                    crate::http::exposure::Network::parse(n)
+                        .map_err(|e| anyhow::anyhow!("KELP_RUNNER_TRUSTED_NETWORKS: {e}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(crate::gateway::RunnerAuth::PrivateNetwork(crate::http::exposure::PrivateTrust {
+                vpc_endpoints,
+                networks,
+            }))
         }
         other => bail!("KELP_RUNNER_AUTH={other:?}: expected token or private-network"),
     }

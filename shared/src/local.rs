@@ -10,8 +10,7 @@ use axum::Router;
 
 use crate::admin::{self, Admin};
 use crate::config::Settings;
-use crate::gateway::{self, Gateway, RunnerAuth};
-use crate::http::exposure::ListenerExposure;
+use crate::gateway::{self, Gateway};
 use crate::platform::Platform;
 use crate::relay::{self, Relay};
 use crate::ui::{self, UiRoutes};
@@ -58,15 +57,15 @@ pub fn app(platform: Arc<Platform>, settings: &Settings) -> Router {
         .merge(relay_app(platform, settings))
 }
 
-/// [`app`] served on a socket bound to `addr`: every request is marked with the listener's
-/// exposure. The runner's private-network mode is refused on a public listener (a wildcard or
-/// public address), where "private route" would mean anyone.
-pub fn app_on(platform: Arc<Platform>, settings: &Settings, addr: std::net::SocketAddr) -> anyhow::Result<Router> {
-    let exposure = ListenerExposure::of(addr);
-    if matches!(settings.runner_auth, RunnerAuth::PrivateNetwork { .. }) && exposure == ListenerExposure::Public {
-        anyhow::bail!(
-            "KELP_RUNNER_AUTH=private-network is refused on {addr}: that listener is public; bind a loopback or private address"
-        );
-    }
-    Ok(app(platform, settings).layer(axum::Extension(exposure)))
+/// Serve [`app`] on a listener, with each connection's peer address (what the runner's
+/// private-network mode trusts, `KELP_RUNNER_TRUSTED_NETWORKS`).
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+) -> axum::serve::Serve<
+    tokio::net::TcpListener,
+    axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, std::net::SocketAddr>,
+    axum::middleware::AddExtension<Router, axum::extract::ConnectInfo<std::net::SocketAddr>>,
+> {
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
 }

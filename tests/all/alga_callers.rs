@@ -119,18 +119,49 @@ async fn in_the_default_token_mode_algas_api_ext_route_is_refused() {
     assert_eq!(as_api_ext_reads_it(response).await.0, 502, "what Alga's users see: the reason for the private mode");
 }
 
+/// The private mode trusts the peer of the connection, never the listener's address or the
+/// `Host`, and never a request a proxy forwarded: behind nginx or an ALB on a trusted address,
+/// a forwarded tokenless call is refused; a peer outside `KELP_RUNNER_TRUSTED_NETWORKS` is
+/// refused whatever listener it reached.
 #[tokio::test]
-async fn the_private_mode_is_refused_on_a_public_listener() {
-    let data = tempfile::tempdir().unwrap();
-    let env = [
-        ("KELP_RUNNER_AUTH".to_string(), "private-network".to_string()),
-        ("KELP_DATA_DIR".to_string(), data.path().to_string_lossy().into_owned()),
-    ];
-    let settings = kelp_runtime::Settings::from_map(&env.into_iter().collect()).unwrap();
-    let platform = kelp_runtime::Platform::embedded(&settings).unwrap();
-    let refused = kelp_runtime::local::app_on(platform.clone(), &settings, "0.0.0.0:8080".parse().unwrap());
-    assert!(refused.unwrap_err().to_string().contains("listener is public"));
-    assert!(kelp_runtime::local::app_on(platform, &settings, "10.0.0.5:8080".parse().unwrap()).is_ok());
+async fn the_private_mode_trusts_configured_peers_and_no_forwarded_request() {
+    let (kelp, p) = kelp_with_notes(&[("KELP_RUNNER_AUTH", "private-network")]).await;
+    let forwarded = |name: &'static str, value: &'static str| {
+        let p = &p;
+        let kelp = &kelp;
+        async move {
+            let execute = json!({"context": {"tenant_id": "acme", "extension_id": p.extension.id,
+                                            "content_hash": p.version.content_hash},
+                                 "http": {"method": "GET", "path": "/hello", "query": {}, "headers": {}}});
+            kelp.client
+                .post(format!("{}/v1/execute", kelp.base))
+                .header("x-alga-tenant", "acme")
+                .header("x-alga-extension", &p.extension.id)
+                .header(name, value)
+                .body(execute.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        forwarded("host", "attacker.example").await,
+        200,
+        "a loopback peer (trusted by default); Host says nothing"
+    );
+    assert_eq!(forwarded("x-forwarded-for", "203.0.113.7").await, 401, "relayed by a proxy");
+    assert_eq!(forwarded("forwarded", "for=203.0.113.7;proto=https").await, 401);
+    assert_eq!(forwarded("x-real-ip", "203.0.113.7").await, 401);
+
+    let (elsewhere, p) =
+        kelp_with_notes(&[("KELP_RUNNER_AUTH", "private-network"), ("KELP_RUNNER_TRUSTED_NETWORKS", "10.0.0.0/8")])
+            .await;
+    let response = api_ext_call(&elsewhere, &p, "GET", "/hello", None).await;
+    assert_eq!(response.status(), 401, "loopback is not trusted when the list does not name it");
+    let bad = [("KELP_RUNNER_AUTH", "private-network"), ("KELP_RUNNER_TRUSTED_NETWORKS", "10.0.0.0/33")];
+    let env = bad.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    assert!(kelp_runtime::Settings::from_map(&env).unwrap_err().to_string().contains("KELP_RUNNER_TRUSTED_NETWORKS"));
 }
 
 #[tokio::test]

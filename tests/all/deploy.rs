@@ -25,6 +25,7 @@ const NOT_DEPLOYED: &[(&str, &str)] = &[
     ("KELP_VAULT_NAMESPACE", "Vault Enterprise only; add it beside KELP_VAULT_ADDR when needed"),
     ("KELP_VAULT_TIMEOUT_MS", "the 5 s default"),
     ("KELP_UI_PROXY_TIMEOUT_MS", "Alga's 5 s default"),
+    ("KELP_RUNNER_TRUSTED_NETWORKS", "sockets only; in Lambda the private API's VPC endpoint is the proof"),
 ];
 
 #[test]

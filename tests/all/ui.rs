@@ -305,7 +305,6 @@ async fn publish_ui(kelp: &TestKelp, name: &str, marker: &str) -> String {
 /// Swap a UI's entry page and the index beside it in the blob store, as someone with write
 /// access to the bucket could.
 async fn tamper(kelp: &TestKelp, hex: &str) {
-    use kelp_runtime::blobs::BlobStore as _;
     use sha2::Digest as _;
     let evil = b"<script>steal()</script>";
     kelp.platform.blobs.put(&format!("ui/{hex}/files/index.html"), evil).await.unwrap();

@@ -180,9 +180,9 @@ impl TestKelp {
         let platform = Platform::from_settings(&settings).await.expect("platform");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
-        let app = kelp_runtime::local::app_on(platform.clone(), &settings, addr).expect("app");
+        let app = kelp_runtime::local::app(platform.clone(), &settings);
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
+            kelp_runtime::local::serve(listener, app).await.expect("serve");
         });
         Self {
             base: format!("http://{addr}"),

@@ -76,12 +76,9 @@ pub enum RunnerAuth {
     #[default]
     Token,
     /// Also calls without a token that arrive through a private route (see
-    /// [`crate::http::exposure`]): Alga's `/api/ext` route calls its runner without one. A call
-    /// that sends a wrong token is still refused.
-    PrivateNetwork {
-        /// VPC endpoints a private API call may come through (empty: any, locally only).
-        vpc_endpoints: Vec<String>,
-    },
+    /// [`crate::http::exposure`]): Alga's `/api/ext` route and its scheduled jobs call their
+    /// runner without one. A call that sends a wrong token is still refused.
+    PrivateNetwork(crate::http::exposure::PrivateTrust),
 }
 
 /// State of the gateway router.
@@ -103,12 +100,15 @@ impl Gateway {
     /// Redis is configured (and `KELP_RATE_REDIS` is not off), per instance otherwise.
     pub fn new(platform: Arc<Platform>, settings: GatewaySettings) -> Arc<Self> {
         let s = &settings;
-        if let RunnerAuth::PrivateNetwork { vpc_endpoints } = &s.runner_auth {
+        if let RunnerAuth::PrivateNetwork(trust) = &s.runner_auth {
+            let networks: Vec<String> = trust.networks.iter().map(ToString::to_string).collect();
             tracing::warn!(
-                vpc_endpoints = %vpc_endpoints.join(","),
+                vpc_endpoints = %trust.vpc_endpoints.join(","),
+                trusted_networks = %networks.join(","),
                 "KELP_RUNNER_AUTH=private-network: POST /v1/execute accepts calls WITHOUT x-runner-service-token \
-                 when they come through a private route (a private API Gateway REST API's VPC endpoint, or a \
-                 loopback/private listener). Anyone who can reach that route can run any extension as any tenant."
+                 from exactly these: in Lambda, a private REST API event through one of vpc_endpoints; on a \
+                 socket, a peer address in trusted_networks with no forwarding header. Anyone who can call from \
+                 there can run any extension as any tenant."
             );
         }
         let limiter: Arc<dyn RateLimiter> = match s.rate_redis.as_ref().map(|r| r.client()) {

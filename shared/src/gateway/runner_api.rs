@@ -248,14 +248,19 @@ fn authenticate(settings: &GatewaySettings, headers: &HeaderMap, extensions: &Ex
     if !expected.is_empty() && bool::from(digest(given_text).as_slice().ct_eq(digest(expected).as_slice())) {
         return Ok(());
     }
-    if let (RunnerAuth::PrivateNetwork { vpc_endpoints }, None) = (&settings.runner_auth, given) {
-        if let Some(route) = private_route(extensions, vpc_endpoints) {
-            tracing::debug!(%route, "runner call without a token accepted on a private route");
-            return Ok(());
-        }
-        return Err(ApiError::unauthenticated(
-            "a valid x-runner-service-token is required (calls without one are accepted only through the private route)",
-        ));
+    if let (RunnerAuth::PrivateNetwork(trust), None) = (&settings.runner_auth, given) {
+        return match private_route(extensions, headers, trust) {
+            Ok(route) => {
+                tracing::debug!(%route, "runner call without a token accepted on a private route");
+                Ok(())
+            }
+            Err(why) => {
+                tracing::info!(%why, "runner call without a token refused");
+                Err(ApiError::unauthenticated(
+                    "a valid x-runner-service-token is required (calls without one are accepted only through the private route)",
+                ))
+            }
+        };
     }
     Err(ApiError::unauthenticated("a valid x-runner-service-token is required"))
 }

@@ -53,8 +53,8 @@ impl Network {
         if ip.is_ipv4() != self.addr.is_ipv4() {
             return false;
         }
-        let prefix = if self.addr.is_ipv4() { self.prefix } else { self.prefix };
-        let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+        // IPv4 sits in the top 32 bits, so the same leading-ones mask serves both families.
+        let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
         bits(ip) & mask == bits(self.addr) & mask
     }
 }
