@@ -235,6 +235,12 @@ pub struct Executor {
     warm: WarmInstances,
 }
 
+/// Whether wasmtime stopped a copy between guest and host at the hostcall fuel the executor
+/// set (the error type is private to wasmtime; its message is what there is).
+fn copied_past_the_limit(e: &wasmtime::Error) -> bool {
+    e.chain().any(|cause| cause.to_string().contains("fuel allocated for hostcalls has been exhausted"))
+}
+
 /// Host calls are not interrupted by epochs; past the deadline they get this much grace
 /// before the whole call is abandoned.
 const HOST_CALL_GRACE: Duration = Duration::from_millis(250);
@@ -351,6 +357,11 @@ impl Executor {
         if self.cache.engine().settings.fuel {
             store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| ExecError::Trap(format!("{e:#}")))?;
         }
+        // What the host copies out of the guest in one crossing (its answer, a host call's
+        // arguments) is bounded by the call's own memory limit, not wasmtime's 128 MiB default:
+        // a guest can alias one string from many places in its answer and the host would
+        // copy each.
+        store.set_hostcall_fuel(limits.max_memory_bytes);
         // Every epoch tick the guest yields to the executor and its deadline is checked.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
@@ -385,7 +396,7 @@ impl Executor {
             Err(_) => ExecError::Timeout(limits.timeout),
             Ok(Err(e)) => {
                 let trap = e.downcast_ref::<Trap>().copied();
-                if memory_hit {
+                if memory_hit || copied_past_the_limit(&e) {
                     ExecError::MemoryLimit(limits.max_memory_bytes)
                 } else if matches!(trap, Some(Trap::Interrupt | Trap::OutOfFuel)) || Instant::now() >= deadline {
                     ExecError::Timeout(limits.timeout)

@@ -178,3 +178,34 @@ async fn a_guest_failing_after_a_denied_capability_gets_a_clear_error_naming_it(
     let error = json_body(kelp.get("/api/ext/test.trap-plain/run", &token("acme", RW)).await).await;
     assert_eq!(error["error"]["code"], "extension_error");
 }
+
+/// A guest with a small memory answering 31 headers that all alias one 4 MiB string would make
+/// the host copy 124 MiB: what the host copies out of a guest is bounded by the call's memory
+/// limit, so it is stopped as over its memory limit instead.
+#[tokio::test]
+async fn a_guest_cannot_make_the_host_copy_more_than_its_memory_limit() {
+    let kelp = TestKelp::start_with(&[("KELP_MAX_MEMORY_MB", "8")]).await;
+    // 5 MiB of zeros from 1 MiB (valid UTF-8), 31 header records at 64 KiB naming it, the
+    // response at 1024 pointing at them.
+    let prelude = r#"
+      (drop (memory.grow (i32.const 96)))
+      (local.set $body (i32.const 0))
+      (block $done (loop $next
+        (br_if $done (i32.ge_u (local.get $body) (i32.const 31)))
+        (i32.store (i32.add (i32.const 65536) (i32.mul (local.get $body) (i32.const 16))) (i32.const 4160))
+        (i32.store offset=4 (i32.add (i32.const 65536) (i32.mul (local.get $body) (i32.const 16))) (i32.const 12))
+        (i32.store offset=8 (i32.add (i32.const 65536) (i32.mul (local.get $body) (i32.const 16))) (i32.const 1048576))
+        (i32.store offset=12 (i32.add (i32.const 65536) (i32.mul (local.get $body) (i32.const 16))) (i32.const 4194304))
+        (local.set $body (i32.add (local.get $body) (i32.const 1)))
+        (br $next)))
+      (i32.store16 (i32.const 1024) (i32.const 200))
+      (i32.store (i32.const 1028) (i32.const 65536))
+      (i32.store (i32.const 1032) (i32.const 31))
+      (i32.store8 (i32.const 1036) (i32.const 0))
+      (return (i32.const 1024))
+    "#;
+    let aliased = kelp.publish(&staged_wat("test.aliased-headers", prelude)).await;
+    kelp.install(&aliased, "acme", &[]).await;
+    let (status, code) = error_code(kelp.get("/api/ext/test.aliased-headers/run", &token("acme", RW)).await).await;
+    assert_eq!((status, code.as_str()), (500, "extension_memory_limit"));
+}
