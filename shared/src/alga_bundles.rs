@@ -216,6 +216,34 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Whatever a caller names as tenant and extension: either refused, or a store key with
+        /// no way out of `tenants/{tenant}/extensions/{extension}/` and a scope that names
+        /// exactly that extension.
+        #[test]
+        fn ids_either_refused_or_confined(tenant in "\\PC{0,20}", extension in "\\PC{0,20}") {
+            if is_valid_id(&tenant) && is_valid_id(&extension) {
+                let key = format!("tenants/{tenant}/extensions/{extension}/sha256/x/bundle.tar.zst");
+                proptest::prop_assert!(key.split('/').all(|s| !s.is_empty() && s != "." && s != ".."));
+                proptest::prop_assert_eq!(key.split('/').count(), 7);
+                let scope = scope_name(&tenant, &extension);
+                proptest::prop_assert!(is_scope_name(&scope));
+                let lowered = extension.to_lowercase();
+                proptest::prop_assert_eq!(scope_extension(&scope), Some(lowered.as_str()));
+            }
+        }
+
+        #[test]
+        fn content_hashes_are_64_hex_or_refused(raw in "(sha256:)?[0-9a-fA-Fxz]{0,70}") {
+            if let Some(hex) = content_hex(&raw) {
+                proptest::prop_assert_eq!(hex.len(), 64);
+                proptest::prop_assert!(hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            }
+        }
+    }
+
     #[test]
     fn content_hashes_are_sha256_hex() {
         let hex = "AB".repeat(32);

@@ -381,3 +381,35 @@ impl From<AdminError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// PATCH's merge: a set key has its new value, an unset one (not also set) is gone,
+        /// every other key is kept as it was.
+        #[test]
+        fn a_patch_merge_sets_unsets_and_keeps_the_rest(
+            before in proptest::collection::btree_map("[a-e]{1,2}", "[a-z]{0,3}", 0..8),
+            set in proptest::collection::btree_map("[a-e]{1,2}", "[A-Z]{1,3}", 0..5),
+            unset in proptest::collection::vec("[a-e]{1,2}", 0..5),
+        ) {
+            let mut after = before.clone();
+            merge(&mut after, &set, &unset);
+            for (k, v) in &set {
+                prop_assert_eq!(after.get(k), Some(v));
+            }
+            for k in unset.iter().filter(|k| !set.contains_key(*k)) {
+                prop_assert!(!after.contains_key(k));
+            }
+            for (k, v) in before.iter().filter(|(k, _)| !set.contains_key(*k) && !unset.contains(k)) {
+                prop_assert_eq!(after.get(k), Some(v));
+            }
+            prop_assert!(after.keys().all(|k| before.contains_key(k) || set.contains_key(k)));
+        }
+    }
+}

@@ -123,6 +123,36 @@ mod tests {
         e
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_network_text_parses_or_is_refused_without_panicking(raw in "\\PC{0,40}") {
+            if let Ok(n) = Network::parse(&raw) {
+                proptest::prop_assert!(Network::parse(&n.to_string()).is_ok());
+            }
+        }
+
+        /// Whatever the peer and however the header is spelled, a forwarded request is never
+        /// private; and no header at all makes an untrusted peer private.
+        #[test]
+        fn forwarded_or_untrusted_is_never_private(
+            a in 0u8..=255, b in 0u8..=255, header in "(Forwarded|X-Forwarded-For|x-real-ip|host|via|x-client-ip)",
+            value in "[ -~]{0,30}",
+        ) {
+            let trusted = trust("10.0.0.0/8");
+            let peer = format!("10.{a}.{b}.1:4000");
+            let mut headers = HeaderMap::new();
+            if let (Ok(name), Ok(value)) = (header.parse::<axum::http::HeaderName>(), value.parse()) {
+                headers.insert(name, value);
+            }
+            let forwarded = FORWARDING_HEADERS.iter().any(|h| headers.contains_key(*h));
+            proptest::prop_assert_eq!(private_route(&from(&peer), &headers, &trusted).is_ok(), !forwarded);
+            let outside = format!("11.{a}.{b}.1:4000");
+            proptest::prop_assert!(private_route(&from(&outside), &headers, &trusted).is_err());
+        }
+    }
+
     #[test]
     fn networks_contain_their_addresses_only() {
         let n = Network::parse("10.0.0.0/8").unwrap();

@@ -171,6 +171,24 @@ mod tests {
         headers
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Any `Host` a caller sends: looked up only when it is one label under the root.
+        #[test]
+        fn only_hosts_under_the_root_are_looked_up(raw in "[A-Za-z0-9.:_-]{0,40}(\\.apps\\.example\\.com)?(:[0-9]{1,5})?") {
+            let l = lookup();
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = raw.parse() {
+                headers.insert(header::HOST, v);
+            }
+            if let Some(found) = l.ui_host(&headers) {
+                let label = found.strip_suffix(".apps.example.com");
+                proptest::prop_assert!(label.is_some_and(|l| !l.is_empty() && !l.contains('.')), "{}", found);
+            }
+        }
+    }
+
     #[test]
     fn only_one_label_under_the_root_is_a_ui_domain() {
         let l = lookup();
