@@ -71,18 +71,7 @@ async fn a_ui_only_version_publishes_serves_its_ui_and_answers_api_calls_no_hand
     let execute = json!({"context": {"tenant_id": "acme", "extension_id": published.extension.id,
                                      "content_hash": published.version.content_hash},
                          "http": {"method": "GET", "path": "/", "query": {}, "headers": {}}});
-    let r = kelp
-        .client
-        .post(format!("{}/v1/execute", kelp.base))
-        .header("x-runner-service-token", TOKEN)
-        .header("x-alga-tenant", "acme")
-        .header("x-alga-extension", published.extension.id.as_str())
-        .json(&execute)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let answer = json_body(r).await;
+    let answer = call(&kelp, &execute).await;
     assert_eq!((answer["status"].as_u64(), answer["error"].as_str()), (Some(404), Some("no_handler")), "{answer}");
     let hex = published.version.content_hash.trim_start_matches("sha256:");
     let page = kelp.client.get(format!("{}/ext-ui/com.acme.ui-only/{hex}/index.html", kelp.base)).send().await.unwrap();
@@ -106,17 +95,9 @@ fn execute(tenant: &str, extension: &str, hex: &str) -> Value {
            "http": {"method": "GET", "path": "/hello", "query": {}, "headers": {}}})
 }
 
-async fn call(kelp: &TestKelp, tenant: &str, extension: &str, body: &Value) -> Value {
-    let r = kelp
-        .client
-        .post(format!("{}/v1/execute", kelp.base))
-        .header("x-runner-service-token", TOKEN)
-        .header("x-alga-tenant", tenant)
-        .header("x-alga-extension", extension)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+/// A runner call's answer (always HTTP 200: Alga reads the status from the body).
+async fn call(kelp: &TestKelp, body: &Value) -> Value {
+    let r = kelp.execute(TOKEN, body).await;
     assert_eq!(r.status(), 200);
     json_body(r).await
 }
@@ -138,12 +119,12 @@ async fn one_tenants_bundle_cannot_squat_or_shadow_anothers() {
     extra.push(("KELP_RUNNER_SERVICE_TOKEN", TOKEN));
     let kelp = TestKelp::start_with(&extra).await;
 
-    let a = call(&kelp, "tenant-a", "ext-payroll", &execute("tenant-a", "ext-payroll", a_hex)).await;
+    let a = call(&kelp, &execute("tenant-a", "ext-payroll", a_hex)).await;
     assert_eq!(a["status"], 200, "{a}");
-    let b = call(&kelp, "tenant-b", "ext-payroll", &execute("tenant-b", "ext-payroll", b_hex)).await;
+    let b = call(&kelp, &execute("tenant-b", "ext-payroll", b_hex)).await;
     assert_eq!(b["status"], 200, "the genuine bundle is not blocked by the squatter's name@version: {b}");
     assert!(!b.to_string().contains(a_hex.as_str()), "nothing of A's reaches B");
-    let shadow = call(&kelp, "tenant-b", "ext-payroll", &execute("tenant-b", "ext-payroll", a_hex)).await;
+    let shadow = call(&kelp, &execute("tenant-b", "ext-payroll", a_hex)).await;
     assert_eq!(
         (shadow["status"].as_u64(), shadow["error"].as_str()),
         (Some(404), Some("bundle_not_found")),
@@ -153,9 +134,9 @@ async fn one_tenants_bundle_cannot_squat_or_shadow_anothers() {
     let own = publish(&kelp, wat_bundle("com.victimco.payroll", "2.0.0", "operator")).await.unwrap();
     assert_eq!(own.extension.name, "com.victimco.payroll");
     // Ids that could escape a key or a scope are refused before any store call.
-    let bad = call(&kelp, "tenant-a", "../x", &execute("tenant-a", "../x", a_hex)).await;
+    let bad = call(&kelp, &execute("tenant-a", "../x", a_hex)).await;
     assert_eq!(bad["status"], 400, "{bad}");
-    let bad = call(&kelp, "a/b", "ext", &execute("a/b", "ext", a_hex)).await;
+    let bad = call(&kelp, &execute("a/b", "ext", a_hex)).await;
     assert_eq!(
         (bad["status"].as_u64(), bad["error"].as_str().map(|e| e.starts_with("invalid_tenant"))),
         (Some(400), Some(true))
@@ -169,12 +150,12 @@ async fn bodies_over_the_cap_are_refused_in_the_runners_shape() {
     let hex = p.version.content_hash.trim_start_matches("sha256:").to_string();
     let mut body = execute("acme", &p.extension.id, &hex);
     body["http"]["body_b64"] = json!(base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 1001]));
-    let answer = call(&kelp, "acme", &p.extension.id, &body).await;
+    let answer = call(&kelp, &body).await;
     assert_eq!(answer["status"], 413, "{answer}");
     assert!(answer["error"].as_str().unwrap().starts_with("payload_too_large"));
     // A JSON document far past the cap is not read whole, and answers the same way.
     body["http"]["body_b64"] = json!(base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 3 << 20]));
-    assert_eq!(call(&kelp, "acme", &p.extension.id, &body).await["status"], 413);
+    assert_eq!(call(&kelp, &body).await["status"], 413);
     body["http"]["body_b64"] = json!(base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 1000]));
-    assert_eq!(call(&kelp, "acme", &p.extension.id, &body).await["status"], 200, "at the cap");
+    assert_eq!(call(&kelp, &body).await["status"], 200, "at the cap");
 }

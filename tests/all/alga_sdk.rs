@@ -41,16 +41,7 @@ async fn an_extension_built_with_algas_sdk_runs_through_both_routes_and_its_ui_k
             &[("greeting".to_string(), "Hej".to_string())].into_iter().collect(), None),
         "user": {"user_id": "u-1", "user_email": "ada@acme.test", "user_name": "Ada", "user_type": "internal"},
     });
-    let r = kelp
-        .client
-        .post(format!("{}/v1/execute", kelp.base))
-        .header("x-runner-service-token", TOKEN)
-        .header("x-alga-tenant", "alga-tenant")
-        .header("x-alga-extension", published.extension.id.as_str())
-        .json(&execute)
-        .send()
-        .await
-        .unwrap();
+    let r = kelp.execute(TOKEN, &execute).await;
     assert_eq!(r.status(), 200);
     let answer = json_body(r).await;
     assert_eq!(answer["status"], 200, "{answer}");

@@ -110,22 +110,16 @@ async fn algas_egress_rule_applies_to_runner_calls() {
             "http": {"method": "GET", "path": "/fetch", "query": {"url": url}, "headers": {}},
             "providers": ["cap:http.fetch"],
         });
-        kelp.client
-            .post(format!("{}/v1/execute", kelp.base))
-            .header("x-runner-service-token", "egress-runner-token")
-            .header("x-alga-tenant", "acme")
-            .header("x-alga-extension", p.extension.id.as_str())
-            .json(&body)
-            .send()
-    };
-    let answer = |r: reqwest::Response| async move {
-        let v = json_body(r).await;
-        let body = base64::engine::general_purpose::STANDARD.decode(v["body_b64"].as_str().unwrap()).unwrap();
-        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        let kelp = &kelp;
+        async move {
+            let v = json_body(kelp.execute("egress-runner-token", &body).await).await;
+            let body = base64::engine::general_purpose::STANDARD.decode(v["body_b64"].as_str().unwrap()).unwrap();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        }
     };
     // Any port and plain http on a listed host: no install, no per-install allow-list needed.
-    let fetched = answer(run(format!("http://localhost:{port}/data")).await.unwrap()).await;
+    let fetched = run(format!("http://localhost:{port}/data")).await;
     assert_eq!(fetched["body"], "upstream says hi", "{fetched}");
-    let refused = answer(run(format!("http://127.0.0.1:{port}/data")).await.unwrap()).await;
+    let refused = run(format!("http://127.0.0.1:{port}/data")).await;
     assert_eq!(refused["error"], "not-allowed", "not on the list: {refused}");
 }

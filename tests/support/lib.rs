@@ -254,6 +254,21 @@ impl TestKelp {
         .expect("install")
     }
 
+    /// `POST /v1/execute` as Alga's callers send it: the service token, and the routing
+    /// headers taken from the body's context.
+    pub async fn execute(&self, service_token: &str, body: &Value) -> reqwest::Response {
+        let context = |field: &str| body["context"][field].as_str().unwrap_or_default().to_string();
+        self.client
+            .post(format!("{}/v1/execute", self.base))
+            .header("x-runner-service-token", service_token)
+            .header("x-alga-tenant", context("tenant_id"))
+            .header("x-alga-extension", context("extension_id"))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// GET with a token.
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
         self.client.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.expect("request")
