@@ -81,6 +81,23 @@ pub fn content_hex(content_hash: &str) -> Option<String> {
 }
 
 impl AlgaBundles {
+    /// The version `tenant` has of Alga extension `extension` with this content, if this
+    /// process has found or fetched it before (no registry call: the warm path).
+    pub async fn cached(
+        &self,
+        platform: &Platform,
+        tenant: &str,
+        extension: &str,
+        hex: &str,
+    ) -> Result<Option<Arc<VersionRecord>>, ApiError> {
+        let key = format!("{tenant}/{}/{hex}", extension.to_lowercase());
+        let known = self.found.lock().get(&key).cloned();
+        match known {
+            Some(id) => Ok(platform.version(&id).await?),
+            None => Ok(None),
+        }
+    }
+
     /// The version `tenant` has of Alga extension `extension` with this content, if it was
     /// fetched before (no store call).
     pub async fn find(
@@ -90,11 +107,10 @@ impl AlgaBundles {
         extension: &str,
         hex: &str,
     ) -> Result<Option<Arc<VersionRecord>>, ApiError> {
-        let key = format!("{tenant}/{}/{hex}", extension.to_lowercase());
-        let known = self.found.lock().get(&key).cloned();
-        if let Some(id) = known {
-            return Ok(platform.version(&id).await?);
+        if let Some(v) = self.cached(platform, tenant, extension, hex).await? {
+            return Ok(Some(v));
         }
+        let key = format!("{tenant}/{}/{hex}", extension.to_lowercase());
         let Some(scope) = platform.registry.find_extension_by_name(&scope_name(tenant, extension)).await? else {
             return Ok(None);
         };

@@ -66,8 +66,8 @@ fn get(path: &str, query: Value) -> Value {
     json!({"method": "GET", "path": path, "query": query, "headers": {"accept": "application/json"}})
 }
 
-/// The runner's answer as Alga's caller reads it: (status, body JSON or text, error).
-async fn run(emulator: &Emulator, event: Value) -> (u64, Value, Option<String>) {
+/// The runner's whole JSON answer (`{status, headers, body_b64, error}`), always in an HTTP 200.
+async fn runner_answer(emulator: &Emulator, event: Value) -> Value {
     let outcome = emulator.call(event).await;
     assert!(outcome.ok, "{}", String::from_utf8_lossy(&outcome.body));
     let answer = outcome.json();
@@ -78,7 +78,12 @@ async fn run(emulator: &Emulator, event: Value) -> (u64, Value, Option<String>) 
     } else {
         text.as_bytes().to_vec()
     };
-    let runner: Value = serde_json::from_slice(&raw).unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+/// The runner's answer as Alga's caller reads it: (status, body JSON or text, error).
+async fn run(emulator: &Emulator, event: Value) -> (u64, Value, Option<String>) {
+    let runner = runner_answer(emulator, event).await;
     let body = base64::engine::general_purpose::STANDARD.decode(runner["body_b64"].as_str().unwrap_or("")).unwrap();
     let body = serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body)));
     (runner["status"].as_u64().unwrap(), body, runner["error"].as_str().map(str::to_string))
@@ -343,4 +348,193 @@ async fn algas_bundles_secrets_storage_and_uis_answer_as_algas_runner_would() {
     assert_eq!(unknown["statusCode"], 404);
     let foreign = emulator.call(http_get("/", "", "attacker.example")).await.json();
     assert_eq!(foreign["statusCode"], 404, "hosts outside the UI domain root are never looked up");
+}
+
+const OTHER_TENANT: &str = "2b7c1d9e-0f3a-4b5c-8d6e-7f8091a2b3c4";
+
+/// The wat-hello component under another name, version and marker (so each is its own bundle).
+fn wat_bundle(name: &str, version: &str, marker: &str) -> Vec<u8> {
+    let dir = restaged(&staged_example("wat-hello"), &format!("corpus-{name}-{marker}"), |m| {
+        m["name"] = json!(name);
+        m["version"] = json!(version);
+        m["description_for_tests"] = json!(marker);
+    });
+    kelp_runtime::publish::pack_dir(&dir).unwrap()
+}
+
+/// A WAT guest whose handler answers `count` headers whose values all name the same `len`
+/// bytes of zeros at 1 MiB (its memory grown to fit); with `distinct`, header i is named by
+/// i + 1 of those zeros, else every header is `content-type`.
+fn headers_bundle(name: &str, count: u32, len: u32, distinct: bool) -> Vec<u8> {
+    let (name_ptr, name_len) = if distinct {
+        ("(i32.const 1048576)", "(i32.add (local.get $body) (i32.const 1))")
+    } else {
+        ("(i32.const 4160)", "(i32.const 12)")
+    };
+    let prelude = format!(
+        r#"
+      (drop (memory.grow (i32.const 96)))
+      (local.set $body (i32.const 0))
+      (block $done (loop $next
+        (br_if $done (i32.ge_u (local.get $body) (i32.const {count})))
+        (i32.store (i32.add (i32.const 65536) (i32.mul (local.get $body) (i32.const 16))) {name_ptr})
+        (i32.store offset=4 (i32.add (i32.const 65536) (i32.mul (local.get $body) (i32.const 16))) {name_len})
+        (i32.store offset=8 (i32.add (i32.const 65536) (i32.mul (local.get $body) (i32.const 16))) (i32.const 1048576))
+        (i32.store offset=12 (i32.add (i32.const 65536) (i32.mul (local.get $body) (i32.const 16))) (i32.const {len}))
+        (local.set $body (i32.add (local.get $body) (i32.const 1)))
+        (br $next)))
+      (i32.store16 (i32.const 1024) (i32.const 200))
+      (i32.store (i32.const 1028) (i32.const 65536))
+      (i32.store (i32.const 1032) (i32.const {count}))
+      (i32.store8 (i32.const 1036) (i32.const 0))
+      (return (i32.const 1024))
+    "#
+    );
+    kelp_runtime::publish::pack_dir(&staged_wat(name, &prelude)).unwrap()
+}
+
+fn context_of(tenant: &str, extension: &str, hex: &str) -> Value {
+    let mut c = context(extension, hex);
+    c["tenant_id"] = json!(tenant);
+    c
+}
+
+/// An execute event for `tenant` (the fixture's routing headers follow the context).
+fn execute_for(tenant: &str, extension: &str, hex: &str, http: Value, extra: Value) -> Value {
+    let mut event = execute_event(context_of(tenant, extension, hex), http, extra);
+    event["headers"]["x-alga-tenant"] = json!(tenant);
+    event["multiValueHeaders"]["x-alga-tenant"] = json!([tenant]);
+    event
+}
+
+/// The second hardening round's findings, each through the gateway binary: one tenant's
+/// bundle cannot squat or shadow another's name@version, an idempotency key answers only its
+/// own request, invalid ids are a clear 400, the runner's answer keeps the header caps, the
+/// host never copies more than a call's memory limit out of a guest, every UI file is
+/// sandboxed, and a UI swapped in the bucket is never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_hardening_rounds_findings_hold_in_the_gateway_binary() {
+    let kelp = TestKelp::start().await;
+    let squatter = wat_bundle("com.victimco.payroll", "2.0.0", "squat");
+    let genuine = wat_bundle("com.victimco.payroll", "2.0.0", "genuine");
+    let aliased = headers_bundle("test.corpus-aliased", 31, 4 << 20, false);
+    let flood = headers_bundle("test.corpus-header-flood", 200, 8, true);
+    let (bucket, hashes) = kelp_tests::aws::alga_bundle_bucket(&[
+        (OTHER_TENANT, "ext-payroll", &squatter),
+        (TENANT, "ext-payroll", &genuine),
+        (TENANT, "ext-aliased", &aliased),
+        (TENANT, "ext-flood", &flood),
+    ])
+    .await;
+    // A UI published to Kelp, with an SVG that scripts, then swapped in the blob store.
+    let ui_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(ui_dir.path().join("ui")).unwrap();
+    let manifest = json!({"name": "com.acme.swapped-ui", "version": "1.0.0", "runtime": "wasm-js@1",
+        "ui": {"type": "iframe", "entry": "ui/index.html"}});
+    std::fs::write(ui_dir.path().join("manifest.json"), manifest.to_string()).unwrap();
+    let marker = format!("{:?}", std::time::SystemTime::now());
+    std::fs::write(ui_dir.path().join("ui/index.html"), format!("<p>genuine {marker}</p>")).unwrap();
+    std::fs::write(
+        ui_dir.path().join("ui/logo.svg"),
+        r#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#,
+    )
+    .unwrap();
+    let ui = kelp.publish(ui_dir.path()).await;
+    let ui_hex = ui.version.content_hash.trim_start_matches("sha256:").to_string();
+
+    let moto = kelp_tests::aws::moto_url();
+    let artifacts = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start().await;
+    let spawned = Instant::now();
+    let _gateway = spawn_function(
+        std::path::Path::new(env!("CARGO_BIN_EXE_gateway")),
+        &emulator,
+        "kelp-private-runner",
+        &kelp.function_env(&[
+            ("KELP_RUNNER_AUTH", "private-network"),
+            ("KELP_RUNNER_VPC_ENDPOINT_IDS", VPCE),
+            ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true"),
+            ("KELP_ALGA_BUNDLE_BUCKET", &bucket),
+            ("AWS_ENDPOINT_URL", &moto),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("KELP_UI_PUBLIC", "true"),
+            ("KELP_ARTIFACT_DIR", artifacts.path().to_str().unwrap()),
+        ]),
+    );
+    emulator.wait_ready(spawned).await;
+    let hello = || get("/hello", json!({}));
+
+    // #3: the squatter's name@version neither blocks the genuine bundle nor runs for its tenant.
+    let (status, _, error) =
+        run(&emulator, execute_for(OTHER_TENANT, "ext-payroll", &hashes[0], hello(), json!({}))).await;
+    assert_eq!((status, error), (200, None));
+    let (status, _, error) = run(&emulator, execute_for(TENANT, "ext-payroll", &hashes[1], hello(), json!({}))).await;
+    assert_eq!((status, error), (200, None), "the genuine bundle publishes and runs");
+    let (status, _, error) = run(&emulator, execute_for(TENANT, "ext-payroll", &hashes[0], hello(), json!({}))).await;
+    assert_eq!((status, error.as_deref()), (404, Some("bundle_not_found")), "the squatter's hash is not this tenant's");
+
+    // #5: one idempotency key, two different requests: the second is refused, not replayed.
+    let keyed = |path: &str| {
+        execute_for(TENANT, "ext-payroll", &hashes[1], get(path, json!({})), json!({"idempotency_key": "same-key"}))
+    };
+    let once = keyed("/hello");
+    let (status, first, _) = run(&emulator, once.clone()).await;
+    assert_eq!(status, 200);
+    let (status, again, _) = run(&emulator, once).await;
+    assert_eq!((status, again), (200, first), "the same request replays its answer");
+    let (status, _, error) = run(&emulator, keyed("/other")).await;
+    assert_eq!(status, 409);
+    assert!(error.unwrap_or_default().starts_with("idempotency_key_reused"));
+
+    // #9: ids that could leave their key are a clear 400, not a 502 from the store.
+    let (status, _, error) = run(&emulator, execute_for("a/b", "ext-payroll", &hashes[1], hello(), json!({}))).await;
+    assert_eq!(status, 400);
+    assert!(error.unwrap_or_default().starts_with("invalid_tenant"));
+
+    // #10: the runner's answer keeps the gateway's header caps.
+    let answer =
+        runner_answer(&emulator, execute_for(TENANT, "ext-flood", &hashes[3], get("/run", json!({})), json!({}))).await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    let kept = answer["headers"].as_object().unwrap().len();
+    assert_eq!(kept, kelp_runtime::gateway::headers::MAX_RESPONSE_HEADERS, "200 distinct headers, capped");
+
+    // #7: 31 headers aliasing one 4 MiB string, under a call memory limit of 8 MiB.
+    let limited = json!({"limits": {"timeout_ms": 10000, "memory_mb": 8}});
+    let mut event = execute_for(TENANT, "ext-aliased", &hashes[2], get("/run", json!({})), json!({}));
+    let mut body: Value = serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
+    body["limits"] = limited["limits"].clone();
+    event["body"] = json!(body.to_string());
+    let (status, _, error) = run(&emulator, event).await;
+    assert_eq!((status, error.as_deref()), (500, Some("extension_memory_limit")));
+
+    // #1: an SVG is sandboxed like HTML.
+    let svg =
+        emulator.call(http_get(&format!("/ext-ui/com.acme.swapped-ui/{ui_hex}/logo.svg"), "", "kelp.example.test"));
+    let svg = svg.await.json();
+    assert_eq!(svg["statusCode"], 200, "{svg}");
+    let csp = svg["headers"]["content-security-policy"].as_str().unwrap_or_default();
+    assert!(csp.contains("sandbox") && !csp.contains("allow-same-origin"), "{csp}");
+
+    // #4: the index and a file swapped in the blob store before this sandbox first loads them.
+    let evil = b"<script>steal()</script>";
+    kelp.platform.blobs.put(&format!("ui/{ui_hex}/files/index.html"), evil).await.unwrap();
+    let index = json!({"entry": "index.html", "files": {"index.html": {"size": evil.len(),
+        "sha256": kelp_runtime::publish::content_hash(evil).trim_start_matches("sha256:")}}});
+    kelp.platform.blobs.put(&format!("ui/{ui_hex}/index.json"), index.to_string().as_bytes()).await.unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start().await;
+    let spawned = Instant::now();
+    let _fresh_gateway = spawn_function(
+        std::path::Path::new(env!("CARGO_BIN_EXE_gateway")),
+        &emulator,
+        "kelp-gateway",
+        &kelp.function_env(&[("KELP_UI_PUBLIC", "true"), ("KELP_ARTIFACT_DIR", fresh.path().to_str().unwrap())]),
+    );
+    emulator.wait_ready(spawned).await;
+    let page =
+        emulator.call(http_get(&format!("/ext-ui/com.acme.swapped-ui/{ui_hex}/index.html"), "", "kelp.example.test"));
+    let page = page.await.json();
+    assert_eq!(page["statusCode"], 503, "{page}");
+    assert!(!page["body"].as_str().unwrap_or_default().contains("steal"));
 }

@@ -198,17 +198,23 @@ async fn find_version(
     content_hash: &str,
 ) -> Result<Option<Arc<crate::stores::VersionRecord>>, ApiError> {
     let platform = &gw.platform;
-    if let Some(hex) = crate::alga_bundles::content_hex(content_hash) {
-        if let Some(v) = gw.alga.find(platform, tenant, extension, &hex).await? {
+    let hex = crate::alga_bundles::content_hex(content_hash);
+    if let Some(hex) = &hex {
+        if let Some(v) = gw.alga.cached(platform, tenant, extension, hex).await? {
             return Ok(Some(v));
         }
     }
-    let Some(found) = platform.registry.find_version_by_content_hash(content_hash).await? else { return Ok(None) };
-    let name = platform.extension_name(&found.extension_id).await?.unwrap_or_default();
-    if crate::alga_bundles::is_scope_name(&name) {
-        return Ok(None);
+    // One registry read, as before scopes existed, for a version published to Kelp.
+    if let Some(found) = platform.registry.find_version_by_content_hash(content_hash).await? {
+        let name = platform.extension_name(&found.extension_id).await?.unwrap_or_default();
+        if !crate::alga_bundles::is_scope_name(&name) {
+            return Ok(platform.version(&found.id).await?);
+        }
     }
-    Ok(platform.version(&found.id).await?)
+    match &hex {
+        Some(hex) => gw.alga.find(platform, tenant, extension, hex).await,
+        None => Ok(None),
+    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
