@@ -80,6 +80,11 @@ pub fn content_hex(content_hash: &str) -> Option<String> {
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
 }
 
+/// The key of a (tenant, Alga extension, content) in the fetch gates and the found cache.
+fn found_key(tenant: &str, extension: &str, hex: &str) -> String {
+    format!("{tenant}/{}/{hex}", extension.to_lowercase())
+}
+
 impl AlgaBundles {
     /// The version `tenant` has of Alga extension `extension` with this content, if this
     /// process has found or fetched it before (no registry call: the warm path).
@@ -90,7 +95,7 @@ impl AlgaBundles {
         extension: &str,
         hex: &str,
     ) -> Result<Option<Arc<VersionRecord>>, ApiError> {
-        let key = format!("{tenant}/{}/{hex}", extension.to_lowercase());
+        let key = found_key(tenant, extension, hex);
         let known = self.found.lock().get(&key).cloned();
         match known {
             Some(id) => Ok(platform.version(&id).await?),
@@ -110,7 +115,7 @@ impl AlgaBundles {
         if let Some(v) = self.cached(platform, tenant, extension, hex).await? {
             return Ok(Some(v));
         }
-        let key = format!("{tenant}/{}/{hex}", extension.to_lowercase());
+        let key = found_key(tenant, extension, hex);
         let Some(scope) = platform.registry.find_extension_by_name(&scope_name(tenant, extension)).await? else {
             return Ok(None);
         };
@@ -148,7 +153,7 @@ impl AlgaBundles {
         if let Some(v) = self.find(platform, tenant, extension, &hex).await? {
             return Ok(Ok(v));
         }
-        let gate_key = format!("{tenant}/{}/{hex}", extension.to_lowercase());
+        let gate_key = found_key(tenant, extension, &hex);
         let gate = self.gates.lock().entry(gate_key.clone()).or_default().clone();
         let result = async {
             let _one_at_a_time = gate.lock().await;
@@ -194,9 +199,7 @@ impl AlgaBundles {
         match crate::publish::publish_as(platform, bytes, &limits, Some(&scope)).await {
             Ok(published) => {
                 tracing::info!(%key, version = %published.version.id, "bundle fetched from Alga's store and published");
-                self.found
-                    .lock()
-                    .put(format!("{tenant}/{}/{hex}", extension.to_lowercase()), published.version.id.clone());
+                self.found.lock().put(found_key(tenant, extension, hex), published.version.id.clone());
                 Ok(Ok(Arc::new(published.version)))
             }
             Err(e) => {

@@ -123,6 +123,33 @@ fn seed_algas_storage(alga: &FakeAlga, install: &str) {
     }
 }
 
+/// The gateway binary as Alga's private runner over `kelp`'s data, with Alga's bundle store in
+/// `bucket` (moto) and `extra` settings.
+fn spawn_private_runner(
+    kelp: &TestKelp,
+    emulator: &Emulator,
+    bucket: &str,
+    extra: &[(&str, &str)],
+) -> tokio::process::Child {
+    let moto = kelp_tests::aws::moto_url();
+    let mut env = vec![
+        ("KELP_RUNNER_AUTH", "private-network"),
+        ("KELP_RUNNER_VPC_ENDPOINT_IDS", VPCE),
+        ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true"),
+        ("KELP_ALGA_BUNDLE_BUCKET", bucket),
+        ("AWS_ENDPOINT_URL", moto.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    env.extend_from_slice(extra);
+    spawn_function(
+        std::path::Path::new(env!("CARGO_BIN_EXE_gateway")),
+        emulator,
+        "kelp-private-runner",
+        &kelp.function_env(&env),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn algas_bundles_secrets_storage_and_uis_answer_as_algas_runner_would() {
     let kelp = TestKelp::start().await;
@@ -149,21 +176,13 @@ async fn algas_bundles_secrets_storage_and_uis_answer_as_algas_runner_would() {
     let token_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token_file.path(), format!("{VAULT_TOKEN}\n")).unwrap();
 
-    let moto = kelp_tests::aws::moto_url();
     let emulator = Emulator::start().await;
     let spawned = Instant::now();
-    let _gateway = spawn_function(
-        std::path::Path::new(env!("CARGO_BIN_EXE_gateway")),
+    let _gateway = spawn_private_runner(
+        &kelp,
         &emulator,
-        "kelp-private-runner",
-        &kelp.function_env(&[
-            ("KELP_RUNNER_AUTH", "private-network"),
-            ("KELP_RUNNER_VPC_ENDPOINT_IDS", VPCE),
-            ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true"),
-            ("KELP_ALGA_BUNDLE_BUCKET", &bucket),
-            ("AWS_ENDPOINT_URL", &moto),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
+        &bucket,
+        &[
             ("KELP_HOST_API_PROTOCOL", "alga"),
             ("KELP_HOST_API_URL", &alga_base),
             ("KELP_HOST_API_SECRET", RUNNER_AUTH),
@@ -177,7 +196,7 @@ async fn algas_bundles_secrets_storage_and_uis_answer_as_algas_runner_would() {
             ("KELP_ALGA_REGISTRY_URL", &alga_base),
             ("KELP_ALGA_AUTH_KEY", ALGA_AUTH_KEY),
             ("KELP_MAX_BODY_BYTES", "100000"),
-        ]),
+        ],
     );
     emulator.wait_ready(spawned).await;
 
@@ -442,25 +461,14 @@ async fn the_second_hardening_rounds_findings_hold_in_the_gateway_binary() {
     let ui = kelp.publish(ui_dir.path()).await;
     let ui_hex = ui.version.content_hash.trim_start_matches("sha256:").to_string();
 
-    let moto = kelp_tests::aws::moto_url();
     let artifacts = tempfile::tempdir().unwrap();
     let emulator = Emulator::start().await;
     let spawned = Instant::now();
-    let _gateway = spawn_function(
-        std::path::Path::new(env!("CARGO_BIN_EXE_gateway")),
+    let _gateway = spawn_private_runner(
+        &kelp,
         &emulator,
-        "kelp-private-runner",
-        &kelp.function_env(&[
-            ("KELP_RUNNER_AUTH", "private-network"),
-            ("KELP_RUNNER_VPC_ENDPOINT_IDS", VPCE),
-            ("AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH", "true"),
-            ("KELP_ALGA_BUNDLE_BUCKET", &bucket),
-            ("AWS_ENDPOINT_URL", &moto),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("KELP_UI_PUBLIC", "true"),
-            ("KELP_ARTIFACT_DIR", artifacts.path().to_str().unwrap()),
-        ]),
+        &bucket,
+        &[("KELP_UI_PUBLIC", "true"), ("KELP_ARTIFACT_DIR", artifacts.path().to_str().unwrap())],
     );
     emulator.wait_ready(spawned).await;
     let hello = || get("/hello", json!({}));
