@@ -263,6 +263,55 @@ mod tests {
         }
     }
 
+    /// A platform over embedded backends in `dir`, with a directory as Alga's bundle store.
+    fn platform(dir: &std::path::Path) -> Arc<Platform> {
+        use crate::blobs::BlobStore;
+        let blobs: Arc<dyn BlobStore> = Arc::new(crate::blobs::dir::DirBlobStore::new(dir.join("blobs")));
+        let db = crate::stores::sqlite::SqliteDb::open(&dir.join("kelp.db")).unwrap();
+        let stores = Arc::new(crate::stores::sqlite::SqliteStores::new(db.clone()));
+        let backends = crate::platform::Backends {
+            registry: stores.clone(),
+            installs: stores.clone(),
+            audit: stores.clone(),
+            grants: stores.clone(),
+            kv: Arc::new(crate::storage::sqlite::SqliteKv::new(db)),
+            guest_kv: None,
+            secrets: Arc::new(crate::secrets::file::FileSecrets::in_memory()),
+            blobs: blobs.clone(),
+            debug: Arc::new(crate::debug::memory::MemoryBus::new(16)),
+            host_api: None,
+            ui_token_key: None,
+            alga_bundles: Some(Arc::new(crate::blobs::dir::DirBlobStore::new(dir.join("alga")))),
+            vault_token: None,
+        };
+        let parts = crate::platform::PlatformParts {
+            jwt: crate::auth::JwtVerifier::new(None, None),
+            ui_tokens: crate::auth::UiTokens::random(std::time::Duration::from_secs(60)),
+            ui: crate::ui_assets::UiCache::new(dir.join("ui"), blobs, stores),
+            egress: crate::egress::EgressClient::new(Default::default()).unwrap(),
+            secrets_ttl: std::time::Duration::from_secs(1),
+            vault: None,
+            runtime: None,
+        };
+        Platform::new(backends, parts)
+    }
+
+    /// The gate map only holds fetches in flight: after many fetches (here of bundles the store
+    /// does not have) it is empty again, however many hashes were asked for.
+    #[tokio::test]
+    async fn the_gate_map_only_holds_fetches_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let platform = platform(dir.path());
+        let bundles = AlgaBundles::default();
+        let asked = futures::future::join_all((0..50u32).map(|i| {
+            let (bundles, platform) = (&bundles, &platform);
+            async move { bundles.fetch(platform, "acme", "ext", &format!("{:064x}", i % 7)).await.unwrap() }
+        }))
+        .await;
+        assert!(asked.iter().all(|a| a == &Err(Refusal::new(404, "bundle_not_found"))));
+        assert!(bundles.gates.lock().is_empty(), "{} gates left", bundles.gates.lock().len());
+    }
+
     #[test]
     fn content_hashes_are_sha256_hex() {
         let hex = "AB".repeat(32);
