@@ -119,18 +119,12 @@ impl AlgaBundles {
         let Some(scope) = platform.registry.find_extension_by_name(&scope_name(tenant, extension)).await? else {
             return Ok(None);
         };
-        let wanted = format!("sha256:{hex}");
-        let mut page = crate::stores::PageRequest { limit: 1000, cursor: None };
-        loop {
-            let versions = platform.registry.list_versions(&scope.id, &page).await?;
-            if let Some(v) = versions.items.into_iter().find(|v| v.content_hash == wanted) {
+        match crate::publish::version_with_content(platform, &scope.id, &format!("sha256:{hex}")).await? {
+            Some(v) => {
                 self.found.lock().put(key, v.id.clone());
-                return Ok(platform.version(&v.id).await?);
+                Ok(platform.version(&v.id).await?)
             }
-            match versions.next_cursor {
-                Some(c) => page.cursor = Some(c),
-                None => return Ok(None),
-            }
+            None => Ok(None),
         }
     }
 
@@ -150,14 +144,11 @@ impl AlgaBundles {
         if !is_valid_id(tenant) || !is_valid_id(extension) {
             return Ok(Err(Refusal::new(400, "bundle_fetch_failed: the tenant or extension id is not a valid id")));
         }
-        if let Some(v) = self.find(platform, tenant, extension, &hex).await? {
-            return Ok(Ok(v));
-        }
         let gate_key = found_key(tenant, extension, &hex);
         let gate = self.gates.lock().entry(gate_key.clone()).or_default().clone();
         let result = async {
             let _one_at_a_time = gate.lock().await;
-            // The caller before this one may have published it while this one waited.
+            // Known already, or published by the caller this one waited for.
             if let Some(v) = self.find(platform, tenant, extension, &hex).await? {
                 return Ok(Ok(v));
             }

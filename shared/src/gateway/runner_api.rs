@@ -327,11 +327,13 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
     capabilities.extend(req.providers.iter().map(|p| normalize_capability(p)));
 
     let tenant = req.context.tenant_id.clone();
-    let idem_key =
-        header(headers, "x-idempotency-key").map(|k| (tenant.clone(), req.context.extension_id.clone(), k.to_string()));
-    let request_digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(body).into();
-    if let Some(key) = &idem_key {
-        match gw.replays.get(key, &request_digest) {
+    // The request's digest only when it may be replayed: most calls carry no key.
+    let idem_key = header(headers, "x-idempotency-key").map(|k| {
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(body).into();
+        ((tenant.clone(), req.context.extension_id.clone(), k.to_string()), digest)
+    });
+    if let Some((key, request_digest)) = &idem_key {
+        match gw.replays.get(key, request_digest) {
             Replayed::Same(answer) => return Ok(answer),
             Replayed::Reused => {
                 return Ok(ExecuteAnswer::failure(
@@ -501,7 +503,7 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         Err(ExecError::GuestException { .. }) => ExecuteAnswer::failure(500, "extension_exception"),
         Err(_) => ExecuteAnswer::failure(500, "extension_error"),
     };
-    if let Some(key) = idem_key {
+    if let Some((key, request_digest)) = idem_key {
         gw.replays.put(key, request_digest, answer.clone());
     }
     Ok(answer)

@@ -92,7 +92,7 @@ pub async fn publish_as(
     // same content again is the version already published, whatever its version says.
     if let Some(existing) = &existing {
         let found = match manifest.wildcard_prefix() {
-            Some(_) => find_by_content(platform, &existing.id, &hash).await?,
+            Some(_) => version_with_content(platform, &existing.id, &hash).await?,
             None => platform.registry.find_version(&existing.id, &manifest.version).await?,
         };
         if let Some(v) = found {
@@ -190,13 +190,25 @@ fn component_of(manifest: &Manifest, bundle: &Bundle, prefix: &str) -> Result<Op
     }
 }
 
-/// The version of `extension` published from exactly these bytes, if any.
-async fn find_by_content(
+/// The version of `extension` published from exactly these bytes (`sha256:<hex>`), if any.
+/// Its own versions are searched: the registry's index by content hash answers one version
+/// of any extension, and the same bytes may sit in another (a tenant's fetched copy).
+pub async fn version_with_content(
     platform: &Platform,
     extension: &str,
     hash: &str,
-) -> Result<Option<VersionRecord>, PublishError> {
-    Ok(platform.registry.find_version_by_content_hash(hash).await?.filter(|v| v.extension_id == extension))
+) -> Result<Option<VersionRecord>, StoreError> {
+    let mut page = crate::stores::PageRequest { limit: 1000, cursor: None };
+    loop {
+        let versions = platform.registry.list_versions(extension, &page).await?;
+        if let Some(v) = versions.items.into_iter().find(|v| v.content_hash == hash) {
+            return Ok(Some(v));
+        }
+        match versions.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return Ok(None),
+        }
+    }
 }
 
 /// `X.Y.(highest patch + 1)` over the extension's releases `X.Y.N` (prereleases and build
