@@ -8,6 +8,7 @@
 //! one request of an already published, precompiled component and prints its time;
 //! `kelp-bench serve <data> <artifacts> <port>` serves Kelp on loopback for the peer section.
 
+mod fleet;
 mod lambda;
 mod peer;
 
@@ -108,6 +109,15 @@ async fn main() -> Result<()> {
     if args.get(1).map(String::as_str) == Some("first-request") {
         return first_request_child(Path::new(&args[2]), Path::new(&args[3])).await;
     }
+    if args.get(1).map(String::as_str) == Some("cold-s3") {
+        return fleet::cold_child().await;
+    }
+    if args.get(1).map(String::as_str) == Some("density") {
+        return fleet::density_child(Path::new(&args[2]), Path::new(&args[3]), &args[4], args[5].parse()?).await;
+    }
+    if args.get(1).map(String::as_str) == Some("fleet") {
+        return fleet_only().await;
+    }
     if args.get(1).map(String::as_str) == Some("peer") {
         let work = tempfile::tempdir()?;
         return peer::peer_section(work.path()).await;
@@ -156,6 +166,7 @@ async fn main() -> Result<()> {
     let [fresh, checksum, deserialize, link] = &mut stages;
     let fresh_runs = fresh.len();
     let fresh_p50 = percentile(fresh, 0.5);
+    let fresh_p50_disk = fresh_p50;
     let (checksum, deserialize, link) =
         (percentile(checksum, 0.5), percentile(deserialize, 0.5), percentile(link, 0.5));
     cache.clear_memory();
@@ -249,11 +260,58 @@ async fn main() -> Result<()> {
     let js_inst = instantiation(&platform, &js).await?;
     println!("  JS component instantiation p50 {:>10}", us(js_inst));
 
+    let measured = fleet::JsMeasured {
+        data: data.clone(),
+        artifact: cache.local_artifact_path(&js.version.component_hash),
+        version_id: js.version.id.clone(),
+        warm: warm_js,
+        disk: fresh_p50_disk,
+    };
+    fleet::fleet_section(work.path(), &measured).await?;
     aws_section(work.path(), p50).await?;
     relay_section(work.path()).await?;
     lambda::lambda_section().await?;
     peer::peer_section(work.path()).await?;
     Ok(())
+}
+
+/// `kelp-bench fleet`: the fleet section alone, with the JS example's warm and fresh-process
+/// first request measured for its model.
+async fn fleet_only() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let (data, artifacts) = (work.path().join("data"), work.path().join("artifacts"));
+    let bench_settings = settings(&data, &artifacts)?;
+    let platform = Platform::embedded(&bench_settings)?;
+    let js = kelp_runtime::publish::publish_dir(&platform, &staged_example("js-notes")).await?;
+    install(&platform, &js).await?;
+    let app = router(Gateway::new(platform.clone(), bench_settings.gateway()));
+    let t = token("bench", RW);
+    let js_path = "/api/ext/com.kelp.examples.js-notes/hello";
+    let mut fresh = Vec::new();
+    let exe = std::env::current_exe()?;
+    for _ in 0..5 {
+        let out = std::process::Command::new(&exe).arg("first-request").arg(&data).arg(&artifacts).output()?;
+        anyhow::ensure!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        fresh.push(Duration::from_nanos(text.split_whitespace().next().context("child output")?.parse()?));
+    }
+    let mut warm = Vec::new();
+    for _ in 0..200 {
+        warm.push(request(&app, js_path, &t).await?);
+    }
+    let measured = fleet::JsMeasured {
+        data: data.clone(),
+        artifact: platform.cache().local_artifact_path(&js.version.component_hash),
+        version_id: js.version.id.clone(),
+        warm: percentile(&mut warm, 0.5),
+        disk: percentile(&mut fresh, 0.5),
+    };
+    println!(
+        "JS example: warm request p50 {}, first request in a fresh process (.cwasm on disk) p50 {}",
+        ms(measured.warm),
+        ms(measured.disk)
+    );
+    fleet::fleet_section(work.path(), &measured).await
 }
 
 /// Debug events from the host's log call to an SSE client, through the relay over TCP:
@@ -704,24 +762,28 @@ async fn install_granting(
     .await?)
 }
 
+/// A plan for calling `version` as the bench tenant with the default limits.
+fn bench_plan(version: std::sync::Arc<kelp_runtime::stores::VersionRecord>) -> Plan {
+    Plan {
+        ids: ExecIds { tenant_id: "bench".into(), ..Default::default() },
+        version,
+        config: Default::default(),
+        config_version: "1".into(),
+        capabilities: Default::default(),
+        user: None,
+        secrets: SecretsState::None,
+        egress_allow: kelp_runtime::egress::EgressAllow::List(Vec::new()),
+        limits: Settings::from_map(&Default::default()).expect("default settings").exec,
+        reuse: None,
+    }
+}
+
 /// Median time of `InstancePre::instantiate_async` alone.
 async fn instantiation(platform: &Platform, p: &Published) -> Result<Duration> {
     let version = platform.version(&p.version.id).await?.context("version")?;
     let mut samples = Vec::new();
-    let limits = Settings::from_map(&Default::default())?.exec;
     for _ in 0..500 {
-        let plan = Plan {
-            ids: ExecIds { tenant_id: "bench".into(), ..Default::default() },
-            version: version.clone(),
-            config: Default::default(),
-            config_version: "1".into(),
-            capabilities: Default::default(),
-            user: None,
-            secrets: SecretsState::None,
-            egress_allow: kelp_runtime::egress::EgressAllow::List(Vec::new()),
-            limits,
-            reuse: None,
-        };
+        let plan = bench_plan(version.clone());
         let (call, v, limits, _) = platform.runtime().call_state(plan);
         samples.push(
             platform.runtime().executor.time_instantiation(&v.component_hash, &v.component_key, call, limits).await?,

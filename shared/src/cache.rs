@@ -5,8 +5,10 @@
 //! 1. memory: LRU of ready [`RunnerPre`]s, bounded by count and bytes;
 //! 2. local artifact dir (Lambda `/tmp`): `.cwasm` files, checksummed, memory-mapped with
 //!    `Component::deserialize_file`;
-//! 3. blob store (S3): `.cwasm` written at publish, trusted only when it matches the sha256
-//!    the registry recorded at publish (never a digest stored beside it in the bucket);
+//! 3. blob store (S3): `.cwasm.zst` written at publish, fetched with parallel ranged GETs and
+//!    streamed to the local dir (see [`crate::artifact_fetch`]), trusted only when it matches
+//!    the sha256 the registry recorded at publish (never a digest stored beside it in the
+//!    bucket). A fetch that fails or is too slow is a 503, never a compile on the request path;
 //! 4. compile with Cranelift from the component bytes (checked against their sha256, the
 //!    cache key), then write back to 2 only: the request path never writes shared artifacts.
 //!
@@ -26,8 +28,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 
+use crate::artifact_fetch::{fetch_artifact, FetchError, FetchPlan};
 use crate::bindings::RunnerPre;
-use crate::blobs::{artifact_key, BlobStore};
+use crate::blobs::{artifact_key, legacy_artifact_key, BlobStore};
 use crate::engine::KelpEngine;
 use crate::host::HostState;
 use crate::stores::Registry;
@@ -111,6 +114,8 @@ pub struct CacheSettings {
     pub max_entries: usize,
     /// Most artifact bytes kept ready in memory.
     pub max_bytes: usize,
+    /// How blob-store artifacts are fetched.
+    pub fetch: FetchPlan,
 }
 
 /// Cache failures (all map to a 5xx).
@@ -231,8 +236,7 @@ impl ModuleCache {
             );
             return Ok((loaded, Tier::Disk));
         }
-        if let Some(artifact) = self.fetch_blob_artifact(hash).await? {
-            write_local(&path, artifact).await?;
+        if self.fetch_blob_artifact(hash, &path).await? {
             if let Some(local) = self.load_local(&path).await {
                 self.stats.blob_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok((local.ready()?, Tier::Blob));
@@ -307,8 +311,13 @@ impl ModuleCache {
     async fn store_blob_artifact(&self, hash: &str, artifact: &[u8]) -> Result<(), CacheError> {
         let compat = &self.engine.compat_hash;
         let digest = hex::encode(Sha256::digest(artifact));
+        let raw = artifact.to_vec();
+        let compressed = tokio::task::spawn_blocking(move || crate::artifact_fetch::compress(&raw))
+            .await
+            .map_err(|e| CacheError::Invalid(format!("compress task: {e}")))?
+            .map_err(|e| CacheError::Invalid(format!("compressing the artifact: {e}")))?;
         self.blobs
-            .put(&artifact_key(compat, hash), artifact)
+            .put(&artifact_key(compat, hash), &compressed)
             .await
             .map_err(|e| CacheError::Unavailable(e.to_string()))?;
         // Recorded last: an artifact whose digest is not in the registry is never trusted.
@@ -318,37 +327,67 @@ impl ModuleCache {
             .map_err(|e| CacheError::Unavailable(e.to_string()))
     }
 
-    /// The blob-store artifact, if the registry records its digest for this engine and the
-    /// bytes match it. A digest stored beside the artifact proves nothing (whoever can write
-    /// one can write both), so none is read.
-    async fn fetch_blob_artifact(&self, hash: &str) -> Result<Option<Vec<u8>>, CacheError> {
+    /// Fetch the blob-store artifact into the local dir at `path`, if the registry records
+    /// its digest for this engine and the bytes match it: whether it is there now. A digest
+    /// stored beside the artifact proves nothing (whoever can write one can write both), so
+    /// none is read. Bytes that do not match are a miss (compiled from the verified component
+    /// instead); a blob store that fails or is too slow is an error, since compiling a JS
+    /// component in the request path takes longer than any retry.
+    async fn fetch_blob_artifact(&self, hash: &str, path: &Path) -> Result<bool, CacheError> {
         let compat = &self.engine.compat_hash;
         let expected = match self.registry.artifact_digest(hash, compat).await {
             Ok(Some(digest)) => digest,
-            Ok(None) => return Ok(None),
+            Ok(None) => return Ok(false),
             Err(e) => {
                 tracing::warn!(component = hash, error = %e, "registry unavailable for artifact digests");
-                return Ok(None);
+                return Ok(false);
             }
         };
-        match self.blobs.get(&artifact_key(compat, hash)).await {
-            Ok(Some(artifact)) => {
-                if hex::encode(Sha256::digest(&artifact)) == expected.trim() {
-                    Ok(Some(artifact))
-                } else {
-                    self.stats.corrupt_artifacts.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        component = hash,
-                        "blob artifact does not match the sha256 recorded at publish; recompiling"
-                    );
-                    Ok(None)
-                }
+        let key = artifact_key(compat, hash);
+        let fetched =
+            fetch_artifact(self.blobs.clone(), &key, &expected, path, &checksum_path(path), &self.settings.fetch).await;
+        match fetched {
+            Ok(Some(f)) => {
+                tracing::info!(
+                    component = hash,
+                    compressed_bytes = f.compressed_bytes,
+                    artifact_bytes = f.artifact_bytes,
+                    requests = f.requests,
+                    fetch_ms = f.elapsed.as_secs_f64() * 1e3,
+                    "artifact fetched from the blob store"
+                );
+                Ok(true)
             }
-            Ok(None) => Ok(None),
-            Err(e) => {
-                tracing::warn!(component = hash, error = %e, "blob store unavailable for artifacts");
-                Ok(None)
+            Ok(None) => self.fetch_legacy_artifact(hash, &expected, path).await,
+            Err(FetchError::Corrupt(reason)) => {
+                self.stats.corrupt_artifacts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(component = hash, %reason, "blob artifact rejected; compiling from the component bytes");
+                Ok(false)
             }
+            Err(FetchError::Unavailable(reason)) => {
+                tracing::warn!(component = hash, %reason, "blob store did not deliver the artifact");
+                Err(CacheError::Unavailable(format!("fetching the precompiled artifact: {reason}")))
+            }
+        }
+    }
+
+    /// An uncompressed artifact of an earlier publish, checked like a compressed one.
+    async fn fetch_legacy_artifact(&self, hash: &str, expected: &str, path: &Path) -> Result<bool, CacheError> {
+        match self.blobs.get(&legacy_artifact_key(&self.engine.compat_hash, hash)).await {
+            Ok(Some(artifact)) if hex::encode(Sha256::digest(&artifact)) == expected.trim() => {
+                write_local(path, artifact).await?;
+                Ok(true)
+            }
+            Ok(Some(_)) => {
+                self.stats.corrupt_artifacts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    component = hash,
+                    "blob artifact does not match the sha256 recorded at publish; recompiling"
+                );
+                Ok(false)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(CacheError::Unavailable(format!("fetching the precompiled artifact: {e}"))),
         }
     }
 

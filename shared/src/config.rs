@@ -53,6 +53,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_POOL_KEEP_RESIDENT_MB",
     "KELP_CACHE_MAX_ENTRIES",
     "KELP_CACHE_MAX_MB",
+    "KELP_ARTIFACT_FETCH_CONCURRENCY",
     "KELP_SECRETS_TTL_SECS",
     "KELP_SECRETS_FILE",
     "KELP_VAULT_ADDR",
@@ -168,6 +169,8 @@ pub struct Settings {
     pub cache_max_entries: usize,
     /// In-memory cache bytes.
     pub cache_max_bytes: usize,
+    /// Ranged GETs in flight when a sandbox fetches an artifact from the blob store.
+    pub artifact_fetch_concurrency: usize,
     /// Secrets cache TTL (≤ 300 s).
     pub secrets_ttl: Duration,
     /// Local secrets file.
@@ -511,7 +514,12 @@ impl Settings {
                 keep_resident_bytes: parse::<usize>(env, "KELP_POOL_KEEP_RESIDENT_MB", 64)? << 20,
             },
             cache_max_entries: parse(env, "KELP_CACHE_MAX_ENTRIES", 64)?,
-            cache_max_bytes: parse::<usize>(env, "KELP_CACHE_MAX_MB", 1024)? << 20,
+            cache_max_bytes: parse::<usize>(
+                env,
+                "KELP_CACHE_MAX_MB",
+                lambda_mb.map(lambda_cache_budget_mb).unwrap_or(1024),
+            )? << 20,
+            artifact_fetch_concurrency: parse::<usize>(env, "KELP_ARTIFACT_FETCH_CONCURRENCY", 8)?.clamp(1, 64),
             secrets_ttl: Duration::from_secs(parse(env, "KELP_SECRETS_TTL_SECS", 300u64)?.min(300)),
             audit_executions: parse(env, "KELP_AUDIT_EXECUTIONS", false)?,
             instance_reuse: parse(env, "KELP_INSTANCE_REUSE", true)?,
@@ -632,6 +640,16 @@ impl Settings {
         }
         Ok(v)
     }
+}
+
+/// The memory tier's default budget (artifact MB kept ready) in a Lambda function of
+/// `function_mb`: what is left after the process itself, the instance pool's working memory
+/// and headroom for guests' own memory. A loaded artifact is file-backed code (page cache the
+/// kernel can drop) plus metadata and its memory image; kelp-bench's fleet section measures
+/// the resident share per JS component, which is what this budget is calibrated on.
+pub fn lambda_cache_budget_mb(function_mb: usize) -> usize {
+    // Process, engine and runtime ~64 MB; the pool's working set and guests ~256 MB.
+    function_mb.saturating_sub(320).max(128)
 }
 
 #[cfg(test)]

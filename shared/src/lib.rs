@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod alga_bundles;
 pub mod alga_host;
+pub mod artifact_fetch;
 pub mod audit_log;
 pub mod auth;
 pub mod aws;

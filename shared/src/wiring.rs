@@ -171,6 +171,10 @@ impl Platform {
                         artifact_dir: settings.artifact_dir.clone(),
                         max_entries: settings.cache_max_entries,
                         max_bytes: settings.cache_max_bytes,
+                        fetch: crate::artifact_fetch::FetchPlan {
+                            concurrency: settings.artifact_fetch_concurrency,
+                            ..Default::default()
+                        },
                     },
                 ));
                 let defaults = CallDefaults {

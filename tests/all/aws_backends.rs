@@ -245,3 +245,43 @@ async fn rate_limits_are_shared_through_redis_and_fall_back_per_instance() {
     let r = a.get(path, &t).await;
     assert_eq!(r.status(), 200, "per-instance fallback bucket (full) answers while Redis is down");
 }
+
+#[tokio::test]
+async fn a_fresh_sandbox_fetches_the_compressed_artifact_once_verified_and_compiles_nothing() {
+    let env = aws_env(&moto_url());
+    let publisher = TestKelp::start_env(env.clone(), &[]).await;
+    let published = publisher.publish(&staged_example("js-notes")).await;
+    publisher.install(&published, "acme", &[]).await;
+    let hash = &published.version.component_hash;
+    let compat = publisher.platform.cache().engine().compat_hash.clone();
+    let stored =
+        publisher.platform.blobs.get(&kelp_runtime::blobs::artifact_key(&compat, hash)).await.unwrap().unwrap();
+    let artifact = std::fs::read(publisher.platform.cache().local_artifact_path(hash)).unwrap();
+    assert_eq!(stored[..4], [0x28, 0xb5, 0x2f, 0xfd], "publish stores the artifact zstd-compressed");
+    assert!(stored.len() * 2 < artifact.len(), "{} compressed of {}", stored.len(), artifact.len());
+
+    // A fresh sandbox: the same tables and bucket, nothing in its artifact dir.
+    let artifacts = tempfile::tempdir().unwrap();
+    let dir = artifacts.path().to_string_lossy().into_owned();
+    let sandbox = TestKelp::start_env(env, &[("KELP_ARTIFACT_DIR", &dir)]).await;
+    let t = token("acme", RW);
+    let hello = format!("{JS}/hello");
+    let calls = (0..12).map(|_| sandbox.get(&hello, &t));
+    for r in futures::future::join_all(calls).await {
+        assert_eq!(r.status(), 200);
+    }
+    let stats = &sandbox.platform.cache().stats;
+    assert_eq!(stats.blob_hits.load(std::sync::atomic::Ordering::Relaxed), 1, "one fetch for 12 waiting requests");
+    assert_eq!(stats.compiles.load(std::sync::atomic::Ordering::Relaxed), 0, "nothing compiled");
+    assert_eq!(
+        std::fs::read(sandbox.platform.cache().local_artifact_path(hash)).unwrap(),
+        artifact,
+        "the artifact written is the one published"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(artifacts.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".cwasm") && !n.ends_with(".cwasm.xxh3"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temp files left: {leftovers:?}");
+}

@@ -46,6 +46,20 @@ impl BlobStore for DirBlobStore {
             .map_err(io)
     }
 
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<(Vec<u8>, u64)>, BlobError> {
+        use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+        let mut file = match tokio::fs::File::open(self.path(key)?).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        let total = file.metadata().await.map_err(io)?.len();
+        file.seek(std::io::SeekFrom::Start(start)).await.map_err(io)?;
+        let mut bytes = Vec::with_capacity(len.min(total.saturating_sub(start)) as usize);
+        file.take(len).read_to_end(&mut bytes).await.map_err(io)?;
+        Ok(Some((bytes, total)))
+    }
+
     async fn exists(&self, key: &str) -> Result<bool, BlobError> {
         tokio::fs::try_exists(self.path(key)?).await.map_err(io)
     }

@@ -27,6 +27,9 @@ pub trait BlobStore: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BlobError>;
     /// Write (replace) an object atomically: readers see the old or the new bytes, never a mix.
     async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), BlobError>;
+    /// Up to `len` bytes of the object from byte `start` (fewer at its end) and the object's
+    /// whole length; `None` when absent. `start` must be inside the object.
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<(Vec<u8>, u64)>, BlobError>;
     /// Whether the object exists.
     async fn exists(&self, key: &str) -> Result<bool, BlobError>;
     /// Delete (absent is fine).
@@ -52,8 +55,14 @@ pub fn component_key(component_hash: &str) -> String {
     format!("components/{component_hash}.wasm")
 }
 
-/// Key of a precompiled artifact for an engine.
+/// Key of a precompiled artifact for an engine, zstd-compressed (see [`crate::artifact_fetch`]).
 pub fn artifact_key(compat_hash: &str, component_hash: &str) -> String {
+    format!("{}.zst", legacy_artifact_key(compat_hash, component_hash))
+}
+
+/// Key of an uncompressed artifact, as publishes before compressed artifacts stored them:
+/// still read, so an upgrade does not send their first requests to the compiler.
+pub fn legacy_artifact_key(compat_hash: &str, component_hash: &str) -> String {
     format!("artifacts/{}/{component_hash}.cwasm", &compat_hash[..compat_hash.len().min(32)])
 }
 

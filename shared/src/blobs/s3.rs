@@ -47,6 +47,25 @@ impl BlobStore for S3BlobStore {
         }
     }
 
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<(Vec<u8>, u64)>, BlobError> {
+        let range = format!("bytes={start}-{}", start + len.max(1) - 1);
+        match self.client.get_object().bucket(&self.bucket).key(self.key(key)?).range(range).send().await {
+            Ok(out) => {
+                // `Content-Range: bytes 0-262143/10400000`: the whole length is after the slash.
+                let total = out
+                    .content_range()
+                    .and_then(|r| r.rsplit('/').next())
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .or(out.content_length().map(|l| l as u64 + start))
+                    .ok_or_else(|| BlobError::Internal("ranged GET without a length".into()))?;
+                let body = out.body.collect().await.map_err(|e| BlobError::Unavailable(e.to_string()))?;
+                Ok(Some((body.into_bytes().to_vec(), total)))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(map(e)),
+        }
+    }
+
     async fn put(&self, key: &str, bytes: &[u8]) -> Result<(), BlobError> {
         self.client
             .put_object()
