@@ -26,6 +26,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{install, ms, percentile, request, verdict};
 
+/// What the pool may keep resident in Lambda: 8 slots × 64 MiB (the defaults there).
+const POOL_RESERVE_MB: usize = 8 * 64;
 const JS_PATH: &str = "/api/ext/com.kelp.examples.js-notes/hello";
 
 /// Child mode `cold-s3`: a fresh process, settings from its environment, one request of the
@@ -110,13 +112,15 @@ fn paced_proxy(upstream: u16, bytes_per_sec: u64) -> Result<u16> {
 }
 
 /// Copy at most `bytes_per_sec`: each piece is due when the bytes before it would have taken
-/// that long. Idle time earns no credit (a keep-alive connection does not burst later).
+/// that long. The schedule is kept across pieces (a sleep that overshoots, by the timer's
+/// millisecond granularity, is made up by the next pieces going at once), but idle time earns
+/// no credit: after a pause the schedule restarts, so a keep-alive connection does not burst.
 async fn paced_copy(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     bytes_per_sec: u64,
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 16 << 10];
+    let mut buf = vec![0u8; 64 << 10];
     let mut due = Instant::now();
     loop {
         let n = from.read(&mut buf).await?;
@@ -124,7 +128,7 @@ async fn paced_copy(
             return Ok(());
         }
         let now = Instant::now();
-        if now > due {
+        if now > due + Duration::from_millis(20) {
             due = now;
         }
         tokio::time::sleep_until(due.into()).await;
@@ -236,7 +240,7 @@ pub async fn fleet_section(work: &Path, js: &JsMeasured) -> Result<()> {
     // code pages are page cache the kernel reclaims under pressure.
     let pinned = (anon + shmem).max(1.0);
     for function_mb in [1024.0, 2048.0] {
-        let budget = kelp_runtime::config::lambda_cache_budget_mb(function_mb as usize) as f64;
+        let budget = kelp_runtime::config::lambda_cache_budget_mb(function_mb as usize, POOL_RESERVE_MB) as f64;
         println!(
             "  a {function_mb:.0} MB sandbox: memory tier budget {budget:.0} MB of artifacts (KELP_CACHE_MAX_MB default) keeps {} JS extensions hot; by pinned memory alone {:.0} would fit",
             (budget / (artifact.len() as f64 / 1e6 / 1.048576)).floor(),
@@ -246,9 +250,10 @@ pub async fn fleet_section(work: &Path, js: &JsMeasured) -> Result<()> {
 
     // Fleet model.
     let model = FleetModel::default();
-    let hot =
-        (kelp_runtime::config::lambda_cache_budget_mb(1024) as f64 / (artifact.len() as f64 / 1048576.0)) as usize;
-    let tmp_slots = (4096.0 / (artifact.len() as f64 / 1048576.0)) as usize;
+    let hot = (kelp_runtime::config::lambda_cache_budget_mb(1024, POOL_RESERVE_MB) as f64
+        / (artifact.len() as f64 / 1048576.0)) as usize;
+    // KELP_ARTIFACT_DIR_MAX_MB in the template.
+    let tmp_slots = (3072.0 / (artifact.len() as f64 / 1048576.0)) as usize;
     let (mut before, mut after) = (
         model.run(hot, tmp_slots, warm_js, disk_js, cold_at_75.0),
         model.run(hot, tmp_slots, warm_js, disk_js, cold_at_75.1),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use kelp_runtime::installs::{create_install, set_config, set_secrets, NewInstall};
-use kelp_runtime::{devtools, publish, Platform, Settings};
+use kelp_runtime::{devtools, publish, Platform};
 use serde_json::json;
 use sha2::Digest as _;
 
@@ -119,7 +119,7 @@ pub async fn run(args: UpArgs) -> Result<()> {
     if let Some(url) = &args.redis {
         env.insert("RUNNER_DEBUG_REDIS_URL".into(), url.clone());
     }
-    let settings = Settings::from_map(&env)?;
+    let settings = kelp_runtime::wiring::settings_reading_secret_arns(env.clone()).await?;
     if args.aws {
         Platform::bootstrap_aws(&settings).await.context("creating the tables and bucket")?;
     }

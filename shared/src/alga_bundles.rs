@@ -274,6 +274,7 @@ mod tests {
             ui_token_key: None,
             alga_bundles: Some(Arc::new(crate::blobs::dir::DirBlobStore::new(dir.join("alga")))),
             vault_token: None,
+            remote_jwks: None,
         };
         let parts = crate::platform::PlatformParts {
             jwt: crate::auth::JwtVerifier::new(None, None),

@@ -70,6 +70,8 @@ pub struct CacheStats {
     pub compiles: AtomicU64,
     /// Artifacts found corrupt, truncated or incompatible (and replaced).
     pub corrupt_artifacts: AtomicU64,
+    /// Local artifacts removed to keep the artifact dir within its budget.
+    pub evicted_artifacts: AtomicU64,
     /// Where the last load from the local artifact dir spent its time.
     pub last_disk_load: DiskLoadTimes,
 }
@@ -116,6 +118,9 @@ pub struct CacheSettings {
     pub max_bytes: usize,
     /// How blob-store artifacts are fetched.
     pub fetch: FetchPlan,
+    /// Most bytes of artifacts kept in the local dir (0: no limit). Lambda's `/tmp` is a
+    /// fixed size: past it every new artifact would fail to be written.
+    pub max_local_bytes: u64,
 }
 
 /// Cache failures (all map to a 5xx).
@@ -221,6 +226,7 @@ impl ModuleCache {
         let path = self.local_path(hash);
         if let Some(local) = self.load_local(&path).await {
             self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+            mark_used(&path);
             let (checksum, deserialize, link) = (local.checksum, local.deserialize, local.link);
             let loaded = local.ready()?;
             let times = &self.stats.last_disk_load;
@@ -237,6 +243,7 @@ impl ModuleCache {
             return Ok((loaded, Tier::Disk));
         }
         if self.fetch_blob_artifact(hash, &path).await? {
+            self.trim_local(&path).await;
             if let Some(local) = self.load_local(&path).await {
                 self.stats.blob_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok((local.ready()?, Tier::Blob));
@@ -257,6 +264,7 @@ impl ModuleCache {
         // Not written back to the blob store: only publish (the control plane) writes shared
         // artifacts and records their digests, so a request path never vouches for native code.
         write_local(&path, artifact).await?;
+        self.trim_local(&path).await;
         let local = self
             .load_local(&path)
             .await
@@ -299,13 +307,16 @@ impl ModuleCache {
         self.store_blob_artifact(component_hash, &artifact).await?;
         if compiled {
             write_local(&path, artifact).await?;
+            self.trim_local(&path).await;
         }
         Ok(())
     }
 
     /// Whether the blob store holds an artifact for this engine.
     pub async fn has_blob_artifact(&self, component_hash: &str) -> bool {
-        self.blobs.exists(&artifact_key(&self.engine.compat_hash, component_hash)).await.unwrap_or(false)
+        let compat = &self.engine.compat_hash;
+        self.blobs.exists(&artifact_key(compat, component_hash)).await.unwrap_or(false)
+            || self.blobs.exists(&legacy_artifact_key(compat, component_hash)).await.unwrap_or(false)
     }
 
     async fn store_blob_artifact(&self, hash: &str, artifact: &[u8]) -> Result<(), CacheError> {
@@ -466,6 +477,22 @@ impl ModuleCache {
         }
     }
 
+    /// Remove the least recently used local artifacts (other than `keep`, just written) until
+    /// the dir is within its budget.
+    async fn trim_local(&self, keep: &Path) {
+        let max = self.settings.max_local_bytes;
+        if max == 0 {
+            return;
+        }
+        let (dir, keep) = (self.settings.artifact_dir.clone(), keep.to_path_buf());
+        if let Ok((removed, bytes)) = tokio::task::spawn_blocking(move || trim_dir(&dir, max, &keep)).await {
+            if removed > 0 {
+                self.stats.evicted_artifacts.fetch_add(removed as u64, Ordering::Relaxed);
+                tracing::info!(removed, bytes, "local artifacts evicted to stay within KELP_ARTIFACT_DIR_MAX_MB");
+            }
+        }
+    }
+
     /// Drop every in-memory entry (benchmarks measure the lower tiers with it).
     pub fn clear_memory(&self) {
         let mut m = self.memory.lock();
@@ -496,6 +523,46 @@ fn fault_in_until(code: &[u8], done: &AtomicBool) {
         }
         std::hint::black_box(chunk[0]);
     }
+}
+
+/// Record a load in the artifact's mtime: the dir's eviction order.
+fn mark_used(path: &Path) {
+    if let Ok(file) = std::fs::File::options().write(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Remove `.cwasm` files of `dir` (with their checksums), least recently used first, until
+/// they total at most `max` bytes; `keep` stays. A removed file that a loaded component still
+/// maps stays readable to it (the mapping outlives the name). Returns what was removed.
+fn trim_dir(dir: &Path, max: u64, keep: &Path) -> (usize, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return (0, 0) };
+    let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((meta.modified().ok()?, meta.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    files.sort();
+    let (mut removed, mut freed) = (0, 0);
+    for (_, len, path) in files {
+        if total <= max {
+            break;
+        }
+        if path == keep {
+            continue;
+        }
+        let _ = std::fs::remove_file(checksum_path(&path));
+        if std::fs::remove_file(&path).is_ok() {
+            total -= len;
+            removed += 1;
+            freed += len;
+        }
+    }
+    (removed, freed)
 }
 
 fn checksum_path(path: &Path) -> PathBuf {
@@ -533,4 +600,31 @@ async fn write_local(path: &Path, artifact: Vec<u8>) -> Result<(), CacheError> {
     .await
     .map_err(|e| CacheError::Invalid(format!("artifact write task: {e}")))?
     .map_err(|e| CacheError::Invalid(format!("writing the local artifact: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_artifact_dir_keeps_the_most_recently_used_within_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: u32| dir.path().join(format!("c-{n}.cwasm"));
+        let base = std::time::SystemTime::now() - Duration::from_secs(100);
+        for n in 0..5u32 {
+            std::fs::write(path(n), vec![0u8; 1000]).unwrap();
+            std::fs::write(checksum_path(&path(n)), "sum").unwrap();
+            let file = std::fs::File::options().write(true).open(path(n)).unwrap();
+            file.set_modified(base + Duration::from_secs(n as u64)).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("ui")).unwrap();
+        mark_used(&path(0)); // loaded just now: the most recent
+                             // 5000 bytes, budget 2500: the three oldest go, but never the one just written (1).
+        let (removed, freed) = trim_dir(dir.path(), 2500, &path(1));
+        assert_eq!((removed, freed), (3, 3000));
+        let left: Vec<bool> = (0..5).map(|n| path(n).exists()).collect();
+        assert_eq!(left, [true, true, false, false, false]);
+        assert!(!checksum_path(&path(2)).exists() && checksum_path(&path(0)).exists());
+        assert!(dir.path().join("ui").is_dir(), "only artifacts are evicted");
+    }
 }

@@ -29,6 +29,10 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_CORS_ORIGINS",
     "KELP_API_ID",
     "KELP_RUNNER_SERVICE_TOKEN",
+    "KELP_RUNNER_SERVICE_TOKEN_ARN",
+    "KELP_HOST_API_SECRET_ARN",
+    "KELP_ALGA_AUTH_KEY_ARN",
+    "KELP_JWT_JWKS_URL",
     "KELP_RUNNER_AUTH",
     "KELP_RUNNER_VPC_ENDPOINT_IDS",
     "KELP_RUNNER_TRUSTED_NETWORKS",
@@ -54,6 +58,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_CACHE_MAX_ENTRIES",
     "KELP_CACHE_MAX_MB",
     "KELP_ARTIFACT_FETCH_CONCURRENCY",
+    "KELP_ARTIFACT_DIR_MAX_MB",
     "KELP_SECRETS_TTL_SECS",
     "KELP_SECRETS_FILE",
     "KELP_VAULT_ADDR",
@@ -67,6 +72,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_INSTANCE_REUSE",
     "KELP_LOG_FORMAT",
     "KELP_ADMIN_MAX_BODY_BYTES",
+    "KELP_PUBLISH_DEADLINE_MS",
     "KELP_HOST_API_URL",
     "KELP_HOST_API_SECRET",
     "KELP_HOST_API_TIMEOUT_MS",
@@ -137,6 +143,8 @@ pub struct Settings {
     pub jwt_rs256_pem: Option<String>,
     /// JWKS document (JSON).
     pub jwt_jwks: Option<String>,
+    /// Where the IdP's key set is read from at start (`https://…` or `s3://bucket/key`).
+    pub jwt_jwks_url: Option<String>,
     /// Expected `iss`.
     pub jwt_issuer: Option<String>,
     /// Expected `aud`.
@@ -169,6 +177,8 @@ pub struct Settings {
     pub cache_max_entries: usize,
     /// In-memory cache bytes.
     pub cache_max_bytes: usize,
+    /// Most artifact bytes kept in the local artifact dir (0: no limit).
+    pub artifact_dir_max_bytes: u64,
     /// Ranged GETs in flight when a sandbox fetches an artifact from the blob store.
     pub artifact_fetch_concurrency: usize,
     /// Secrets cache TTL (≤ 300 s).
@@ -214,6 +224,8 @@ pub struct Settings {
     pub aws: crate::aws::AwsSettings,
     /// Largest admin request body (bundles), in bytes.
     pub admin_max_body_bytes: usize,
+    /// Longest a publish may take before it answers 504 (`None`: no limit).
+    pub publish_deadline: Option<Duration>,
     /// The PSA's host API for business interfaces (and, for Alga's, storage), if configured.
     pub host_api: Option<HostApiChoice>,
     /// Debug relay settings.
@@ -286,7 +298,7 @@ fn alga_ui_domains(env: &HashMap<String, String>) -> Result<Option<crate::ui::Al
     let registry_url = crate::alga_host::normalize_base(&registry_url);
     url::Url::parse(&registry_url).map_err(|e| anyhow::anyhow!("KELP_ALGA_REGISTRY_URL={registry_url:?}: {e}"))?;
     let Some(api_key) = text(env, "KELP_ALGA_AUTH_KEY") else {
-        bail!("KELP_UI_DOMAIN_ROOT needs KELP_ALGA_AUTH_KEY (Alga's ALGA_AUTH_KEY, sent as x-api-key)")
+        bail!("KELP_UI_DOMAIN_ROOT needs KELP_ALGA_AUTH_KEY or KELP_ALGA_AUTH_KEY_ARN (Alga's ALGA_AUTH_KEY, sent as x-api-key)")
     };
     Ok(Some(crate::ui::AlgaUiDomains { root, registry_url, api_key }))
 }
@@ -413,13 +425,13 @@ fn host_api(env: &HashMap<String, String>) -> Result<Option<HostApiChoice>> {
                 max_response_bytes: 1 << 20,
             }))),
             (Some(_), None) => {
-                bail!("KELP_HOST_API_URL needs KELP_HOST_API_SECRET (the key that signs service tokens)")
+                bail!("KELP_HOST_API_URL needs KELP_HOST_API_SECRET or KELP_HOST_API_SECRET_ARN (the key that signs service tokens)")
             }
             _ => Ok(None),
         },
         "alga" => {
             let (Some(base_url), Some(runner_auth)) = (url, secret) else {
-                bail!("KELP_HOST_API_PROTOCOL=alga needs KELP_HOST_API_URL (Alga's origin) and KELP_HOST_API_SECRET (the x-runner-auth token: Alga's RUNNER_STORAGE_API_TOKEN, else its RUNNER_SERVICE_TOKEN)")
+                bail!("KELP_HOST_API_PROTOCOL=alga needs KELP_HOST_API_URL (Alga's origin) and KELP_HOST_API_SECRET or KELP_HOST_API_SECRET_ARN (the x-runner-auth token: Alga's RUNNER_STORAGE_API_TOKEN, else its RUNNER_SERVICE_TOKEN)")
             };
             let ui_proxy_base = match text(env, "KELP_UI_PROXY_BASE_URL") {
                 Some(u) => Some(url::Url::parse(&u).map_err(|e| anyhow::anyhow!("KELP_UI_PROXY_BASE_URL={u:?}: {e}"))?),
@@ -488,6 +500,7 @@ impl Settings {
             jwt_hs256_secret: text(env, "KELP_JWT_HS256_SECRET").map(Secret::from),
             jwt_rs256_pem: text(env, "KELP_JWT_RS256_PUBLIC_KEY"),
             jwt_jwks: text(env, "KELP_JWT_JWKS"),
+            jwt_jwks_url: text(env, "KELP_JWT_JWKS_URL"),
             jwt_issuer: text(env, "KELP_JWT_ISSUER"),
             jwt_audience: text(env, "KELP_JWT_AUDIENCE"),
             cors_origins: list(env, "KELP_CORS_ORIGINS"),
@@ -517,7 +530,20 @@ impl Settings {
             cache_max_bytes: parse::<usize>(
                 env,
                 "KELP_CACHE_MAX_MB",
-                lambda_mb.map(lambda_cache_budget_mb).unwrap_or(1024),
+                lambda_mb
+                    .map(|mb| {
+                        let pool_slots: usize = parse(env, "KELP_POOL_INSTANCES", default_pool as usize).unwrap_or(8);
+                        let resident_mb: usize = parse(env, "KELP_POOL_KEEP_RESIDENT_MB", 64).unwrap_or(64);
+                        lambda_cache_budget_mb(mb, pool_slots * resident_mb)
+                    })
+                    .unwrap_or(1024),
+            )? << 20,
+            // In Lambda /tmp is fixed (4 GB in the template): leave room for the UI cache and
+            // the artifact being written.
+            artifact_dir_max_bytes: parse::<u64>(
+                env,
+                "KELP_ARTIFACT_DIR_MAX_MB",
+                if lambda_mb.is_some() { 3072 } else { 0 },
             )? << 20,
             artifact_fetch_concurrency: parse::<usize>(env, "KELP_ARTIFACT_FETCH_CONCURRENCY", 8)?.clamp(1, 64),
             secrets_ttl: Duration::from_secs(parse(env, "KELP_SECRETS_TTL_SECS", 300u64)?.min(300)),
@@ -562,6 +588,10 @@ impl Settings {
             rate_redis: parse(env, "KELP_RATE_REDIS", true)?,
             aws: crate::aws::AwsSettings::from_map(env),
             admin_max_body_bytes: parse(env, "KELP_ADMIN_MAX_BODY_BYTES", 200 << 20)?,
+            publish_deadline: match parse::<u64>(env, "KELP_PUBLISH_DEADLINE_MS", 0)? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
             host_api: host_api(env)?,
             relay: crate::relay::RelaySettings {
                 tail_count: parse::<usize>(env, "EXT_DEBUG_SSE_TAIL_COUNT", 200)?.min(2000),
@@ -619,6 +649,7 @@ impl Settings {
     pub fn admin(&self) -> crate::admin::AdminSettings {
         crate::admin::AdminSettings {
             max_body_bytes: self.admin_max_body_bytes,
+            publish_deadline: self.publish_deadline,
             default_grant_issuer: self.jwt_issuer.clone(),
         }
     }
@@ -643,13 +674,13 @@ impl Settings {
 }
 
 /// The memory tier's default budget (artifact MB kept ready) in a Lambda function of
-/// `function_mb`: what is left after the process itself, the instance pool's working memory
-/// and headroom for guests' own memory. A loaded artifact is file-backed code (page cache the
-/// kernel can drop) plus metadata and its memory image; kelp-bench's fleet section measures
-/// the resident share per JS component, which is what this budget is calibrated on.
-pub fn lambda_cache_budget_mb(function_mb: usize) -> usize {
-    // Process, engine and runtime ~64 MB; the pool's working set and guests ~256 MB.
-    function_mb.saturating_sub(320).max(128)
+/// `function_mb` whose instance pool may keep `pool_resident_mb` resident: what is left after
+/// the process (~64 MB, measured 18 MB before any component) and the pool. kelp-bench's fleet
+/// section measured a loaded JS component (36 MB artifact) at ~20 MB resident, almost all of
+/// it clean file-backed code pages, and under 1 MB anonymous: counting whole artifacts against
+/// what the function has left keeps the hot set's code in page cache with room to spare.
+pub fn lambda_cache_budget_mb(function_mb: usize, pool_resident_mb: usize) -> usize {
+    function_mb.saturating_sub(64 + pool_resident_mb).max(128)
 }
 
 #[cfg(test)]

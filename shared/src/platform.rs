@@ -51,6 +51,8 @@ pub struct Backends {
     pub alga_bundles: Option<Arc<dyn BlobStore>>,
     /// The Vault token read from Secrets Manager (`KELP_VAULT_TOKEN_SECRET_ARN`), if any.
     pub vault_token: Option<String>,
+    /// The IdP's key set, read from `KELP_JWT_JWKS_URL` at start.
+    pub remote_jwks: Option<crate::auth::jwks::RemoteJwks>,
 }
 
 /// What a platform is built from besides its backends.

@@ -48,6 +48,14 @@ impl Backends {
         if let Some(arn) = settings.vault.as_ref().and_then(|v| v.token_secret_arn.as_ref()) {
             backends.vault_token = Some(secret_password(settings, arn, "the Vault token").await?);
         }
+        if let Some(location) = &settings.jwt_jwks_url {
+            let s3 = match location.starts_with("s3://") {
+                true => Some(crate::aws::AwsClients::new(&settings.aws).await.s3),
+                false => None,
+            };
+            let source = crate::auth::jwks::JwksSource::parse(location, s3)?;
+            backends.remote_jwks = Some(crate::auth::jwks::RemoteJwks::load(source).await);
+        }
         Ok(backends)
     }
 
@@ -71,6 +79,7 @@ impl Backends {
             ui_token_key: None,
             alga_bundles: None,
             vault_token: None,
+            remote_jwks: None,
         })
     }
 
@@ -93,6 +102,7 @@ impl Backends {
             ui_token_key: None,
             alga_bundles: None,
             vault_token: None,
+            remote_jwks: None,
         })
     }
 }
@@ -100,7 +110,11 @@ impl Backends {
 /// Read a generated password from Secrets Manager (`{"password": ...}` or the plain string):
 /// the Redis AUTH token, the UI token key.
 async fn secret_password(settings: &Settings, arn: &str, what: &str) -> Result<String> {
-    let clients = crate::aws::AwsClients::new(&settings.aws).await;
+    secret_value(&settings.aws, arn, what).await
+}
+
+async fn secret_value(aws: &crate::aws::AwsSettings, arn: &str, what: &str) -> Result<String> {
+    let clients = crate::aws::AwsClients::new(aws).await;
     let out = clients
         .secrets
         .get_secret_value()
@@ -113,6 +127,32 @@ async fn secret_password(settings: &Settings, arn: &str, what: &str) -> Result<S
         .ok()
         .and_then(|v| v.get("password").and_then(|p| p.as_str()).map(str::to_string))
         .unwrap_or_else(|| text.to_string()))
+}
+
+/// Settings that may be given as the ARN of a Secrets Manager secret instead of their value
+/// (`{NAME}_ARN`), so the value never sits in the function's configuration: read once at
+/// start, as `{"password": …}` or the plain string.
+pub const SECRET_ARN_SETTINGS: [&str; 3] = ["KELP_HOST_API_SECRET", "KELP_RUNNER_SERVICE_TOKEN", "KELP_ALGA_AUTH_KEY"];
+
+/// The settings of this process's environment, with [`SECRET_ARN_SETTINGS`] given by ARN read
+/// from Secrets Manager (the Lambda functions start with this).
+pub async fn settings_from_env() -> Result<Settings> {
+    settings_reading_secret_arns(std::env::vars().collect()).await
+}
+
+/// [`settings_from_env`] over a given map.
+pub async fn settings_reading_secret_arns(mut env: std::collections::HashMap<String, String>) -> Result<Settings> {
+    let aws = crate::aws::AwsSettings::from_map(&env);
+    for name in SECRET_ARN_SETTINGS {
+        let arn_var = format!("{name}_ARN");
+        let Some(arn) = env.get(&arn_var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else { continue };
+        if env.get(name).is_some_and(|v| !v.trim().is_empty()) {
+            anyhow::bail!("{name} and {arn_var} are both set: give the value in one place");
+        }
+        let value = secret_value(&aws, &arn, &arn_var).await?;
+        env.insert(name.to_string(), value);
+    }
+    Settings::from_map(&env)
 }
 
 /// Whether a process runs guests (and so builds an engine).
@@ -171,6 +211,7 @@ impl Platform {
                         artifact_dir: settings.artifact_dir.clone(),
                         max_entries: settings.cache_max_entries,
                         max_bytes: settings.cache_max_bytes,
+                        max_local_bytes: settings.artifact_dir_max_bytes,
                         fetch: crate::artifact_fetch::FetchPlan {
                             concurrency: settings.artifact_fetch_concurrency,
                             ..Default::default()
@@ -190,7 +231,10 @@ impl Platform {
             None => crate::auth::UiTokens::random(settings.ui.token_ttl),
         };
         let parts = PlatformParts {
-            jwt: settings.jwt_verifier()?,
+            jwt: match &backends.remote_jwks {
+                Some(remote) => settings.jwt_verifier()?.with_remote_jwks(remote.clone()),
+                None => settings.jwt_verifier()?,
+            },
             ui_tokens,
             ui: crate::ui_assets::UiCache::new(
                 settings.artifact_dir.join("ui"),

@@ -26,6 +26,10 @@ const NOT_DEPLOYED: &[(&str, &str)] = &[
     ("KELP_VAULT_TIMEOUT_MS", "the 5 s default"),
     ("KELP_UI_PROXY_TIMEOUT_MS", "Alga's 5 s default"),
     ("KELP_RUNNER_TRUSTED_NETWORKS", "sockets only; in Lambda the private API's VPC endpoint is the proof"),
+    ("KELP_JWT_JWKS", "KELP_JWT_JWKS_URL instead: a JWKS outgrows Lambda's 4 KB of environment, and rotating it would need a redeploy"),
+    ("KELP_RUNNER_SERVICE_TOKEN", "given as KELP_RUNNER_SERVICE_TOKEN_ARN: no secret in the function configuration"),
+    ("KELP_HOST_API_SECRET", "given as KELP_HOST_API_SECRET_ARN"),
+    ("KELP_ALGA_AUTH_KEY", "given as KELP_ALGA_AUTH_KEY_ARN"),
 ];
 
 #[test]
@@ -93,7 +97,16 @@ fn every_runtime_setting_is_configurable_in_the_template() {
     }
     let relay = statements(&block("  DebugRelayFunction:", "  AdminApiFunction:"));
     for st in &relay {
-        assert!(!st.contains("s3:"), "the relay has no S3 access:{st}");
+        if st.trim_start().starts_with("ReadJwks") {
+            assert!(
+                st.contains("s3:GetObject")
+                    && st.contains("${ArtifactBucket.Arn}/${JwtJwksS3Key}")
+                    && !st.contains("/*"),
+                "the relay reads only the JWKS object:{st}"
+            );
+            continue;
+        }
+        assert!(!st.contains("s3:"), "the relay has no other S3 access:{st}");
         if st.contains("RegistryTable") || st.contains("InstallsTable") {
             assert!(!WRITES.iter().any(|w| st.contains(w)), "the relay only reads installs for its access checks:{st}");
         }
@@ -112,4 +125,50 @@ fn every_runtime_setting_is_configurable_in_the_template() {
         secrets.contains("secret:${AWS::StackName}/*") && !secrets.contains("secret:*"),
         "secret access is limited to the Kelp prefix"
     );
+    // No secret is a plain parameter: every one is the ARN of a Secrets Manager secret.
+    let parameters = block("Parameters:", "Conditions:");
+    for name in ["RunnerServiceTokenArn", "HostApiSecretArn", "AlgaAuthKeyArn", "VaultTokenSecretArn"] {
+        assert!(parameters.contains(&format!("  {name}:")), "{name} is a parameter");
+    }
+    assert!(!parameters.contains("NoEcho"), "a secret passed as a parameter value:\n{parameters}");
+}
+
+#[test]
+fn the_deploy_fits_the_platform() {
+    let template = std::fs::read_to_string(repo_root().join("template.yaml")).unwrap();
+    // `VAR: "value"` as the template sets it (each of these once).
+    let env = |var: &str| -> String {
+        let at = template.find(&format!("{var}: \"")).unwrap_or_else(|| panic!("{var} is not set to a literal"));
+        template[at + var.len() + 3..].split('"').next().unwrap().to_string()
+    };
+    // Caps under Lambda's 6 MB payloads (bodies and UI files travel base64-encoded).
+    for var in ["KELP_MAX_BODY_BYTES", "KELP_UI_MAX_FILE_BYTES", "KELP_ADMIN_MAX_BODY_BYTES"] {
+        let value: usize = env(var).parse().unwrap();
+        assert!(value * 4 / 3 + 64 * 1024 < 6_000_000, "{var}={value} does not fit a 6 MB Lambda payload in base64");
+    }
+    // A publish ends (answer included) before the HTTP API's 30 s integration cut.
+    let deadline: u64 = env("KELP_PUBLISH_DEADLINE_MS").parse().unwrap();
+    assert!(deadline <= 25_000);
+    let admin = &template[template.find("  AdminApiFunction:").unwrap()..];
+    assert!(admin.contains("Timeout: 29"), "the admin function stops before API Gateway does");
+    // NAT in both AZs, logs kept for a bounded time, the stage throttled, the relay capped.
+    for needle in [
+        "NatGatewayA:",
+        "NatGatewayB:",
+        "RouteTableId: !Ref PrivateRouteTableB",
+        "NatGatewayId: !Ref NatGatewayB",
+        "OutboundCallsNeedNat:",
+        "RetentionInDays: !Ref LogRetentionDays",
+        "LogGroupName: !Sub \"/aws/lambda/${GatewayFunction}\"",
+        "LogGroupName: !Sub \"/aws/lambda/${DebugRelayFunction}\"",
+        "LogGroupName: !Sub \"/aws/lambda/${AdminApiFunction}\"",
+        "ThrottlingRateLimit: !Ref ApiThrottleRateLimit",
+        "AccessLogSettings:",
+        "PrivateRunnerVpceUrl:",
+        "Sid: ListAlgaBundles",
+    ] {
+        assert!(template.contains(needle), "template.yaml lacks {needle}");
+    }
+    let relay = &template[template.find("  RelayReservedConcurrency:").unwrap()..];
+    assert!(relay[..200].contains("Default: 10"), "the relay's concurrency is capped by default");
 }

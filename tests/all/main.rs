@@ -13,6 +13,7 @@ mod config_secrets;
 mod conformance;
 mod debug_events;
 mod deploy;
+mod deploy_settings;
 mod egress;
 mod faults;
 mod gateway;

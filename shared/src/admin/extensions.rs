@@ -35,7 +35,23 @@ pub(super) async fn publish_version(
         } else {
             body.to_vec()
         };
-        let published = publish::publish(platform, bytes, &BundleLimits::default()).await?;
+        let limits = BundleLimits::default();
+        let publishing = publish::publish(platform, bytes, &limits);
+        let published = match admin.settings.publish_deadline {
+            None => publishing.await?,
+            Some(deadline) => tokio::time::timeout(deadline, publishing).await.map_err(|_| {
+                ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "publish_timeout",
+                    format!(
+                        "the publish did not finish within {} s (KELP_PUBLISH_DEADLINE_MS; most of it is precompiling the component). \
+                         A version is recorded last, in one write: publish the same bundle again, and it answers with the version if this one got that far. \
+                         For larger components give the admin function more memory (CPU).",
+                        deadline.as_secs()
+                    ),
+                )
+            })??,
+        };
         let view = json!({"extension": extension_view(&published.extension), "version": version_view(platform, &published.version).await, "created": published.created, "warnings": published.warnings});
         if published.created {
             caller.audit(platform, None, "version.publish", Some(&published.version.id), json!({"name": published.extension.name, "version": published.version.version, "content_hash": published.version.content_hash})).await;

@@ -35,6 +35,9 @@ pub struct AdminSettings {
     /// The token issuer a debug grant names when the operator gives none (the configured
     /// issuer, if any).
     pub default_grant_issuer: Option<String>,
+    /// A publish still running after this answers 504 `publish_timeout` (behind API
+    /// Gateway, whose 30 s cut would otherwise answer 503 while the work went on).
+    pub publish_deadline: Option<std::time::Duration>,
 }
 
 /// State of the admin router.

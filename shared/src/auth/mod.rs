@@ -1,7 +1,8 @@
 //! Caller identity: API Gateway JWT authorizer claims when the request came through one,
 //! else `Authorization: Bearer <JWT>` verified here (HS256 secret, RS256 PEM keys or a
-//! JWKS document). `alg: none`, unknown keys, bad signatures and expired tokens are refused.
+//! JWKS document, inline or read from the IdP, see [`jwks`]). `alg: none`, unknown keys, bad signatures and expired tokens are refused.
 
+pub mod jwks;
 mod ui_token;
 
 use std::collections::HashMap;
@@ -77,6 +78,8 @@ pub enum AuthError {
 pub struct JwtVerifier {
     hs256: Option<DecodingKey>,
     rs256: Vec<(Option<String>, DecodingKey)>,
+    /// The IdP's key set, read from its `jwks_uri` or S3 and kept fresh.
+    remote: Option<jwks::RemoteJwks>,
     issuer: Option<String>,
     audience: Option<String>,
     /// API Gateway HTTP APIs whose JWT authorizer claims are trusted (`requestContext.apiId`).
@@ -88,6 +91,7 @@ impl std::fmt::Debug for JwtVerifier {
         f.debug_struct("JwtVerifier")
             .field("hs256", &self.hs256.is_some())
             .field("rs256_keys", &self.rs256.len())
+            .field("remote_jwks", &self.remote.is_some())
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("trusted_api_ids", &self.trusted_api_ids)
@@ -124,21 +128,28 @@ impl JwtVerifier {
 
     /// Accept RS256 tokens signed by the keys of a JWKS document.
     pub fn with_jwks(mut self, jwks: &str) -> anyhow::Result<Self> {
-        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(jwks)?;
-        for jwk in &set.keys {
-            self.rs256.push((jwk.common.key_id.clone(), DecodingKey::from_jwk(jwk)?));
-        }
+        self.rs256.extend(jwks::parse_jwks(jwks)?);
         Ok(self)
+    }
+
+    /// Also accept RS256 tokens signed by the keys of a key set read from the IdP.
+    pub fn with_remote_jwks(mut self, remote: jwks::RemoteJwks) -> Self {
+        self.remote = Some(remote);
+        self
     }
 
     /// Whether any key is configured.
     pub fn is_configured(&self) -> bool {
-        self.hs256.is_some() || !self.rs256.is_empty()
+        self.hs256.is_some() || !self.rs256.is_empty() || self.remote.is_some()
     }
 
     /// Verify a compact JWT and return its claims as an identity.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
         let header = decode_header(token).map_err(|e| AuthError::Invalid(explain(&e)))?;
+        let remote = match (&self.remote, header.alg) {
+            (Some(r), Algorithm::RS256) => r.keys(),
+            _ => Default::default(),
+        };
         let key = match header.alg {
             Algorithm::HS256 => {
                 self.hs256.as_ref().ok_or_else(|| AuthError::Invalid("HS256 is not accepted".into()))?
@@ -147,15 +158,20 @@ impl JwtVerifier {
                 let matching: Vec<_> = self
                     .rs256
                     .iter()
+                    .chain(remote.iter())
                     .filter(|(kid, _)| header.kid.is_none() || kid.is_none() || *kid == header.kid)
                     .collect();
                 match (matching.as_slice(), &header.kid) {
                     ([(_, key)], _) => key,
-                    (keys, Some(kid)) => keys
-                        .iter()
-                        .find(|(k, _)| k.as_ref() == Some(kid))
-                        .map(|(_, key)| key)
-                        .ok_or_else(|| AuthError::Invalid(format!("unknown key id {kid:?}")))?,
+                    (keys, Some(kid)) => match keys.iter().find(|(k, _)| k.as_ref() == Some(kid)) {
+                        Some((_, key)) => key,
+                        None => return Err(self.unknown_key(kid)),
+                    },
+                    ([], None) if self.remote.as_ref().is_some_and(|r| !r.is_loaded()) => {
+                        return Err(AuthError::Invalid(
+                            "the identity provider's key set (KELP_JWT_JWKS_URL) could not be read yet".into(),
+                        ))
+                    }
                     ([], None) => return Err(AuthError::Invalid("RS256 is not accepted".into())),
                     (_, None) => {
                         return Err(AuthError::Invalid("token has no kid and several keys are configured".into()))
@@ -176,16 +192,46 @@ impl JwtVerifier {
             }
             None => validation.iss = None,
         }
-        match &self.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                validation.required_spec_claims.insert("aud".into());
-            }
-            None => validation.validate_aud = false,
-        }
+        // The audience is checked below: a Cognito access token names its app client in
+        // `client_id` and has no `aud`, which the library's check cannot accept.
+        validation.validate_aud = false;
         let data =
             decode::<HashMap<String, Value>>(token, key, &validation).map_err(|e| AuthError::Invalid(explain(&e)))?;
+        if let Some(aud) = &self.audience {
+            check_audience(&data.claims, aud)?;
+        }
         identity_from_claims(&data.claims)
+    }
+
+    fn unknown_key(&self, kid: &str) -> AuthError {
+        match &self.remote {
+            Some(remote) => {
+                remote.unknown_key();
+                AuthError::Invalid(format!(
+                    "unknown key id {kid:?} (the identity provider's key set is being read again; retry shortly)"
+                ))
+            }
+            None => AuthError::Invalid(format!("unknown key id {kid:?}")),
+        }
+    }
+}
+
+/// `aud` (a string or a list) must name `expected`; a token without `aud` passes when its
+/// `client_id` is `expected` (Cognito access tokens).
+fn check_audience(claims: &HashMap<String, Value>, expected: &str) -> Result<(), AuthError> {
+    let ok = match claims.get("aud") {
+        Some(Value::String(aud)) => aud == expected,
+        Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(expected)),
+        Some(_) => false,
+        None => match claims.get("client_id") {
+            Some(client) => client.as_str() == Some(expected),
+            None => return Err(AuthError::Invalid("the token has no aud claim (nor a client_id)".into())),
+        },
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::Invalid("the token's audience (aud, or client_id without aud) is not the configured one".into()))
     }
 }
 
@@ -399,8 +445,21 @@ mod tests {
         let mut c = claims(60);
         assert!(v.verify(&token(Algorithm::HS256, &key, c.clone())).is_err());
         c["iss"] = json!("https://issuer");
+        assert!(
+            matches!(v.verify(&token(Algorithm::HS256, &key, c.clone())), Err(AuthError::Invalid(m)) if m.contains("no aud"))
+        );
+        c["aud"] = json!("other");
+        assert!(v.verify(&token(Algorithm::HS256, &key, c.clone())).is_err());
+        c["aud"] = json!(["other", "kelp"]);
+        assert!(v.verify(&token(Algorithm::HS256, &key, c.clone())).is_ok());
         c["aud"] = json!("kelp");
-        assert!(v.verify(&token(Algorithm::HS256, &key, c)).is_ok());
+        assert!(v.verify(&token(Algorithm::HS256, &key, c.clone())).is_ok());
+        // A Cognito access token: client_id, no aud.
+        c.as_object_mut().unwrap().remove("aud");
+        c["client_id"] = json!("kelp");
+        assert!(v.verify(&token(Algorithm::HS256, &key, c.clone())).is_ok());
+        c["client_id"] = json!("another-app");
+        assert!(v.verify(&token(Algorithm::HS256, &key, c)).is_err());
     }
 
     #[test]
