@@ -7,8 +7,9 @@
 //! Read at start. Refreshed in the background when a token names a key the set does not hold
 //! (IdPs publish a new key before they sign with it, so the token that first names it fails
 //! at most while the refresh runs) and when the set is an hour old; at most one fetch runs at
-//! a time, and unknown key ids trigger one at most every [`MIN_REFRESH_INTERVAL`], so forged
-//! `kid`s cannot turn into a flood of fetches. A failed fetch keeps the keys held.
+//! a time, and refreshes start at most every [`MIN_REFRESH_INTERVAL`] (the read at start
+//! aside), so forged `kid`s cannot turn into a flood of fetches. A failed fetch keeps the keys
+//! held.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -121,7 +122,9 @@ impl RemoteJwks {
             source,
             keys: RwLock::new(Arc::new(Vec::new())),
             fetched_at: Mutex::new(None),
-            attempted_at: Mutex::new(Some(Instant::now())),
+            // The read at start does not count against the refresh interval: a key the IdP
+            // rotated in just after this sandbox started is picked up at its first use.
+            attempted_at: Mutex::new(None),
             refreshing: AtomicBool::new(true),
         }));
         jwks.0.refresh().await;
