@@ -688,6 +688,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn in_lambda_the_caches_are_sized_from_the_function_and_its_tmp() {
+        let env = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let local = Settings::from_map(&env(&[])).unwrap();
+        assert_eq!((local.cache_max_bytes, local.artifact_dir_max_bytes), (1024 << 20, 0));
+        // 2048 MB, 8 pool slots keeping 64 MiB each resident: 2048 - 64 - 512.
+        let lambda =
+            Settings::from_map(&env(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048"), ("KELP_CACHE_MAX_MB", "")]))
+                .unwrap();
+        assert_eq!((lambda.cache_max_bytes, lambda.artifact_dir_max_bytes), (1472 << 20, 3072 << 20));
+        let small = Settings::from_map(&env(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")])).unwrap();
+        assert_eq!(small.cache_max_bytes, 128 << 20, "never below 128 MB");
+        let set =
+            Settings::from_map(&env(&[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048"), ("KELP_CACHE_MAX_MB", "300")]))
+                .unwrap();
+        assert_eq!(set.cache_max_bytes, 300 << 20, "an explicit value wins");
+    }
+
+    #[test]
     fn lambda_refuses_loopback_egress_and_unannounced_hs256() {
         let lambda = |extra: &[(&str, &str)]| {
             let mut env: HashMap<String, String> =

@@ -14,6 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "control plane and guest types",
         &[
             "alga_host",
+            "artifact_fetch",
             "aws",
             "auth",
             "bindings",
