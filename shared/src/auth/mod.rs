@@ -1,6 +1,7 @@
 //! Caller identity: API Gateway JWT authorizer claims when the request came through one,
 //! else `Authorization: Bearer <JWT>` verified here (HS256 secret, RS256 PEM keys or a
-//! JWKS document, inline or read from the IdP, see [`jwks`]). `alg: none`, unknown keys, bad signatures and expired tokens are refused.
+//! JWKS document, inline or read from the IdP, see [`jwks`]). `alg: none`, unknown keys, bad
+//! signatures and expired tokens are refused.
 
 pub mod jwks;
 mod ui_token;
