@@ -16,7 +16,7 @@ pub struct Remote {
     pub url: String,
     /// Bearer token (kelp up prints one as KELP_ADMIN_TOKEN).
     #[arg(long, env = "KELP_ADMIN_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
     /// Act on another tenant (platform:ops only).
     #[arg(long)]
     pub tenant: Option<String>,
@@ -29,13 +29,17 @@ impl Remote {
             url.push_str(if url.contains('?') { "&" } else { "?" });
             url.push_str(&format!("tenant={t}"));
         }
+        let token = self.token.as_deref().filter(|t| !t.trim().is_empty()).ok_or_else(|| {
+            anyhow::anyhow!("no admin token: export KELP_ADMIN_TOKEN (kelp up prints it) or pass --token")
+        })?;
         let response = reqwest::Client::new()
             .request(method, &url)
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .header("content-type", content_type)
             .body(body)
             .send()
             .await
+            .map_err(|e| unreachable_kelp(e, &self.url))
             .with_context(|| format!("calling {url}"))?;
         let status = response.status();
         let text = response.text().await?;
@@ -49,6 +53,21 @@ impl Remote {
 
     async fn json(&self, method: reqwest::Method, path: &str, body: Value) -> Result<Value> {
         self.send(method, path, "application/json", serde_json::to_vec(&body)?).await
+    }
+}
+
+/// A request that never reached Kelp, in words that say what to check: nothing listening at
+/// `base` is almost always a `kelp up` that is not running, or a `KELP_URL` that points
+/// elsewhere.
+pub fn unreachable_kelp(e: reqwest::Error, base: &str) -> anyhow::Error {
+    if e.is_connect() {
+        anyhow::anyhow!(
+            "cannot connect to Kelp at {base}: is `kelp up` running there? (set KELP_URL or --url to point elsewhere)"
+        )
+    } else if e.is_timeout() {
+        anyhow::anyhow!("Kelp at {base} did not answer in time")
+    } else {
+        anyhow::Error::new(e)
     }
 }
 
@@ -175,7 +194,16 @@ pub async fn install(remote: &Remote, args: &InstallArgs) -> Result<()> {
     if let Some(caps) = &args.capabilities {
         body["capabilities"] = json!(caps);
     }
-    let out = remote.json(reqwest::Method::POST, "/admin/installs", body).await?;
+    let out = remote.json(reqwest::Method::POST, "/admin/installs", body).await.map_err(|e| {
+        if e.to_string().starts_with("409") {
+            anyhow::anyhow!(
+                "{e} (`kelp upgrade {ext} --version {version}` moves the tenant's install of {ext} to this version)",
+                ext = args.extension
+            )
+        } else {
+            e
+        }
+    })?;
     println!(
         "installed: install id {} for tenant {}",
         out["install_id"].as_str().unwrap_or("?"),

@@ -255,6 +255,14 @@ enum SecretsCommand {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Like any Unix tool, end quietly when the reader of stdout goes away (`kelp installs list
+    // | head -1`) instead of panicking on the failed write: Rust ignores SIGPIPE by default.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal at start, before any thread
+    // that could be writing exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     kelp_runtime::telemetry::init();
     let command = Cli::parse().command;
     match run(command).await {

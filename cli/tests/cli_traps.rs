@@ -1,0 +1,62 @@
+//! The CLI traps an author met with only the installed `kelp` (issue 27), through the real
+//! binary: each failure ends with a message that names the fix, never a panic.
+
+use kelp_tests::services::free_port;
+
+mod common;
+use common::kelp_up;
+
+fn kelp(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kelp"));
+    command.args(args).envs(env.iter().copied());
+    for var in remove {
+        command.env_remove(var);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_name_their_fix_and_a_closed_pipe_is_not_a_panic() {
+    let up = kelp_up(&[], &[]).await;
+    let env = [("KELP_URL", up.base.as_str()), ("KELP_ADMIN_TOKEN", up.admin_token.as_str())];
+
+    // `kelp installs list | true`: the reader is gone before kelp writes.
+    let dir = tempfile::tempdir().unwrap();
+    let stderr_file = dir.path().join("stderr");
+    let status = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("\"$KELP\" installs list 2>{} | true", stderr_file.display()))
+        .env("KELP", env!("CARGO_BIN_EXE_kelp"))
+        .envs(env.iter().copied())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stderr = std::fs::read_to_string(&stderr_file).unwrap();
+    assert!(!stderr.contains("panicked"), "a closed pipe made kelp panic:\n{stderr}");
+    let (code, stdout, _) = kelp(&["installs", "list"], &env, &[]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("com.kelp.examples.wat-hello"), "{stdout}");
+
+    // No token: say which variable to set, not clap's `--token`.
+    let (code, _, stderr) = kelp(&["installs", "list"], &[("KELP_URL", up.base.as_str())], &["KELP_ADMIN_TOKEN"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("KELP_ADMIN_TOKEN") && stderr.contains("kelp up prints it"), "{stderr}");
+
+    // Nothing listening: ask whether kelp up runs there.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let (code, _, stderr) =
+        kelp(&["installs", "list"], &[("KELP_URL", nowhere.as_str()), ("KELP_ADMIN_TOKEN", "t")], &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains(&nowhere) && stderr.contains("is `kelp up` running there?"), "{stderr}");
+
+    // Installing what the tenant has: the 409, then the command that does what was meant.
+    let (code, _, stderr) = kelp(&["install", "com.kelp.examples.wat-hello"], &env, &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("409"), "{stderr}");
+    assert!(stderr.contains("`kelp upgrade com.kelp.examples.wat-hello --version"), "{stderr}");
+}
