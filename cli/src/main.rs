@@ -181,6 +181,16 @@ enum Command {
         #[arg(long, default_value = ".kelp/build")]
         out: PathBuf,
     },
+    /// Print the guest contract: the WIT of `alga:extension` (the Alga world) and Kelp's
+    /// `kelp:extension`; with --out, write it as a `wit/` directory to build against.
+    #[command(
+        after_help = "Example:\n  kelp wit | less\n  kelp wit --out wit   # wit/kelp.wit and wit/deps/alga/extension.wit"
+    )]
+    Wit {
+        /// Write `kelp.wit` and `deps/alga/extension.wit` under this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Build, publish a prerelease and upgrade the install on every source change, following
     /// the extension's debug stream (against a running `kelp up` or a deployed Kelp).
     #[command(after_help = "Example:\n  kelp dev hello")]
@@ -316,5 +326,21 @@ async fn run(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Dev(args) => dev::run(args).await,
+        Command::Wit { out } => wit(out.as_deref()),
     }
+}
+
+/// `kelp wit`: the contract compiled into this binary, so it is at hand without a checkout.
+fn wit(out: Option<&std::path::Path>) -> Result<()> {
+    use kelp_runtime::components::{ALGA_WIT, KELP_WIT};
+    let Some(dir) = out else {
+        print!("// wit/deps/alga/extension.wit\n{ALGA_WIT}\n// wit/kelp.wit\n{KELP_WIT}");
+        return Ok(());
+    };
+    let alga = dir.join("deps/alga/extension.wit");
+    std::fs::create_dir_all(alga.parent().expect("a parent"))?;
+    std::fs::write(&alga, ALGA_WIT)?;
+    std::fs::write(dir.join("kelp.wit"), KELP_WIT)?;
+    println!("{}\n{}", dir.join("kelp.wit").display(), alga.display());
+    Ok(())
 }

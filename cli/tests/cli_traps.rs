@@ -1,5 +1,6 @@
-//! The CLI traps an author met with only the installed `kelp` (issue 27), through the real
-//! binary: each failure ends with a message that names the fix, never a panic.
+//! The CLI traps an author met with only the installed `kelp` (issue 27), and the guest
+//! contract at hand, through the real binary: each failure ends with a message that names the
+//! fix, never a panic.
 
 use kelp_tests::services::free_port;
 
@@ -59,4 +60,27 @@ async fn failures_name_their_fix_and_a_closed_pipe_is_not_a_panic() {
     assert_eq!(code, 1);
     assert!(stderr.contains("409"), "{stderr}");
     assert!(stderr.contains("`kelp upgrade com.kelp.examples.wat-hello --version"), "{stderr}");
+}
+
+#[test]
+fn the_guest_contract_is_printed_and_written_by_the_installed_binary() {
+    let (code, stdout, _) = kelp(&["wit"], &[], &[]);
+    assert_eq!(code, 0);
+    for needle in ["package alga:extension", "interface secrets", "interface http", "world runner", "interface config"]
+    {
+        assert!(stdout.contains(needle), "kelp wit lacks {needle}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("wit");
+    let (code, stdout, stderr) = kelp(&["wit", "--out", out.to_str().unwrap()], &[], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("deps/alga/extension.wit"), "{stdout}");
+    let root = kelp_tests::repo_root();
+    for file in ["kelp.wit", "deps/alga/extension.wit"] {
+        assert_eq!(
+            std::fs::read_to_string(out.join(file)).unwrap(),
+            std::fs::read_to_string(root.join("wit").join(file)).unwrap(),
+            "{file} as the repository has it"
+        );
+    }
 }
