@@ -77,7 +77,23 @@ async fn round(args: &DevArgs) -> Result<String> {
     let name = built.manifest.name.clone();
     admin::install_or_upgrade_for_dev(&args.remote, &name, &version).await?;
     eprintln!("live: {name}@{version} ({:.1} s after the change)", started.elapsed().as_secs_f64());
+    if let Some(path) = endpoint_to_call(&built.manifest) {
+        eprintln!(
+            "   curl -s -H \"Authorization: Bearer $KELP_TOKEN\" {}/api/ext/{name}{path}",
+            args.remote.url.trim_end_matches('/')
+        );
+    }
     Ok(name)
+}
+
+/// The endpoint worth calling first: a GET without path parameters, else the first declared.
+fn endpoint_to_call(manifest: &kelp_runtime::manifest::Manifest) -> Option<String> {
+    let endpoints = &manifest.api.as_ref()?.endpoints;
+    endpoints
+        .iter()
+        .find(|e| e.method == "GET" && !e.path.contains(':') && !e.path.contains('{'))
+        .or(endpoints.first())
+        .map(|e| e.path.clone())
 }
 
 /// A prerelease of the manifest's version that sorts after earlier ones:

@@ -164,15 +164,27 @@ async fn kelp_dev_makes_a_source_edit_live_within_one_rebuild() {
         .unwrap();
     let mut lines = tokio::io::BufReader::new(dev.stderr.take().unwrap()).lines();
     let mut logs = tokio::io::BufReader::new(dev.stdout.take().unwrap()).lines();
-    let mut wait_live = async || loop {
-        let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await;
-        let line = line.expect("kelp dev went quiet").unwrap().expect("kelp dev exited");
-        assert!(!line.starts_with("error"), "{line}");
-        if line.starts_with("live: com.example.live@0.1.0-dev.") {
-            return;
+    // Each round ends with the `live:` line and then the command that calls the extension.
+    let mut wait_live = async || {
+        let mut live = false;
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await;
+            let line = line.expect("kelp dev went quiet").unwrap().expect("kelp dev exited");
+            assert!(!line.starts_with("error"), "{line}");
+            if live {
+                return line;
+            }
+            live = line.starts_with("live: com.example.live@0.1.0-dev.");
         }
     };
-    wait_live().await;
+    let call = wait_live().await;
+    assert!(
+        call.contains(&format!(
+            "curl -s -H \"Authorization: Bearer $KELP_TOKEN\" {}/api/ext/com.example.live/hello",
+            up.base
+        )),
+        "kelp dev names the URL to call: {call}"
+    );
     let (status, body) = get(&up, "/api/ext/com.example.live/hello").await;
     assert_eq!((status, body.as_str()), (200, "hello from wat: /hello"));
     // The guest's log line reaches the terminal through the debug stream.
