@@ -99,25 +99,42 @@ fn classify(source: &Path) -> Result<PublishSource> {
 }
 
 /// `kelp publish`. A project is built first, unless its manifest's version is already
-/// published (then there is nothing to do but say so, without a build).
+/// published: then nothing is built (a JavaScript build is never byte-identical to the last,
+/// so it would only be refused), and the answer depends on whether the source is the one
+/// published from this folder. Unchanged, that is done (exit 0); changed or unknown, it is an
+/// error, so `kelp publish && curl …` never runs against the old code believing it new.
 pub async fn publish(remote: &Remote, source: &Path) -> Result<()> {
+    let mut record = None;
     let bytes = match classify(source)? {
         PublishSource::Bundle(file) => std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
         PublishSource::Built(dir) => kelp_runtime::publish::pack_dir(&dir)?,
         PublishSource::Project(dir) => {
             let manifest = kelp_runtime::devtools::project::check_manifest(&dir)?.manifest;
+            let digest = source_digest(&dir)?;
+            let recorded = published_record(&manifest.name, &manifest.version);
             if let Some(id) = published_version_id(remote, &manifest.name, &manifest.version).await? {
-                println!(
-                    "already published {}@{} (version id {id}); bump \"version\" in manifest.json to publish a change",
-                    manifest.name, manifest.version
+                let what = format!("{}@{} (version id {id})", manifest.name, manifest.version);
+                if std::fs::read_to_string(&recorded).is_ok_and(|d| d.trim() == digest) {
+                    println!("already published {what}, from this same source");
+                    return Ok(());
+                }
+                bail!(
+                    "{what} is already published, and this source is not the one `kelp publish` uploaded from here: \
+                     nothing was uploaded, and requests still run the published code. Bump \"version\" in \
+                     manifest.json to publish the change (or use `kelp dev`, which publishes prereleases)"
                 );
-                return Ok(());
             }
             let built = crate::build::build(&dir, Path::new(".kelp/build"))?;
+            record = Some((recorded, digest));
             kelp_runtime::publish::pack_dir(&built.dir)?
         }
     };
     let out = publish_bytes(remote, bytes).await?;
+    if let Some((path, digest)) = record {
+        // Best effort: without the record, a later unchanged publish is reported as changed.
+        let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
+            .and_then(|_| std::fs::write(&path, digest));
+    }
     let verb = if out["created"].as_bool() == Some(true) { "published" } else { "already published" };
     println!(
         "{verb} {}@{} (version id {}, {}, precompiled: {})",
@@ -141,6 +158,45 @@ pub async fn publish_bytes(remote: &Remote, bytes: Vec<u8>) -> Result<Value> {
 
 /// The id of `name@version` if it is published (None when the extension or the version is
 /// unknown).
+/// Where a publish records the digest of the source it published: beside the builds, in the
+/// working directory's `.kelp/` (the project folder stays as the author left it).
+fn published_record(name: &str, version: &str) -> PathBuf {
+    Path::new(".kelp/published").join(format!("{name}@{version}.sha256"))
+}
+
+/// sha256 over the project's source files (relative paths and contents, in path order),
+/// leaving out what builds and tools write: `.kelp`, `node_modules`, `dist`, `.git`,
+/// `__pycache__`, `target`.
+fn source_digest(project: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    const SKIPPED: [&str; 6] = [".kelp", "node_modules", "dist", ".git", "__pycache__", "target"];
+    let mut files = Vec::new();
+    let mut dirs = vec![project.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let kind = entry.file_type()?;
+            if kind.is_dir() && !SKIPPED.contains(&name.as_str()) {
+                dirs.push(entry.path());
+            } else if kind.is_file() {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    let mut hasher = Sha256::new();
+    for file in files {
+        let relative = file.strip_prefix(project).unwrap_or(&file).to_string_lossy().into_owned();
+        let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        hasher.update((relative.len() as u64).to_le_bytes());
+        hasher.update(relative.as_bytes());
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 async fn published_version_id(remote: &Remote, name: &str, version: &str) -> Result<Option<String>> {
     let mut plain = remote.clone();
     plain.tenant = None;

@@ -98,6 +98,18 @@ async fn from_an_empty_folder_new_build_publish_install_and_call_each_language()
         // Publishing the same version again says so without building.
         let (ok, out) = run(&["publish", &dir]);
         assert!(ok && out.contains("already published") && !out.contains("building"), "{out}");
+        assert_eq!(files_under(&cwd.join(&dir)), created, "publishing leaves the project folder as it was");
+        if lang == "wat" {
+            // Edited code under a published version: an error that says nothing went live.
+            let wat = cwd.join(&dir).join("hello.wat");
+            let text = std::fs::read_to_string(&wat).unwrap();
+            std::fs::write(&wat, text.replace("\"hello from wat: \"", "\"howdy from wat: \"")).unwrap();
+            let (ok, out) = run(&["publish", &dir]);
+            assert!(!ok, "publishing a changed source under a published version must fail: {out}");
+            assert!(out.contains("requests still run the published code") && out.contains("Bump \"version\""), "{out}");
+            let body = get(&up, &format!("/api/ext/{name}/hello")).await.1;
+            assert!(body.contains(greeting), "the old code still answers: {body}");
+        }
     }
 }
 
