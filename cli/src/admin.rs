@@ -164,29 +164,14 @@ fn published_record(name: &str, version: &str) -> PathBuf {
     Path::new(".kelp/published").join(format!("{name}@{version}.sha256"))
 }
 
-/// sha256 over the project's source files (relative paths and contents, in path order),
-/// leaving out what builds and tools write: `.kelp`, `node_modules`, `dist`, `.git`,
-/// `__pycache__`, `target`.
+/// sha256 over the project's source files (relative paths and contents, in path order).
 fn source_digest(project: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
-    const SKIPPED: [&str; 6] = [".kelp", "node_modules", "dist", ".git", "__pycache__", "target"];
-    let mut files = Vec::new();
-    let mut dirs = vec![project.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let kind = entry.file_type()?;
-            if kind.is_dir() && !SKIPPED.contains(&name.as_str()) {
-                dirs.push(entry.path());
-            } else if kind.is_file() {
-                files.push(entry.path());
-            }
-        }
-    }
-    files.sort();
     let mut hasher = Sha256::new();
-    for file in files {
+    for file in crate::build::source_files(project)? {
+        if !std::fs::symlink_metadata(&file)?.is_file() {
+            continue; // links are not followed
+        }
         let relative = file.strip_prefix(project).unwrap_or(&file).to_string_lossy().into_owned();
         let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
         hasher.update((relative.len() as u64).to_le_bytes());

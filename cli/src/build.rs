@@ -24,6 +24,31 @@ impl Progress for Terminal {
     }
 }
 
+/// Directories that hold no source: build output, dependencies, VCS.
+const NOT_SOURCE: &[&str] = &["node_modules", "dist", ".kelp", ".git", "target", "__pycache__"];
+
+/// The project's source files (everything outside [`NOT_SOURCE`] directories), sorted: what
+/// `kelp dev` watches and what `kelp publish` digests.
+pub fn source_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    use anyhow::Context as _;
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                if !NOT_SOURCE.iter().any(|i| entry.file_name() == *i) {
+                    pending.push(entry.path());
+                }
+            } else {
+                out.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Build the project in `dir`, staged under `out/<dir name>/`.
 pub fn build(dir: &Path, out: &Path) -> Result<Built> {
     let started = Instant::now();

@@ -132,29 +132,16 @@ fn follow(args: &DevArgs, name: &str) -> bool {
     true
 }
 
-/// Directories never watched: build output, dependencies, VCS.
-const IGNORED: &[&str] = &["node_modules", "dist", ".kelp", ".git", "target", "__pycache__"];
-
 /// Paths, sizes and modification times of the project's files, sorted: equal fingerprints
 /// mean nothing to rebuild.
 fn fingerprint(dir: &Path) -> Result<Vec<(PathBuf, u64, SystemTime)>> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let entry = entry?;
-            let meta = entry.metadata()?;
-            if meta.is_dir() {
-                if !IGNORED.iter().any(|i| entry.file_name() == *i) {
-                    pending.push(entry.path());
-                }
-            } else {
-                out.push((entry.path(), meta.len(), meta.modified()?));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    crate::build::source_files(dir)?
+        .into_iter()
+        .map(|path| {
+            let meta = std::fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+            Ok((path, meta.len(), meta.modified()?))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -483,6 +483,8 @@ impl Settings {
         let timeout = Duration::from_millis(parse(env, "KELP_EXEC_TIMEOUT_MS", 5_000)?);
         // In Lambda one environment serves one request at a time: a small pool suffices.
         let default_pool = if lambda_mb.is_some() { 8 } else { 64 };
+        let pool_instances: u32 = parse(env, "KELP_POOL_INSTANCES", default_pool)?;
+        let keep_resident_mb: usize = parse(env, "KELP_POOL_KEEP_RESIDENT_MB", 64)?;
         let egress = EgressSettings {
             timeout: Duration::from_millis(parse(env, "KELP_EGRESS_TIMEOUT_MS", 10_000)?),
             max_response_bytes: parse(env, "KELP_EGRESS_MAX_RESPONSE_BYTES", 4 << 20)?,
@@ -521,21 +523,17 @@ impl Settings {
             egress,
             engine: EngineSettings {
                 pooling: parse(env, "KELP_POOLING", true)?,
-                pool_instances: parse(env, "KELP_POOL_INSTANCES", default_pool)?,
+                pool_instances,
                 max_memory_bytes: max_memory_mb << 20,
                 fuel: fuel > 0,
-                keep_resident_bytes: parse::<usize>(env, "KELP_POOL_KEEP_RESIDENT_MB", 64)? << 20,
+                keep_resident_bytes: keep_resident_mb << 20,
             },
             cache_max_entries: parse(env, "KELP_CACHE_MAX_ENTRIES", 64)?,
             cache_max_bytes: parse::<usize>(
                 env,
                 "KELP_CACHE_MAX_MB",
                 lambda_mb
-                    .map(|mb| {
-                        let pool_slots: usize = parse(env, "KELP_POOL_INSTANCES", default_pool as usize).unwrap_or(8);
-                        let resident_mb: usize = parse(env, "KELP_POOL_KEEP_RESIDENT_MB", 64).unwrap_or(64);
-                        lambda_cache_budget_mb(mb, pool_slots * resident_mb)
-                    })
+                    .map(|mb| lambda_cache_budget_mb(mb, pool_instances as usize * keep_resident_mb))
                     .unwrap_or(1024),
             )? << 20,
             // In Lambda /tmp is fixed (4 GB in the template): leave room for the UI cache and

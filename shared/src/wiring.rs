@@ -27,30 +27,33 @@ impl Backends {
             BackendKind::Embedded => Self::embedded(settings)?,
             BackendKind::Aws => Self::aws(settings).await?,
         };
+        // One set of AWS clients for every secret and bucket read below (each set loads the
+        // SDK's configuration and opens its own connections): built only if one is needed.
+        let aws = tokio::sync::OnceCell::new();
+        let clients = || aws.get_or_init(|| crate::aws::AwsClients::new(&settings.aws));
         if let Some(redis) = &settings.redis {
             let mut redis = redis.clone();
             if let (None, Some(arn)) = (&redis.password, &redis.password_secret_arn) {
-                redis.password = Some(secret_password(settings, arn, "the Redis AUTH secret").await?.into());
+                redis.password = Some(secret_value(clients().await, arn, "the Redis AUTH secret").await?.into());
             }
             backends.debug = crate::debug::redis::RedisBus::start(redis).context("configuring the Redis debug bus")?;
         }
         if let Some(bucket) = &settings.alga_bundle_bucket {
-            let s3 = crate::aws::AwsClients::new(&settings.aws).await.s3;
             backends.alga_bundles = Some(Arc::new(crate::blobs::s3::S3BlobStore::new(
-                s3,
+                clients().await.s3.clone(),
                 bucket.clone(),
                 settings.alga_bundle_prefix.clone(),
             )));
         }
         if let Some(arn) = &settings.ui.token_secret_arn {
-            backends.ui_token_key = Some(secret_password(settings, arn, "the UI token key").await?);
+            backends.ui_token_key = Some(secret_value(clients().await, arn, "the UI token key").await?);
         }
         if let Some(arn) = settings.vault.as_ref().and_then(|v| v.token_secret_arn.as_ref()) {
-            backends.vault_token = Some(secret_password(settings, arn, "the Vault token").await?);
+            backends.vault_token = Some(secret_value(clients().await, arn, "the Vault token").await?);
         }
         if let Some(location) = &settings.jwt_jwks_url {
             let s3 = match location.starts_with("s3://") {
-                true => Some(crate::aws::AwsClients::new(&settings.aws).await.s3),
+                true => Some(clients().await.s3.clone()),
                 false => None,
             };
             let source = crate::auth::jwks::JwksSource::parse(location, s3)?;
@@ -107,14 +110,9 @@ impl Backends {
     }
 }
 
-/// Read a generated password from Secrets Manager (`{"password": ...}` or the plain string):
-/// the Redis AUTH token, the UI token key.
-async fn secret_password(settings: &Settings, arn: &str, what: &str) -> Result<String> {
-    secret_value(&settings.aws, arn, what).await
-}
-
-async fn secret_value(aws: &crate::aws::AwsSettings, arn: &str, what: &str) -> Result<String> {
-    let clients = crate::aws::AwsClients::new(aws).await;
+/// Read a secret from Secrets Manager (`{"password": ...}` or the plain string): the Redis AUTH
+/// token, the UI token key, the Vault token, the settings given by ARN.
+async fn secret_value(clients: &crate::aws::AwsClients, arn: &str, what: &str) -> Result<String> {
     let out = clients
         .secrets
         .get_secret_value()
@@ -142,14 +140,16 @@ pub async fn settings_from_env() -> Result<Settings> {
 
 /// [`settings_from_env`] over a given map.
 pub async fn settings_reading_secret_arns(mut env: std::collections::HashMap<String, String>) -> Result<Settings> {
-    let aws = crate::aws::AwsSettings::from_map(&env);
+    let aws_settings = crate::aws::AwsSettings::from_map(&env);
+    let aws = tokio::sync::OnceCell::new();
     for name in SECRET_ARN_SETTINGS {
         let arn_var = format!("{name}_ARN");
         let Some(arn) = env.get(&arn_var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else { continue };
         if env.get(name).is_some_and(|v| !v.trim().is_empty()) {
             anyhow::bail!("{name} and {arn_var} are both set: give the value in one place");
         }
-        let value = secret_value(&aws, &arn, &arn_var).await?;
+        let clients = aws.get_or_init(|| crate::aws::AwsClients::new(&aws_settings)).await;
+        let value = secret_value(clients, &arn, &arn_var).await?;
         env.insert(name.to_string(), value);
     }
     Settings::from_map(&env)
