@@ -2,12 +2,14 @@
 //! path, side by side in one run, and prints them against the targets.
 //!
 //! Build it with the gateway (`cargo build --release -p kelp-bench -p kelp-gateway`) for the
-//! Lambda section. `kelp-bench peer` runs only the peer section (Kelp against `wasmtime serve`, see peer.rs).
+//! Lambda section. `kelp-bench peer` runs only the peer section (Kelp against `wasmtime serve`, see peer.rs);
+//! `kelp-bench author` only the author loop (author.rs).
 //!
 //! Child modes: `kelp-bench first-request <data> <artifacts>` is a fresh process that serves
 //! one request of an already published, precompiled component and prints its time;
 //! `kelp-bench serve <data> <artifacts> <port>` serves Kelp on loopback for the peer section.
 
+mod author;
 mod fleet;
 mod lambda;
 mod peer;
@@ -37,6 +39,9 @@ fn settings(data: &Path, artifacts: &Path) -> Result<Settings> {
         ("KELP_JWT_HS256_SECRET", TEST_SECRET.to_string()),
         ("KELP_RATE_BURST", "0".to_string()),
         ("KELP_POOL_INSTANCES", "16".to_string()),
+        // Compiles here are measured from scratch; the author-loop section measures the
+        // incremental compilation cache on its own.
+        ("KELP_COMPILE_CACHE_DIR", "off".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -56,6 +61,17 @@ async fn request_answering(app: &axum::Router, path: &str, token: &str, status: 
     let elapsed = started.elapsed();
     anyhow::ensure!(response.status() == status, "{path}: status {}", response.status());
     Ok(elapsed)
+}
+
+/// One GET through the router that must answer 200: its body.
+async fn request_body(app: &axum::Router, path: &str, token: &str) -> Result<String> {
+    let req = Request::get(path).header("authorization", format!("Bearer {token}")).body(Body::empty())?;
+    let response = app.clone().oneshot(req).await?;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await?;
+    let body = String::from_utf8_lossy(&bytes).into_owned();
+    anyhow::ensure!(status == 200, "{path}: status {status}: {body}");
+    Ok(body)
 }
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
@@ -117,6 +133,10 @@ async fn main() -> Result<()> {
     }
     if args.get(1).map(String::as_str) == Some("fleet") {
         return fleet_only().await;
+    }
+    if args.get(1).map(String::as_str) == Some("author") {
+        let work = tempfile::tempdir()?;
+        return author::author_section(work.path()).await;
     }
     if args.get(1).map(String::as_str) == Some("peer") {
         let work = tempfile::tempdir()?;
@@ -268,6 +288,7 @@ async fn main() -> Result<()> {
         disk: fresh_p50_disk,
     };
     fleet::fleet_section(work.path(), &measured).await?;
+    author::author_section(work.path()).await?;
     aws_section(work.path(), p50).await?;
     relay_section(work.path()).await?;
     lambda::lambda_section().await?;

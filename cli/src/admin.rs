@@ -1,7 +1,7 @@
 //! `kelp publish`, `kelp install`, `kelp config set`, `kelp secrets set`: the admin API over
 //! HTTP, against `kelp up` or a deployed Kelp.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -124,7 +124,7 @@ pub async fn publish(remote: &Remote, source: &Path) -> Result<()> {
                      manifest.json to publish the change (or use `kelp dev`, which publishes prereleases)"
                 );
             }
-            let built = crate::build::build(&dir, Path::new(".kelp/build"))?;
+            let built = crate::build::build(&dir, Path::new(".kelp/build"), crate::build::TypeCheck::Fail)?;
             record = Some((recorded, digest));
             kelp_runtime::publish::pack_dir(&built.dir)?
         }
@@ -253,19 +253,28 @@ pub async fn install(remote: &Remote, args: &InstallArgs) -> Result<()> {
     Ok(())
 }
 
-/// `kelp dev`: point the tenant's install of `name` at `version` with the debug stream on,
-/// installing it (every declared capability granted) the first time.
-pub async fn install_or_upgrade_for_dev(remote: &Remote, name: &str, version: &str) -> Result<()> {
+/// `kelp dev`: point the tenant's install of `name` at `version` with the debug stream on and
+/// exactly the capabilities its manifest declares, installing it the first time. Says which
+/// grants changed, so a capability added to the manifest is never silently missing.
+pub async fn install_or_upgrade_for_dev(remote: &Remote, name: &str, version: &str, declared: &[String]) -> Result<()> {
     match installs_with_names(remote).await?.into_iter().find(|(i, n, _)| n == name || i["extension_id"] == name) {
         Some((install, _, _)) => {
             let id = install["install_id"].as_str().unwrap_or_default();
-            remote
+            let before = granted_of(&install);
+            let out = remote
                 .json(
                     reqwest::Method::PATCH,
                     &format!("/admin/installs/{id}"),
-                    json!({"version": version, "debug_logs": true, "enabled": true}),
+                    json!({"version": version, "debug_logs": true, "enabled": true, "capabilities": declared}),
                 )
                 .await?;
+            let (added, removed) = grant_changes(&before, &granted_of(&out));
+            if !added.is_empty() {
+                eprintln!("granted (declared by the manifest): {}", added.join(", "));
+            }
+            if !removed.is_empty() {
+                eprintln!("revoked (no longer declared): {}", removed.join(", "));
+            }
         }
         None => {
             let args = InstallArgs {
@@ -279,6 +288,64 @@ pub async fn install_or_upgrade_for_dev(remote: &Remote, name: &str, version: &s
             };
             install(remote, &args).await?;
         }
+    }
+    Ok(())
+}
+
+/// The capabilities an install view grants, without the debug stream switch.
+fn granted_of(install: &Value) -> BTreeSet<String> {
+    install["capabilities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str())
+        .filter(|c| *c != kelp_runtime::manifest::CAP_DEBUG_LOGS)
+        .map(str::to_string)
+        .collect()
+}
+
+/// (granted now and not before, granted before and not now).
+fn grant_changes(before: &BTreeSet<String>, after: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
+    (after.difference(before).cloned().collect(), before.difference(after).cloned().collect())
+}
+
+/// `kelp grant` / `kelp revoke`: add or remove capabilities of an install. Granting checks
+/// against the installed version's manifest on the server (an undeclared one is a 400).
+pub async fn change_grants(remote: &Remote, reference: &str, capabilities: &[String], grant: bool) -> Result<()> {
+    let (install, name, version) = find_install(remote, reference).await?;
+    let id = install["install_id"].as_str().unwrap_or_default();
+    let asked = kelp_runtime::manifest::normalize_capabilities(capabilities.iter().map(String::as_str))?;
+    let before = granted_of(&install);
+    let mut wanted = before.clone();
+    for cap in &asked {
+        if grant {
+            wanted.insert(cap.clone());
+        } else {
+            wanted.remove(cap);
+        }
+    }
+    let out = remote
+        .json(reqwest::Method::PATCH, &format!("/admin/installs/{id}"), json!({"capabilities": wanted}))
+        .await
+        .map_err(|e| {
+            if grant && e.to_string().contains("is not declared") {
+                anyhow::anyhow!(
+                    "{e} (an install may only hold what {name}@{version} declares: add it to manifest.json, \
+                     publish a new version and `kelp upgrade {reference}`)"
+                )
+            } else {
+                e
+            }
+        })?;
+    let after = granted_of(&out);
+    let (added, removed) = grant_changes(&before, &after);
+    let changed = if grant { added } else { removed };
+    let verb = if grant { "granted" } else { "revoked" };
+    let now = if after.is_empty() { "nothing".to_string() } else { after.into_iter().collect::<Vec<_>>().join(", ") };
+    if changed.is_empty() {
+        println!("{name}: nothing {verb} (already so); it holds {now} (install id {id})");
+    } else {
+        println!("{name}: {verb} {}; it holds {now} (install id {id})", changed.join(", "));
     }
     Ok(())
 }
@@ -404,8 +471,16 @@ pub async fn set_debug(remote: &Remote, reference: &str, on: bool) -> Result<()>
 pub async fn uninstall(remote: &Remote, reference: &str, purge: bool) -> Result<()> {
     let id = resolve_install(remote, reference).await?;
     let path = if purge { format!("/admin/installs/{id}?purge=true") } else { format!("/admin/installs/{id}") };
-    remote.json(reqwest::Method::DELETE, &path, Value::Null).await?;
-    println!("{reference}: uninstalled (install id {id}){}", if purge { ", storage purged" } else { "" });
+    let out = remote.json(reqwest::Method::DELETE, &path, Value::Null).await?;
+    if purge {
+        let entries = out["purged_entries"].as_u64().unwrap_or(0);
+        println!("{reference}: uninstalled (install id {id}), storage purged ({entries} entries)");
+    } else {
+        println!(
+            "{reference}: uninstalled (install id {id}); its storage is kept: installing it again in this tenant \
+             finds it (`kelp uninstall --purge` deletes it)"
+        );
+    }
     Ok(())
 }
 

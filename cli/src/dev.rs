@@ -1,6 +1,7 @@
 //! `kelp dev`: the inner loop against a running Kelp. Build, publish an automatically bumped
 //! prerelease, point the tenant's install at it (installing it the first time, debug stream
-//! on), follow its debug stream, and do it again whenever a source file changes.
+//! on, the capabilities its manifest declares granted), follow its debug stream, and do it
+//! again whenever a source file changes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -27,6 +28,10 @@ pub struct DevArgs {
     /// Build, publish and upgrade once, then exit.
     #[arg(long)]
     pub once: bool,
+    /// Componentize every round as `kelp build` does (10–40 s), instead of the fast path
+    /// that runs a JavaScript or TypeScript bundle in kelp dev's loader component.
+    #[arg(long)]
+    pub full_build: bool,
 }
 
 /// Run `kelp dev` until Ctrl-C (or once).
@@ -66,17 +71,29 @@ pub async fn run(args: DevArgs) -> Result<()> {
 async fn round(args: &DevArgs) -> Result<String> {
     let started = Instant::now();
     let dir = args.dir.clone();
-    let built = tokio::task::spawn_blocking(move || crate::build::build(&dir, Path::new(".kelp/build"))).await??;
+    let full = args.full_build;
+    let built = tokio::task::spawn_blocking(move || crate::build::build_for_dev(&dir, full)).await??;
     let version = dev_version(&built.manifest.version);
     let staged_manifest = built.dir.join("manifest.json");
     let mut manifest: Value = serde_json::from_slice(&std::fs::read(&staged_manifest)?)?;
     manifest["version"] = json!(version);
     std::fs::write(&staged_manifest, serde_json::to_vec_pretty(&manifest)?)?;
-    let bundle = kelp_runtime::publish::pack_dir(&built.dir)?;
+    let build_time = started.elapsed();
+    let publishing = Instant::now();
+    let packed = built.dir.clone();
+    let bundle = tokio::task::spawn_blocking(move || kelp_runtime::publish::pack_dir(&packed)).await??;
     admin::publish_bytes(&args.remote, bundle).await?;
+    let publish_time = publishing.elapsed();
     let name = built.manifest.name.clone();
-    admin::install_or_upgrade_for_dev(&args.remote, &name, &version).await?;
-    eprintln!("live: {name}@{version} ({:.1} s after the change)", started.elapsed().as_secs_f64());
+    let installing = Instant::now();
+    admin::install_or_upgrade_for_dev(&args.remote, &name, &version, &built.manifest.capabilities).await?;
+    eprintln!(
+        "live: {name}@{version} ({:.1} s after the change: build {:.1} s, publish {:.1} s, install {:.1} s)",
+        started.elapsed().as_secs_f64(),
+        build_time.as_secs_f64(),
+        publish_time.as_secs_f64(),
+        installing.elapsed().as_secs_f64()
+    );
     if let Some(path) = endpoint_to_call(&built.manifest) {
         eprintln!(
             "   curl -s -H \"Authorization: Bearer $KELP_TOKEN\" {}/api/ext/{name}{path}",

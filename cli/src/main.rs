@@ -117,6 +117,28 @@ enum Command {
         #[command(flatten)]
         remote: admin::Remote,
     },
+    /// Grant capabilities to an install (only those its version's manifest declares).
+    #[command(after_help = "Example:\n  kelp grant com.example.hello secrets.get http.fetch")]
+    Grant {
+        /// Extension name, registry id or install id.
+        install: String,
+        /// Capabilities, with or without `cap:` (e.g. secrets.get).
+        #[arg(required = true)]
+        capabilities: Vec<String>,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
+    /// Take capabilities back from an install: its calls to them are then `denied`.
+    #[command(after_help = "Example:\n  kelp revoke com.example.hello http.fetch")]
+    Revoke {
+        /// Extension name, registry id or install id.
+        install: String,
+        /// Capabilities, with or without `cap:`.
+        #[arg(required = true)]
+        capabilities: Vec<String>,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
     /// Switch an install's debug stream on or off (`cap:debug.logs`).
     #[command(after_help = "Example:\n  kelp debug on com.example.hello")]
     Debug {
@@ -128,12 +150,13 @@ enum Command {
         #[command(flatten)]
         remote: admin::Remote,
     },
-    /// Remove an install (its storage is kept unless --purge).
+    /// Remove an install. Its storage is kept for the next install of the extension in this
+    /// tenant, unless --purge.
     #[command(after_help = "Example:\n  kelp uninstall com.example.hello --purge")]
     Uninstall {
         /// Extension name, registry id or install id.
         install: String,
-        /// Delete the install's storage too.
+        /// Delete the install's storage too (a new install then starts empty).
         #[arg(long)]
         purge: bool,
         #[command(flatten)]
@@ -170,9 +193,9 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Check an extension's manifest, then build its component from source (`*.wat`,
-    /// `src/index.{ts,js}`, `src/handler.{ts,js}` or `index.{ts,js}`) into a staging directory
-    /// ready to publish.
+    /// Check an extension's manifest (and a TypeScript project's types), then build its
+    /// component from source (`*.wat`, `src/index.{ts,js}`, `src/handler.{ts,js}` or
+    /// `index.{ts,js}`) into a staging directory ready to publish.
     #[command(after_help = "Example:\n  kelp build hello --out .kelp/build")]
     Build {
         /// Extension directory (with manifest.json).
@@ -180,16 +203,23 @@ enum Command {
         /// Where to stage the built extension.
         #[arg(long, default_value = ".kelp/build")]
         out: PathBuf,
+        /// Skip the TypeScript type-check (run by default when the project has a tsconfig.json).
+        #[arg(long)]
+        no_check: bool,
     },
     /// Print the guest contract: the WIT of `alga:extension` (the Alga world) and Kelp's
     /// `kelp:extension`; with --out, write it as a `wit/` directory to build against.
     #[command(
-        after_help = "Example:\n  kelp wit | less\n  kelp wit --out wit   # wit/kelp.wit and wit/deps/alga/extension.wit"
+        after_help = "Example:\n  kelp wit | less\n  kelp wit --out wit   # wit/kelp.wit and wit/deps/alga/extension.wit\n  kelp wit --ts > src/alga.d.ts"
     )]
     Wit {
         /// Write `kelp.wit` and `deps/alga/extension.wit` under this directory.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Print the TypeScript declarations of every interface instead (what `kelp new`
+        /// writes to src/alga.d.ts).
+        #[arg(long, conflicts_with = "out")]
+        ts: bool,
     },
     /// Build, publish a prerelease and upgrade the install on every source change, following
     /// the extension's debug stream (against a running `kelp up` or a deployed Kelp).
@@ -303,6 +333,12 @@ async fn run(command: Command) -> Result<()> {
         Command::Upgrade { install, version, prerelease, remote } => {
             admin::upgrade(&remote, &install, version, prerelease).await
         }
+        Command::Grant { install, capabilities, remote } => {
+            admin::change_grants(&remote, &install, &capabilities, true).await
+        }
+        Command::Revoke { install, capabilities, remote } => {
+            admin::change_grants(&remote, &install, &capabilities, false).await
+        }
         Command::Debug { state, install, remote } => admin::set_debug(&remote, &install, state == "on").await,
         Command::Config { command: SetCommand::Set { install, pairs, replace, remote } } => {
             let change = if replace { admin::MapChange::Replace(&pairs) } else { admin::MapChange::Merge(&pairs, &[]) };
@@ -320,13 +356,18 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Tail(args) => tail::run(args).await,
         Command::New { dir, lang, name } => new::run(&dir, lang, name),
-        Command::Build { dir, out } => {
-            let built = build::build(&dir, &out)?;
+        Command::Build { dir, out, no_check } => {
+            let check = if no_check { build::TypeCheck::Off } else { build::TypeCheck::Fail };
+            let built = build::build(&dir, &out, check)?;
             println!("{}", built.dir.display());
             Ok(())
         }
         Command::Dev(args) => dev::run(args).await,
-        Command::Wit { out } => wit(out.as_deref()),
+        Command::Wit { ts: true, .. } => {
+            print!("{}", kelp_runtime::devtools::typings::declarations("kelp:extension/runner")?);
+            Ok(())
+        }
+        Command::Wit { out, ts: false } => wit(out.as_deref()),
     }
 }
 

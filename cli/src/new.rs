@@ -1,5 +1,6 @@
 //! `kelp new`: a working extension project from a template carried in the binary.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
@@ -18,32 +19,38 @@ pub enum Lang {
 }
 
 /// (path in the project, template text).
-fn files(lang: Lang) -> Vec<(&'static str, &'static str)> {
-    let readme = ("README.md", include_str!("../templates/README.md"));
-    match lang {
+fn files(lang: Lang) -> Result<Vec<(&'static str, Cow<'static, str>)>> {
+    let readme = ("README.md", include_str!("../templates/README.md").into());
+    // The typings of every host interface, generated from the contract this kelp runs.
+    let typings = || -> Result<Cow<'static, str>> {
+        Ok(kelp_runtime::devtools::typings::declarations("kelp:extension/runner")?.into())
+    };
+    Ok(match lang {
         Lang::Js => vec![
-            ("manifest.json", include_str!("../templates/js/manifest.json")),
-            ("src/index.js", include_str!("../templates/js/src/index.js")),
+            ("manifest.json", include_str!("../templates/js/manifest.json").into()),
+            ("src/index.js", include_str!("../templates/js/src/index.js").into()),
+            ("src/alga.d.ts", typings()?),
+            ("jsconfig.json", include_str!("../templates/js/jsconfig.json").into()),
             readme,
         ],
         Lang::Ts => vec![
-            ("manifest.json", include_str!("../templates/ts/manifest.json")),
-            ("src/index.ts", include_str!("../templates/ts/src/index.ts")),
-            ("src/alga.d.ts", include_str!("../templates/ts/src/alga.d.ts")),
-            ("tsconfig.json", include_str!("../templates/ts/tsconfig.json")),
+            ("manifest.json", include_str!("../templates/ts/manifest.json").into()),
+            ("src/index.ts", include_str!("../templates/ts/src/index.ts").into()),
+            ("src/alga.d.ts", typings()?),
+            ("tsconfig.json", include_str!("../templates/ts/tsconfig.json").into()),
             readme,
         ],
         Lang::Python => vec![
-            ("manifest.json", include_str!("../templates/python/manifest.json")),
-            ("app.py", include_str!("../templates/python/app.py")),
+            ("manifest.json", include_str!("../templates/python/manifest.json").into()),
+            ("app.py", include_str!("../templates/python/app.py").into()),
             readme,
         ],
         Lang::Wat => vec![
-            ("manifest.json", include_str!("../templates/wat/manifest.json")),
-            ("hello.wat", include_str!("../../examples/wat-hello/hello.wat")),
+            ("manifest.json", include_str!("../templates/wat/manifest.json").into()),
+            ("hello.wat", include_str!("../../examples/wat-hello/hello.wat").into()),
             readme,
         ],
-    }
+    })
 }
 
 /// An extension name from a directory name: `com.example.<name>`, lower-case, with
@@ -74,10 +81,13 @@ pub fn run(dir: &Path, lang: Lang, name: Option<String>) -> Result<()> {
         None => extension_name(dir)?,
     };
     let (lang_name, source_note) = match lang {
-        Lang::Js => ("JavaScript", "`src/index.js` is the guest: `handler(request)` returns the response."),
+        Lang::Js => (
+            "JavaScript",
+            "`src/index.js` is the guest: `handler(request)` returns the response; `src/alga.d.ts` (with `jsconfig.json`) gives editors the types of every host interface.",
+        ),
         Lang::Ts => (
             "TypeScript",
-            "`src/index.ts` is the guest (bundled with esbuild, so relative imports and npm packages work); `src/alga.d.ts` types the host interfaces.",
+            "`src/index.ts` is the guest (bundled with esbuild, so relative imports and npm packages work); `src/alga.d.ts` types every host interface; `kelp build --check` runs the type-checker.",
         ),
         Lang::Python => (
             "Python",
@@ -86,7 +96,7 @@ pub fn run(dir: &Path, lang: Lang, name: Option<String>) -> Result<()> {
         Lang::Wat => ("WAT", "`hello.wat` is a core module written against the canonical ABI; `kelp build` wraps it into a component."),
     };
     let shown_dir = dir.display().to_string();
-    for (path, template) in files(lang) {
+    for (path, template) in files(lang)? {
         let text = template
             .replace("{{name}}", &name)
             .replace("{{publisher}}", "Example publisher")

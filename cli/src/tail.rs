@@ -82,7 +82,15 @@ pub async fn run(args: TailArgs) -> Result<()> {
                 let status = r.status();
                 let body: serde_json::Value =
                     serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or_default();
-                bail!("{status}: {}", body["error"]["message"].as_str().unwrap_or("refused"));
+                let message = body["error"]["message"].as_str().unwrap_or("refused");
+                // The relay names the install id; the name the author typed is friendlier.
+                if message.contains("debug stream is off") {
+                    bail!(
+                        "{status}: the install's debug stream is off; `kelp debug on {}` switches it on",
+                        args.extension
+                    );
+                }
+                bail!("{status}: {message}");
             }
             Ok(r) => eprintln!("-- relay answered {}; retrying in {backoff:?}", r.status()),
             Err(e) => eprintln!("-- cannot reach the relay ({e}); retrying in {backoff:?}"),

@@ -43,6 +43,25 @@ async fn failures_name_their_fix_and_a_closed_pipe_is_not_a_panic() {
     assert_eq!(code, 0);
     assert!(stdout.contains("com.kelp.examples.wat-hello"), "{stdout}");
 
+    // kelp up's log names the extension a request ran, not only its registry id.
+    let answer = reqwest::Client::new()
+        .get(format!("{}/api/ext/com.kelp.examples.wat-hello/hello", up.base))
+        .bearer_auth(&up.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = std::fs::read_to_string(&up.log).unwrap();
+        if log.contains("execution") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let line = log.lines().find(|l| l.contains("execution")).unwrap_or_else(|| panic!("no execution line:\n{log}"));
+    assert!(line.contains("name=com.kelp.examples.wat-hello") && line.contains("semver="), "{line}");
+
     // No token: say which variable to set, not clap's `--token`.
     let (code, _, stderr) = kelp(&["installs", "list"], &[("KELP_URL", up.base.as_str())], &["KELP_ADMIN_TOKEN"]);
     assert_eq!(code, 1);
@@ -60,6 +79,35 @@ async fn failures_name_their_fix_and_a_closed_pipe_is_not_a_panic() {
     assert_eq!(code, 1);
     assert!(stderr.contains("409"), "{stderr}");
     assert!(stderr.contains("`kelp upgrade com.kelp.examples.wat-hello --version"), "{stderr}");
+
+    // Following a stream that is off: the command that switches it on, then it follows.
+    let wat = "com.kelp.examples.wat-hello";
+    assert_eq!(kelp(&["debug", "off", wat], &env, &[]).0, 0);
+    let viewer = [("KELP_URL", up.base.as_str()), ("KELP_TOKEN", up.token.as_str())];
+    let (code, _, stderr) = kelp(&["tail", wat], &viewer, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("debug stream is off") && stderr.contains(&format!("`kelp debug on {wat}`")), "{stderr}");
+
+    // Grants: revoke and grant back what the manifest declares; an undeclared one is refused
+    // with the way to get it.
+    let (code, stdout, stderr) = kelp(&["revoke", wat, "log.emit"], &env, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("revoked cap:log.emit; it holds nothing"), "{stdout}");
+    let (code, stdout, _) = kelp(&["revoke", wat, "log.emit"], &env, &[]);
+    assert!(code == 0 && stdout.contains("nothing revoked (already so)"), "{stdout}");
+    let (code, stdout, stderr) = kelp(&["grant", wat, "log.emit"], &env, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("granted cap:log.emit; it holds cap:log.emit"), "{stdout}");
+    let (code, _, stderr) = kelp(&["grant", wat, "secrets.get"], &env, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("400")
+            && stderr.contains("cap:secrets.get is not declared")
+            && stderr.contains("add it to manifest.json"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = kelp(&["grant", wat, "secret.get"], &env, &[]);
+    assert!(code == 1 && stderr.contains("unknown capability \"secret.get\""), "{stderr}");
 }
 
 #[test]
@@ -69,6 +117,16 @@ fn the_guest_contract_is_printed_and_written_by_the_installed_binary() {
     for needle in ["package alga:extension", "interface secrets", "interface http", "world runner", "interface config"]
     {
         assert!(stdout.contains(needle), "kelp wit lacks {needle}");
+    }
+    let (code, stdout, _) = kelp(&["wit", "--ts"], &[], &[]);
+    assert_eq!(code, 0);
+    for needle in [
+        "declare module 'alga:extension/secrets'",
+        "export function fetch(request: HttpRequest): HttpResponse;",
+        "declare module 'kelp:extension/config'",
+        "export function getUser(): UserDataV2;",
+    ] {
+        assert!(stdout.contains(needle), "kelp wit --ts lacks {needle}");
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("wit");

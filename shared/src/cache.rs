@@ -154,9 +154,15 @@ pub struct ModuleCache {
     settings: CacheSettings,
     memory: Mutex<Memory>,
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Sources of `kelp dev` versions by bundle digest (a few kB each; versions are
+    /// immutable, so never stale).
+    dev_sources: Mutex<LruCache<String, Arc<str>>>,
     /// Counters.
     pub stats: CacheStats,
 }
+
+/// `kelp dev` versions whose sources are kept in memory: the ones an author is working on.
+const DEV_SOURCES_KEPT: usize = 16;
 
 fn werr(e: wasmtime::Error) -> String {
     format!("{e:#}")
@@ -183,8 +189,28 @@ impl ModuleCache {
             }),
             settings,
             inflight: Mutex::new(HashMap::new()),
+            dev_sources: Mutex::new(LruCache::new(NonZeroUsize::new(DEV_SOURCES_KEPT).expect("non-zero"))),
             stats: CacheStats::default(),
         }
+    }
+
+    /// The source a `kelp dev` version carries (extracted at publish), by its bundle's
+    /// `sha256:<hex>` content hash.
+    pub async fn dev_source(&self, content_hash: &str) -> Result<Arc<str>, CacheError> {
+        if let Some(hit) = self.dev_sources.lock().get(content_hash).cloned() {
+            return Ok(hit);
+        }
+        let key = crate::blobs::dev_source_key(content_hash.trim_start_matches("sha256:"));
+        let bytes = self
+            .blobs
+            .get(&key)
+            .await
+            .map_err(|e| CacheError::Unavailable(e.to_string()))?
+            .ok_or_else(|| CacheError::MissingComponent(key.clone()))?;
+        let source: Arc<str> =
+            String::from_utf8(bytes).map_err(|_| CacheError::Invalid(format!("{key} is not UTF-8")))?.into();
+        self.dev_sources.lock().put(content_hash.to_string(), source.clone());
+        Ok(source)
     }
 
     /// The engine.

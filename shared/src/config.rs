@@ -59,6 +59,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_CACHE_MAX_MB",
     "KELP_ARTIFACT_FETCH_CONCURRENCY",
     "KELP_ARTIFACT_DIR_MAX_MB",
+    "KELP_COMPILE_CACHE_DIR",
     "KELP_SECRETS_TTL_SECS",
     "KELP_SECRETS_FILE",
     "KELP_VAULT_ADDR",
@@ -450,6 +451,26 @@ fn host_api(env: &HashMap<String, String>) -> Result<Option<HostApiChoice>> {
     }
 }
 
+/// Cranelift's incremental compilation cache: `KELP_COMPILE_CACHE_DIR`, else
+/// `<data dir>/compile-cache` outside Lambda (where `kelp up` compiles every publish), else
+/// none (in Lambda only the admin function compiles; the template sets it there). `off`
+/// switches it off.
+fn compile_cache(
+    env: &HashMap<String, String>,
+    data_dir: &std::path::Path,
+    in_lambda: bool,
+) -> Result<Option<std::sync::Arc<crate::compile_cache::CompileCache>>> {
+    let dir = match text(env, "KELP_COMPILE_CACHE_DIR") {
+        Some(off) if off == "off" => return Ok(None),
+        Some(dir) => PathBuf::from(dir),
+        None if in_lambda => return Ok(None),
+        None => data_dir.join("compile-cache"),
+    };
+    let cache = crate::compile_cache::CompileCache::open(&dir)
+        .map_err(|e| anyhow::anyhow!("KELP_COMPILE_CACHE_DIR={}: {e}", dir.display()))?;
+    Ok(Some(std::sync::Arc::new(cache)))
+}
+
 impl Settings {
     /// Settings from the process environment.
     pub fn from_env() -> Result<Self> {
@@ -492,6 +513,7 @@ impl Settings {
             max_calls: parse(env, "KELP_EGRESS_MAX_CALLS", 16)?,
             allow_loopback: parse(env, "KELP_EGRESS_ALLOW_LOOPBACK", false)?,
         };
+        let compile_cache = compile_cache(env, &data_dir, lambda_mb.is_some())?;
         let settings = Self {
             artifact_dir,
             secrets_file: text(env, "KELP_SECRETS_FILE")
@@ -527,6 +549,7 @@ impl Settings {
                 max_memory_bytes: max_memory_mb << 20,
                 fuel: fuel > 0,
                 keep_resident_bytes: keep_resident_mb << 20,
+                compile_cache,
             },
             cache_max_entries: parse(env, "KELP_CACHE_MAX_ENTRIES", 64)?,
             cache_max_bytes: parse::<usize>(

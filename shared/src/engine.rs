@@ -32,6 +32,10 @@ pub struct EngineSettings {
     /// 0 resets every slot with `madvise`. kelp-bench measured 64 MiB at 1.4x the request rate
     /// of `madvise` for fresh JS instances.
     pub keep_resident_bytes: usize,
+    /// Cranelift's incremental compilation cache (`KELP_COMPILE_CACHE_DIR`): where compiles
+    /// happen (publish, `kelp up`), a new version reuses the machine code of every function
+    /// an earlier compile produced.
+    pub compile_cache: Option<std::sync::Arc<crate::compile_cache::CompileCache>>,
 }
 
 impl Default for EngineSettings {
@@ -42,6 +46,7 @@ impl Default for EngineSettings {
             max_memory_bytes: 256 << 20,
             fuel: false,
             keep_resident_bytes: 64 << 20,
+            compile_cache: None,
         }
     }
 }
@@ -108,6 +113,11 @@ fn base_config(settings: &EngineSettings, pool: Option<PoolingAllocationConfig>)
     config.native_unwind_info(false);
     if let Some(pool) = pool {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    if let Some(cache) = &settings.compile_cache {
+        // Only sets the store: wasmtime 48 never fails here. The cache is not part of the
+        // compatibility hash, so artifacts stay interchangeable with engines without one.
+        let _ = config.enable_incremental_compilation(cache.clone());
     }
     config
 }

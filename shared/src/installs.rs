@@ -105,6 +105,24 @@ pub fn check_egress(egress: &[String]) -> Result<Vec<String>, AdminError> {
     Ok(egress.iter().map(|e| e.trim().trim_end_matches('/').to_lowercase()).collect())
 }
 
+/// The id of a tenant's install of an extension: the same every time the tenant installs it,
+/// so storage kept by an uninstall (without purge) belongs to the next install again instead
+/// of staying where nothing can reach it. A tenant holds at most one install of an extension,
+/// so the pair names one install at a time. (Installs made before ids were derived keep their
+/// random ids until uninstalled.)
+pub fn install_id_for(tenant_id: &str, extension_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"kelp install\0")
+        .chain_update(tenant_id)
+        .chain_update(b"\0")
+        .chain_update(extension_id)
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
+}
+
 /// Create an install.
 pub async fn create_install(platform: &Platform, new: NewInstall) -> Result<InstallRecord, AdminError> {
     let version =
@@ -116,7 +134,7 @@ pub async fn create_install(platform: &Platform, new: NewInstall) -> Result<Inst
     check_config(&new.config)?;
     let now = now_rfc3339();
     let install = InstallRecord {
-        install_id: uuid::Uuid::new_v4().to_string(),
+        install_id: install_id_for(&new.tenant_id, &new.extension_id),
         tenant_id: new.tenant_id,
         extension_id: new.extension_id,
         version_id: new.version_id,

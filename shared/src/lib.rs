@@ -17,6 +17,7 @@ pub mod blobs;
 pub mod bundle;
 pub mod business;
 pub mod cache;
+pub mod compile_cache;
 pub mod components;
 pub mod config;
 pub mod context;

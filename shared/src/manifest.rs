@@ -123,7 +123,15 @@ pub struct Manifest {
     /// How instances of the component serve requests (absent: a fresh instance per request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<InstancePolicy>,
+    /// `kelp dev`'s fast path: the bundle file (e.g. `dev/source.js`) holding the author's
+    /// bundled source, which the component (kelp dev's loader) reads at its first call as the
+    /// config key [`DEV_SOURCE_KEY`] instead of carrying it in a snapshot.
+    #[serde(default, rename = "devSource", skip_serializing_if = "Option::is_none")]
+    pub dev_source: Option<String>,
 }
+
+/// The config key under which a version published by `kelp dev`'s fast path reads its source.
+pub const DEV_SOURCE_KEY: &str = "kelp.dev/source";
 
 /// `instances` of the manifest: the author's opt-in to warm instance reuse. With `reuse`, an
 /// instance serves further requests of the same install (same version, config and secrets),
@@ -229,6 +237,7 @@ const ALLOWED_KEYS: &[&str] = &[
     "entry",
     "sbom",
     "instances",
+    "devSource",
 ];
 const ENDPOINT_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
@@ -275,6 +284,10 @@ impl Manifest {
         if let Some(e) = &entry {
             check_relative_path("entry", e)?;
         }
+        let dev_source = string("devSource")?;
+        if let Some(d) = &dev_source {
+            check_relative_path("devSource", d)?;
+        }
         let caps: Vec<String> = match obj.get("capabilities") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(a)) => a
@@ -320,6 +333,7 @@ impl Manifest {
             },
             sbom: obj.get("sbom").cloned(),
             instances,
+            dev_source,
         })
     }
 

@@ -115,7 +115,7 @@ impl Runtime {
                 user_granted: can(CAP_USER_READ),
                 debug: debug.clone(),
             },
-            config: InstallConfigCtx { values: plan.config, version: plan.config_version },
+            config: InstallConfigCtx { values: plan.config, version: plan.config_version, dev_source: None },
             log_granted: can(CAP_LOG_EMIT),
             storage: StorageCtx {
                 granted: can(CAP_STORAGE_KV),
@@ -154,7 +154,14 @@ impl Runtime {
         if !plan.version.has_component() {
             return Err(ExecError::NoHandler);
         }
-        let (call, v, limits, reuse) = self.call_state(plan);
+        // A `kelp dev` version runs the source it carries: read before the call, so the
+        // config interface answers it without touching the blob store mid-call.
+        let dev_source = match plan.version.manifest.dev_source {
+            Some(_) => Some(self.executor.cache().dev_source(&plan.version.content_hash).await?),
+            None => None,
+        };
+        let (mut call, v, limits, reuse) = self.call_state(plan);
+        call.config.dev_source = dev_source;
         self.executor.execute(&v.component_hash, &v.component_key, call, request, limits, reuse.as_ref()).await
     }
 

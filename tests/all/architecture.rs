@@ -29,7 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("capabilities", &["debug", "context", "install_config", "storage", "secrets", "egress", "business"]),
-    ("runtime", &["engine", "cache", "host", "executor", "runtime"]),
+    ("runtime", &["engine", "compile_cache", "cache", "host", "executor", "runtime"]),
     (
         "http plumbing and services",
         &[

@@ -176,3 +176,67 @@ export function handler(request) {
     assert_eq!(r.headers()["x-ext-world"], "alga");
     assert_eq!(r.text().await.unwrap(), "acme POST /items/7?x=1");
 }
+
+/// Two builds of the JS example that differ in one string literal: what an author's edit is.
+fn js_notes_before_and_after_an_edit() -> (Vec<u8>, Vec<u8>) {
+    let root = repo_root();
+    let source = std::fs::read_to_string(root.join("examples/js-notes/src/index.js")).unwrap();
+    let edited = source.replace("?? 'Hello'", "?? 'Howdy'");
+    assert_ne!(edited, source, "the example has the default greeting");
+    let dir = fixtures_dir().join("incremental");
+    let mut built = Vec::new();
+    for (name, text) in [("before", &source), ("after", &edited)] {
+        let src = dir.join(name).join("index.js");
+        std::fs::create_dir_all(src.parent().unwrap()).unwrap();
+        if std::fs::read_to_string(&src).ok().as_deref() != Some(text.as_str()) {
+            write_atomic(&src, text.as_bytes());
+        }
+        let out = dir.join(format!("{name}.wasm"));
+        kelp_runtime::devtools::build_js(&root, &src, "kelp:extension/runner", &out).unwrap();
+        built.push(std::fs::read(out).unwrap());
+    }
+    let after = built.pop().unwrap();
+    (built.pop().unwrap(), after)
+}
+
+#[test]
+fn a_new_version_of_a_js_extension_compiles_from_the_machine_code_of_the_last() {
+    use kelp_runtime::compile_cache::CompileCache;
+    use kelp_runtime::engine::{EngineSettings, KelpEngine};
+    use std::sync::atomic::Ordering::Relaxed;
+    let (before, after) = js_notes_before_and_after_an_edit();
+    assert_ne!(before, after);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = std::sync::Arc::new(CompileCache::open(dir.path()).unwrap());
+    let engine = |cache: Option<std::sync::Arc<CompileCache>>| {
+        KelpEngine::new(EngineSettings { pooling: false, compile_cache: cache, ..Default::default() }).unwrap()
+    };
+    let cached = engine(Some(cache.clone()));
+    let started = std::time::Instant::now();
+    cached.engine.precompile_component(&before).unwrap();
+    let first = started.elapsed();
+    // Identical functions within one component already hit (trampolines, adapters).
+    let functions = cache.stats.stored.load(Relaxed) + cache.stats.hits.load(Relaxed);
+    assert!(cache.stats.stored.load(Relaxed) > 1000, "the first version's functions are stored");
+    let stored_before = cache.stats.stored.load(Relaxed);
+    let started = std::time::Instant::now();
+    let from_cache = cached.engine.precompile_component(&after).unwrap();
+    let second = started.elapsed();
+    let compiled = cache.stats.stored.load(Relaxed) - stored_before;
+    eprintln!("{functions} functions; first compile {first:?}, after the edit {second:?} ({compiled} compiled)");
+    let started = std::time::Instant::now();
+    let again = cached.engine.precompile_component(&after).unwrap();
+    eprintln!("all from the cache: {:?}", started.elapsed());
+    assert!(again == from_cache);
+    // Measured: 6 % of the functions (~1,150 of 19,369) compile again after an edit.
+    assert!(
+        compiled * 100 <= functions * 10,
+        "the edit compiles ≤ 10 % of the functions again: {compiled} of {functions}"
+    );
+    // The same artifact as a compile from scratch, byte for byte: the cache changes the time
+    // a compile takes, never what it produces.
+    let started = std::time::Instant::now();
+    let from_scratch = engine(None).engine.precompile_component(&after).unwrap();
+    eprintln!("without the cache: {:?}", started.elapsed());
+    assert!(from_cache == from_scratch, "an artifact compiled from the cache differs from one compiled from scratch");
+}

@@ -169,8 +169,10 @@ async fn a_guest_failing_after_a_denied_capability_gets_a_clear_error_naming_it(
     let events = kelp.platform.debug.backlog("acme", &guest.extension.id, 50).await.unwrap();
     assert!(
         events.iter().any(|e| e.event.level == "warn"
-            && e.event.message == "storage: denied, cap:storage.kv is not granted to this install"),
-        "the debug stream names the capability"
+            && e.event.message.starts_with("storage: denied, cap:storage.kv is not granted to this install")
+            && e.event.message.contains("`kelp grant ")
+            && e.event.message.contains(" cap:storage.kv`")),
+        "the debug stream names the capability and the command that grants it"
     );
     // A guest that traps for its own reasons is still a plain extension_error.
     let trap = kelp.publish(&staged_wat("test.trap-plain", "unreachable")).await;

@@ -168,6 +168,12 @@ impl TestKelp {
         let data = tempfile::tempdir().expect("tempdir");
         env.insert("KELP_DATA_DIR".into(), data.path().to_string_lossy().into_owned());
         env.insert("KELP_ARTIFACT_DIR".into(), fixtures_dir().join("artifacts").to_string_lossy().into_owned());
+        // One incremental compilation cache for every test process: the JavaScript fixtures
+        // share the engine's machine code, so each compiles mostly from the cache.
+        env.insert(
+            "KELP_COMPILE_CACHE_DIR".into(),
+            fixtures_dir().join("compile-cache").to_string_lossy().into_owned(),
+        );
         env.insert("KELP_JWT_HS256_SECRET".into(), TEST_SECRET.into());
         env.insert("KELP_POOL_INSTANCES".into(), "4".into());
         for (k, v) in extra {

@@ -1,6 +1,7 @@
 // Build a JavaScript or TypeScript extension into a WebAssembly component.
 //
 //   node tools/componentize/build.mjs <entry.js|entry.ts> <out.wasm> [world|auto]
+//   node tools/componentize/build.mjs <entry.js|entry.ts> <out.js> dev <project dir>
 //
 // Step 1, esbuild: checks the source (syntax errors come out as file:line:column: reason),
 // strips TypeScript and bundles relative imports and npm packages into one ES module, as
@@ -10,16 +11,21 @@
 // kelp:extension/runner when the source imports kelp:extension/config, else the plain
 // alga:extension/runner ("auto", the default); pass a world to force one.
 //
+// With `dev` (kelp dev's fast path) step 2 is skipped: the bundle is written to <out.js> as a
+// CommonJS module whose WIT imports are `require` calls, for dev-loader.js to evaluate, with
+// its source map (paths relative to the project) on a last `//# kelpSourceMap=` line, so the
+// host can report exceptions at the author's file:line:column.
+//
 // Writes `<out>.sources.json`, the files the build read (for up-to-date checks).
 // Prints `built <out> (<bytes> bytes, world <world>)` on success; exits 1 with the errors
 // on stderr, one `file:line:column: reason` per line where esbuild knows the place.
 import { componentize } from '@bytecodealliance/componentize-js';
 import { build } from 'esbuild';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { dirname, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const [source, out, requestedWorld = 'auto'] = process.argv.slice(2);
+const [source, out, requestedWorld = 'auto', projectDir = '.'] = process.argv.slice(2);
 if (!source || !out) {
   console.error('usage: node build.mjs <entry.js|entry.ts> <out.wasm> [world|auto]');
   process.exit(2);
@@ -56,12 +62,14 @@ const witImports = {
   },
 };
 
+const devBundle = requestedWorld === 'dev';
 let bundled;
 try {
   bundled = await build({
     entryPoints: [entry],
     bundle: true,
-    format: 'esm',
+    format: devBundle ? 'cjs' : 'esm',
+    ...(devBundle ? { sourcemap: 'external', sourcesContent: false, outfile: resolve(out) } : {}),
     platform: 'neutral',
     plugins: [witImports],
     write: false,
@@ -82,6 +90,15 @@ await writeFile(
   `${out}.sources.json`,
   JSON.stringify(Object.keys(bundled.metafile.inputs).map((p) => resolve(p))),
 );
+if (devBundle) {
+  const js = bundled.outputFiles.find((f) => f.path.endsWith('.js')).text;
+  const map = JSON.parse(bundled.outputFiles.find((f) => f.path.endsWith('.map')).text);
+  map.sources = map.sources.map((s) => relative(resolve(projectDir), resolve(dirname(resolve(out)), s)));
+  const text = `${js.replace(/\n\/\/# sourceMappingURL=[^\n]*\n?$/, '\n')}//# kelpSourceMap=${JSON.stringify(map)}\n`;
+  await writeFile(out, text);
+  console.log(`bundled ${out} (${text.length} bytes, for the dev loader)`);
+  process.exit(0);
+}
 const plainJs = /\.m?js$/.test(entry) && Object.keys(bundled.metafile.inputs).length === 1;
 let sourcePath = entry;
 if (!plainJs) {

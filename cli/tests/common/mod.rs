@@ -15,6 +15,8 @@ pub struct Up {
     pub token: String,
     pub admin_token: String,
     pub printed: Vec<String>,
+    /// Where its stderr (its log) goes.
+    pub log: std::path::PathBuf,
     pub child: tokio::process::Child,
     _data: tempfile::TempDir,
 }
@@ -28,15 +30,17 @@ pub async fn kelp_up(extra_args: &[&str], env: &[(String, String)]) -> Up {
 pub async fn kelp_up_in(cwd: &Path, extra_args: &[&str], env: &[(String, String)]) -> Up {
     let data = tempfile::tempdir().unwrap();
     let port = kelp_tests::services::free_port();
+    let log = data.path().join("kelp-up.log");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kelp"))
         .args(["up", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", data.path().to_str().unwrap()])
         .args(extra_args)
         .envs(env.iter().cloned())
         .env("KELP_ARTIFACT_DIR", fixtures_dir().join("artifacts"))
+        .env("KELP_COMPILE_CACHE_DIR", fixtures_dir().join("compile-cache"))
         .env("RUNNER_DEBUG_REDIS_STREAM_PREFIX", format!("docs-{}:", uuid::Uuid::new_v4().simple()))
         .current_dir(cwd)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -61,5 +65,5 @@ pub async fn kelp_up_in(cwd: &Path, extra_args: &[&str], env: &[(String, String)
     }
     assert!(!base.is_empty() && !token.is_empty() && !admin_token.is_empty(), "kelp up printed its banner");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Up { base, token, admin_token, printed, child, _data: data }
+    Up { base, token, admin_token, printed, log, child, _data: data }
 }

@@ -66,6 +66,12 @@ pub fn legacy_artifact_key(compat_hash: &str, component_hash: &str) -> String {
     format!("artifacts/{}/{component_hash}.cwasm", &compat_hash[..compat_hash.len().min(32)])
 }
 
+/// Key of the source a `kelp dev` version carries (its manifest's `devSource`), extracted at
+/// publish so a call reads a few kilobytes, not the bundle.
+pub fn dev_source_key(content_hex: &str) -> String {
+    format!("dev-sources/{content_hex}.js")
+}
+
 /// Key of a published bundle.
 pub fn bundle_key(content_hex: &str) -> String {
     format!("bundles/{content_hex}.tar.zst")

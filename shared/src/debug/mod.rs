@@ -6,6 +6,7 @@ mod logging;
 pub mod memory;
 pub mod output;
 pub mod redis;
+pub mod source_map;
 
 pub use logging::LoggingCtx;
 
@@ -222,7 +223,11 @@ impl DebugSink {
     /// the first such refusal is remembered ([`DebugSink::first_denial`]).
     pub fn capability_denied(&self, interface: &str, capability: &str) {
         self.budget.first_denial.lock().get_or_insert_with(|| (interface.to_string(), capability.to_string()));
-        self.host_warning(format!("{interface}: denied, {capability} is not granted to this install"));
+        self.host_warning(format!(
+            "{interface}: denied, {capability} is not granted to this install \
+             (`kelp grant {} {capability}` grants it when the manifest declares it)",
+            self.context.install_id
+        ));
     }
 
     /// The first capability refusal of the call, as (interface, capability).

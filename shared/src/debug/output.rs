@@ -14,10 +14,15 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use super::source_map::{DevSourceMap, Frame};
 use super::DebugSink;
 
 struct Shared {
     sink: DebugSink,
+    /// A `kelp dev` version's source (its source map maps stack frames), decoded at the
+    /// first frame that needs it.
+    dev_source: Option<Arc<str>>,
+    dev_map: Option<Option<DevSourceMap>>,
     budget: usize,
     used: usize,
     cut_reported: bool,
@@ -42,19 +47,47 @@ pub struct GuestException {
 ///   handler@src/index.js:37:5
 ///   export_handler@/tmp/…/initializer.js:3016:15
 /// ```
+///
+/// and componentize-py's, a Python traceback followed by its runtime's panic:
+///
+/// ```text
+/// Traceback (most recent call last):
+///   File "/0/app.py", line 44, in handler
+///     1 / 0
+/// ZeroDivisionError: division by zero
+/// thread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:
+/// Python function threw an unexpected exception
+/// ```
 #[derive(Default)]
 struct ExceptionReport {
     previous_line: Option<String>,
     awaiting_frame: Option<String>,
+    /// Inside a Python traceback: the deepest frame in the author's files and the exception.
+    python: Option<PythonTraceback>,
     found: Option<GuestException>,
+}
+
+#[derive(Default)]
+struct PythonTraceback {
+    at: Option<String>,
+    exception: Option<String>,
 }
 
 /// What the JavaScript runtime prints when it aborts after an uncaught exception: noise to
 /// the author, who gets the exception's own line instead.
 const ABORT_NOISE: &str = "Redirecting call to abort() to mozalloc_abort";
 
+/// The line componentize-py's runtime panics with after printing the traceback.
+const PYTHON_UNCAUGHT: &str = "Python function threw an unexpected exception";
+
+/// Where componentize-py puts the author's modules (`/0/app.py`).
+const PYTHON_APP_ROOT: &str = "/0/";
+
 impl ExceptionReport {
-    fn stderr_line(&mut self, line: &str) {
+    /// Read one stderr line; false when the line is the runtime's noise (its panic after an
+    /// uncaught exception, frames of kelp dev's loader and of the import machinery), not the
+    /// author's.
+    fn stderr_line(&mut self, line: &str) -> bool {
         if line == "Stack:" {
             self.awaiting_frame = self.previous_line.take();
         } else if let Some(message) = self.awaiting_frame.take() {
@@ -62,6 +95,41 @@ impl ExceptionReport {
             self.found.get_or_insert(GuestException { message, at });
         }
         self.previous_line = Some(line.to_string());
+        self.python_line(line)
+    }
+
+    fn python_line(&mut self, line: &str) -> bool {
+        if line == "Traceback (most recent call last):" {
+            self.python = Some(PythonTraceback::default());
+            return true;
+        }
+        if line == PYTHON_UNCAUGHT {
+            if let Some(tb) = self.python.take() {
+                let message = tb.exception.unwrap_or_else(|| "uncaught Python exception".into());
+                self.found.get_or_insert(GuestException { message, at: tb.at });
+            }
+            return false;
+        }
+        if (line.starts_with("thread '") && line.contains("panicked at runtime/src/lib.rs"))
+            || line.starts_with("note: run with `RUST_BACKTRACE=1`")
+        {
+            return false;
+        }
+        let Some(tb) = self.python.as_mut() else { return true };
+        if let Some(frame) = line.strip_prefix("  File \"") {
+            let Some((file, rest)) = frame.split_once("\", line ") else { return true };
+            let row = rest.split(|c: char| !c.is_ascii_digit()).next().unwrap_or_default();
+            let machinery =
+                file.starts_with("/python/") || file.starts_with("<frozen") || file.ends_with("kelp_dev_loader.py");
+            if machinery {
+                return false;
+            }
+            tb.at = Some(format!("{}:{row}", file.strip_prefix(PYTHON_APP_ROOT).unwrap_or(file)));
+        } else if !line.is_empty() && !line.starts_with(' ') {
+            // The exception (a chained one's "During handling…" line is replaced by the next).
+            tb.exception = Some(line.to_string());
+        }
+        true
     }
 }
 
@@ -71,9 +139,11 @@ const LEVELS: [&str; 2] = ["info", "error"];
 const MAX_LINE: usize = 64 * 1024;
 
 impl Shared {
-    fn fresh(sink: DebugSink, budget: usize) -> Self {
+    fn fresh(sink: DebugSink, budget: usize, dev_source: Option<Arc<str>>) -> Self {
         Self {
             sink,
+            dev_source,
+            dev_map: None,
             budget,
             used: 0,
             cut_reported: false,
@@ -130,12 +200,19 @@ impl Shared {
             return;
         }
         let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches(['\n', '\r']);
+        let mut text = text.trim_end_matches(['\n', '\r']).to_string();
         if which == 1 {
-            if text == ABORT_NOISE {
+            if let Some(source) = &self.dev_source {
+                let map = self.dev_map.get_or_insert_with(|| DevSourceMap::from_dev_source(source));
+                match map.as_ref().map(|m| m.frame(&text)) {
+                    Some(Frame::Drop) => return,
+                    Some(Frame::Rewritten(mapped)) => text = mapped,
+                    _ => {}
+                }
+            }
+            if text == ABORT_NOISE || !self.exception.stderr_line(&text) {
                 return;
             }
-            self.exception.stderr_line(text);
         }
         self.sink.emit(LEVELS[which], NAMES[which], text, false);
     }
@@ -150,7 +227,13 @@ pub struct Capture {
 impl Capture {
     /// A capture publishing to `sink`, accepting at most `budget` bytes in total.
     pub fn new(sink: DebugSink, budget: usize) -> Self {
-        Self { shared: Arc::new(Mutex::new(Shared::fresh(sink, budget))) }
+        Self::for_source(sink, budget, None)
+    }
+
+    /// A capture for a call of a `kelp dev` version carrying `dev_source`: stack frames of its
+    /// bundle are written at the author's places, the loader's own frames left out.
+    pub fn for_source(sink: DebugSink, budget: usize, dev_source: Option<Arc<str>>) -> Self {
+        Self { shared: Arc::new(Mutex::new(Shared::fresh(sink, budget, dev_source))) }
     }
 
     /// Start capturing the next call of a reused instance: its events go to `sink`, within a
@@ -160,7 +243,8 @@ impl Capture {
         let mut s = self.shared.lock();
         s.flush_line(0);
         s.flush_line(1);
-        *s = Shared::fresh(sink, budget);
+        let dev_source = s.dev_source.take();
+        *s = Shared::fresh(sink, budget, dev_source);
     }
 
     /// The guest's stdout.
@@ -297,6 +381,35 @@ mod tests {
         let events = bus.backlog("t", "e", 20).await.unwrap();
         assert!(events.iter().all(|e| !e.event.message.contains("mozalloc")));
         assert!(events.iter().any(|e| e.event.message.contains("handler@src/index.js:37:5")), "the stack stays");
+    }
+
+    #[tokio::test]
+    async fn an_uncaught_python_exception_is_its_traceback_without_the_runtime_panic() {
+        let bus = Arc::new(MemoryBus::new(100));
+        let ctx = EventContext { tenant_id: "t".into(), extension_id: "e".into(), ..Default::default() };
+        let cap = Capture::new(DebugSink::new(bus.clone(), ctx, 8192), 10_000);
+        let report = "Traceback (most recent call last):\n  File \"/0/kelp_dev_loader.py\", line 70, in handler\n  \
+                      File \"<frozen importlib._bootstrap>\", line 938, in _load_unlocked\n  \
+                      File \"/0/app.py\", line 44, in handler\n    return 1 / 0\n  \
+                      File \"/python/json/__init__.py\", line 3, in loads\nZeroDivisionError: division by zero\n\n\
+                      thread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:\n\
+                      Python function threw an unexpected exception\n\
+                      note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        cap.stderr().write(Bytes::copy_from_slice(report.as_bytes())).unwrap();
+        cap.finish();
+        assert_eq!(
+            cap.guest_exception(),
+            Some(GuestException {
+                message: "ZeroDivisionError: division by zero".into(),
+                at: Some("app.py:44".into())
+            })
+        );
+        let events = bus.backlog("t", "e", 20).await.unwrap();
+        let lines: Vec<&str> = events.iter().map(|e| e.event.message.as_str()).collect();
+        assert!(lines.contains(&"  File \"/0/app.py\", line 44, in handler") && lines.contains(&"    return 1 / 0"));
+        for noise in ["panicked", "threw an unexpected", "RUST_BACKTRACE", "kelp_dev_loader", "<frozen", "/python/"] {
+            assert!(lines.iter().all(|l| !l.contains(noise)), "{noise} in {lines:?}");
+        }
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 pub mod project;
 pub mod toolchain;
+pub mod typings;
 
 /// The repository root (where `wit/` and `tools/componentize/` are), found from `start`
 /// upwards.
@@ -127,6 +128,98 @@ pub fn build_js(root: &Path, source: &Path, world: &str, out: &Path) -> Result<(
     let refs: Vec<&Path> = std::iter::once(source).chain(sources.iter().map(PathBuf::as_path)).collect();
     std::fs::write(&stamp_path, hash_inputs(root, &refs)? + world)?;
     Ok(())
+}
+
+/// Type-check a TypeScript project with the toolchain's `tsc --noEmit` against the project's
+/// `tsconfig.json`. `Ok(None)` when it is clean or has no tsconfig.json (nothing says how to
+/// check it); `Ok(Some(errors))` with one `path:line:column: error TSnnnn: message` line per
+/// error, paths as `shown` (the project as the author named it) joined with tsc's.
+pub fn type_check(root: &Path, project: &Path, shown: &Path) -> Result<Option<String>> {
+    if !project.join("tsconfig.json").is_file() {
+        return Ok(None);
+    }
+    ensure_node_tools(root)?;
+    let tsc = root.join("tools/componentize/node_modules/typescript/bin/tsc");
+    let output = Command::new("node")
+        .arg(&tsc)
+        .args(["--noEmit", "--pretty", "false", "-p", "."])
+        .current_dir(project)
+        .output()
+        .context("running tsc (Node.js 20+ is needed to check TypeScript)")?;
+    if output.status.success() {
+        return Ok(None);
+    }
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let errors: Vec<String> = text.lines().map(|line| tsc_line_as_place(line, shown)).collect();
+    Ok(Some(errors.join("\n").trim_end().to_string()))
+}
+
+/// `src/index.ts(12,5): error TS2322: …` → `<shown>/src/index.ts:12:5: error TS2322: …`, the
+/// place format esbuild's errors (and editors' jump-to) use. Other lines are kept as they are.
+fn tsc_line_as_place(line: &str, shown: &Path) -> String {
+    let place = line.split_once("): ").and_then(|(head, rest)| {
+        let (file, position) = head.rsplit_once('(')?;
+        let (row, column) = position.split_once(',')?;
+        row.parse::<u32>().ok()?;
+        column.parse::<u32>().ok()?;
+        Some(format!("{}:{row}:{column}: {rest}", shown.join(file).display()))
+    });
+    place.unwrap_or_else(|| line.to_string())
+}
+
+/// `kelp dev`'s loader component (`tools/componentize/dev-loader.js`), built once per
+/// toolchain: every fast-path version runs it with the source it carries.
+pub fn dev_loader(root: &Path) -> Result<PathBuf> {
+    let out = root.join("dev-loader/loader.wasm");
+    build_js(root, &root.join("tools/componentize/dev-loader.js"), "kelp:extension/runner", &out)?;
+    Ok(out)
+}
+
+/// `kelp dev`'s loader component for Python
+/// (`tools/componentize-py/dev_loader/kelp_dev_loader.py`), built once per toolchain.
+pub fn python_dev_loader(root: &Path) -> Result<PathBuf> {
+    let out = root.join("dev-loader/python.wasm");
+    build_python(root, &root.join("tools/componentize-py/dev_loader/kelp_dev_loader.py"), &out)?;
+    Ok(out)
+}
+
+/// Whether the loader at `dev-loader/<file>` is built (else the first fast-path round of a
+/// toolchain builds it).
+pub fn dev_loader_ready(root: &Path, file: &str) -> bool {
+    let out = root.join("dev-loader").join(file);
+    out.is_file() && out.with_extension("wasm.inputs").is_file()
+}
+
+/// What the Python loader evaluates: the entry module's name and the text of every `.py`
+/// file beside it (by path relative to it), as JSON.
+pub fn python_dev_source(module: &Path) -> Result<String> {
+    let dir = module.parent().context("the Python module has no directory")?;
+    let entry = module.file_stem().context("the Python module has no name")?.to_string_lossy().into_owned();
+    let mut files = serde_json::Map::new();
+    for path in python_sources(dir)? {
+        let relative = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        files.insert(relative, serde_json::Value::String(text));
+    }
+    Ok(serde_json::json!({"entry": entry, "files": files}).to_string())
+}
+
+/// Bundle a JavaScript or TypeScript entry for the dev loader: esbuild only, into one
+/// CommonJS module at `out` (well under a second, against componentize-js's 10–20 s).
+pub fn bundle_for_dev(root: &Path, project: &Path, entry: &Path, out: &Path) -> Result<()> {
+    ensure_node_tools(root)?;
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let output = Command::new("node")
+        .arg(root.join("tools/componentize/build.mjs"))
+        .arg(entry)
+        .arg(out)
+        .arg("dev")
+        .arg(project)
+        .output()
+        .context("running node (Node.js 20+ is needed to build JavaScript extensions)")?;
+    check_builder(&output, entry)
 }
 
 /// The virtual environment with componentize-py, under the toolchain root.
@@ -251,9 +344,53 @@ pub fn build_python(root: &Path, module: &Path, out: &Path) -> Result<()> {
         .arg(out)
         .output()
         .context("running componentize-py")?;
+    if !output.status.success() {
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        if let Some(report) = python_failure(&text, dir) {
+            bail!("building {} failed:\n{report}", module.display());
+        }
+    }
     check_builder(&output, module)?;
     std::fs::write(&stamp_path, stamp)?;
     Ok(())
+}
+
+/// componentize-py's report of the guest's own Python failing to load (a syntax error, a
+/// missing module, an exception at import), as the author should see it: first
+/// `<dir>/app.py:41:24: SyntaxError: expected ':'` (the place editors jump to), then Python's
+/// own lines with the paths of the author's files, without componentize-py's Rust backtrace.
+/// `None` when the output is not such a report.
+fn python_failure(text: &str, dir: &Path) -> Option<String> {
+    const GUEST_ROOT: &str = "File \"/0/";
+    let start = text.find("AssertionError: ")? + "AssertionError: ".len();
+    let report = text[start..].split("\n\nCaused by:").next()?.trim_end();
+    if !report.contains(GUEST_ROOT) {
+        return None;
+    }
+    let report = report.replace(GUEST_ROOT, &format!("File \"{}/", dir.display()));
+    let lines: Vec<&str> = report.lines().collect();
+    let (frame, file, row) = lines.iter().enumerate().rev().find_map(|(i, line)| {
+        let rest = line.trim_start().strip_prefix("File \"")?;
+        let (file, rest) = rest.split_once("\", line ")?;
+        let row: u32 = rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+        Some((i, file.to_string(), row))
+    })?;
+    let error = lines.last()?.trim();
+    // A syntax error points at its column with a caret under the (dedented) source line.
+    let column = match (lines.get(frame + 1), lines.get(frame + 2)) {
+        (Some(code), Some(caret)) if caret.trim_start().starts_with('^') => {
+            let shown_indent = code.len() - code.trim_start().len();
+            let original = std::fs::read_to_string(&file).ok().and_then(|t| {
+                let line = t.lines().nth(row as usize - 1)?.to_string();
+                Some(line.len() - line.trim_start().len())
+            });
+            let caret_at = caret.find('^')?;
+            original.map(|indent| format!(":{}", caret_at.saturating_sub(shown_indent) + indent + 1))
+        }
+        _ => None,
+    }
+    .unwrap_or_default();
+    Some(format!("{file}:{row}{column}: {error}\n{report}"))
 }
 
 /// A build tool's failure as the author should see it: what failed, then the tool's own
@@ -347,4 +484,35 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn python_load_failures_are_written_as_places_without_the_rust_backtrace() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.py"), "import x\n\ndef f():\n        if path == 1\n").unwrap();
+        let out = "Traceback (most recent call last):\n  File \"/venv/bin/componentize-py\", line 8\n\
+                   AssertionError:   File \"/0/app.py\", line 4\n    if path == 1\n                ^\n\
+                   SyntaxError: expected ':'\n\n\nCaused by:\n    SyntaxError: expected ':'\n\nStack backtrace:\n   0: anyhow\n";
+        let report = super::python_failure(out, dir.path()).unwrap();
+        let file = dir.path().join("app.py");
+        assert!(report.starts_with(&format!("{}:4:21: SyntaxError: expected ':'\n", file.display())), "{report}");
+        assert!(!report.contains("Stack backtrace") && !report.contains("/0/"), "{report}");
+        let missing = "AssertionError: Traceback (most recent call last):\n  File \"/0/app.py\", line 1, in <module>\n\
+                       \x20   import x\nModuleNotFoundError: No module named 'x'\n\n\nCaused by:\n    x\n";
+        let report = super::python_failure(missing, dir.path()).unwrap();
+        assert!(report.starts_with(&format!("{}:1: ModuleNotFoundError: No module named 'x'\n", file.display())));
+        assert!(super::python_failure("error: something else", dir.path()).is_none());
+    }
+
+    #[test]
+    fn tsc_errors_are_written_as_places() {
+        let shown = std::path::Path::new("hello");
+        assert_eq!(
+            super::tsc_line_as_place("src/index.ts(12,5): error TS2322: Type 'string' is not assignable.", shown),
+            "hello/src/index.ts:12:5: error TS2322: Type 'string' is not assignable."
+        );
+        assert_eq!(super::tsc_line_as_place("  continued message", shown), "  continued message");
+    }
 }

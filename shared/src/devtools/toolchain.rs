@@ -16,9 +16,14 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("wit/kelp.wit", include_str!("../../../wit/kelp.wit")),
     ("wit/deps/alga/extension.wit", include_str!("../../../wit/deps/alga/extension.wit")),
     ("tools/componentize/build.mjs", include_str!("../../../tools/componentize/build.mjs")),
+    ("tools/componentize/dev-loader.js", include_str!("../../../tools/componentize/dev-loader.js")),
     ("tools/componentize/package.json", include_str!("../../../tools/componentize/package.json")),
     ("tools/componentize/package-lock.json", include_str!("../../../tools/componentize/package-lock.json")),
     ("tools/componentize-py/requirements.txt", include_str!("../../../tools/componentize-py/requirements.txt")),
+    (
+        "tools/componentize-py/dev_loader/kelp_dev_loader.py",
+        include_str!("../../../tools/componentize-py/dev_loader/kelp_dev_loader.py"),
+    ),
 ];
 
 /// Where kelp keeps what it installs for the user: `$XDG_CACHE_HOME/kelp`, else

@@ -35,7 +35,8 @@ pub fn exec_error_response(e: &ExecError) -> ApiError {
             "capability_denied",
             format!(
                 "the extension failed after calling {interface} without {capability}: grant it to the install \
-                 (if its manifest declares it) or handle the denial in the extension"
+                 (`kelp grant <install> {capability}`, if its manifest declares it) or handle the denial in the \
+                 extension"
             ),
         ),
         ExecError::NoHandler => ApiError::new(

@@ -42,7 +42,9 @@ const REQUEST_LINE_MAX_BYTES: usize = 2048;
 struct Record {
     actor: String,
     tenant: String,
+    /// The extension's registry id; `name` is its manifest name, what people call it.
     extension: String,
+    name: String,
     install: String,
     version: String,
     semver: String,
@@ -94,7 +96,8 @@ impl Record {
     /// Store the record in the audit log (`KELP_AUDIT_EXECUTIONS`).
     async fn audit(&self, platform: &Platform, request_id: &str, http_status: u16, started: Instant) {
         let details = serde_json::json!({
-            "request_id": request_id, "extension": self.extension, "install": self.install, "version": self.version,
+            "request_id": request_id, "name": self.name, "semver": self.semver, "extension": self.extension,
+            "install": self.install, "version": self.version,
             "endpoint": self.endpoint, "status": self.status, "http_status": http_status,
             "duration_ms": started.elapsed().as_secs_f64() * 1000.0,
         });
@@ -116,6 +119,8 @@ impl Record {
             target: "kelp::execution",
             request_id,
             tenant = %self.tenant,
+            name = %self.name,
+            semver = %self.semver,
             extension = %self.extension,
             install = %self.install,
             version = %self.version,
@@ -227,6 +232,7 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     record.version = version.id.clone();
     record.content_hash = version.content_hash.clone();
     record.semver = version.version.clone();
+    record.name = version.manifest.name.clone();
     check_ui_scope(&identity, &install.extension_id)?;
 
     // 3b. Alga's ext-proxy lets a POST say which method it means (`__method`, in the query or

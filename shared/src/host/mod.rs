@@ -69,7 +69,7 @@ impl HostState {
     /// stdout/stderr going to the debug bus (log lines, stdout and stderr share
     /// `max_output_bytes`).
     pub fn new(call: CallState, max_memory_bytes: usize, max_output_bytes: usize) -> Self {
-        let output = Capture::new(call.debug, max_output_bytes);
+        let output = Capture::for_source(call.debug, max_output_bytes, call.config.dev_source.clone());
         let wasi = WasiCtxBuilder::new()
             .stdout(output.stdout())
             .stderr(output.stderr())

@@ -114,6 +114,15 @@ pub async fn publish_as(
         blobs.put(&component_key(&component_hash), component).await.map_err(blob)?;
     }
     let content_hex = hash.trim_start_matches("sha256:");
+    if let Some(path) = &manifest.dev_source {
+        let source = bundle
+            .files
+            .get(&format!("{prefix}{path}"))
+            .ok_or_else(|| PublishError::Manifest(ManifestError(format!("devSource {path} is not in the bundle"))))?;
+        std::str::from_utf8(source)
+            .map_err(|_| PublishError::Manifest(ManifestError(format!("devSource {path} is not UTF-8 text"))))?;
+        blobs.put(&crate::blobs::dev_source_key(content_hex), source).await.map_err(blob)?;
+    }
     blobs.put(&bundle_key(content_hex), &bundle_bytes).await.map_err(blob)?;
     let ui_index_digest = crate::ui_assets::extract_at_publish(blobs, &manifest, &bundle, &prefix, content_hex)
         .await

@@ -109,14 +109,11 @@ pub(crate) async fn authorize(relay: &Relay, viewer: &Identity, q: &StreamQuery)
         .await);
     }
     if !install.granted.iter().any(|g| g == CAP_DEBUG_LOGS) {
-        return Err(deny(
-            relay,
-            viewer,
-            &tenant,
-            Some(&install.install_id),
-            "the install's debug stream is off (cap:debug.logs)",
-        )
-        .await);
+        let why = format!(
+            "the install's debug stream is off (cap:debug.logs); `kelp debug on {}` switches it on",
+            install.install_id
+        );
+        return Err(deny(relay, viewer, &tenant, Some(&install.install_id), &why).await);
     }
     Ok(Target { tenant, install, via_grant: false })
 }
