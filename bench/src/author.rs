@@ -83,7 +83,10 @@ pub async fn author_section(work: &Path) -> Result<()> {
         let started = Instant::now();
         let mut install_id = None;
         round(&platform, &app, &t, &root, &dir, &staging, &name, 0, "Hello, bench!", &mut install_id).await?;
-        println!("  {lang}: first round (loader built and compiled) {}", secs(started.elapsed()));
+        println!(
+            "  {lang}: first round (the loader compiled by this Kelp; built too if this kelp had not yet) {}",
+            secs(started.elapsed())
+        );
         let mut rounds = Vec::new();
         for edit in 1..=EDITS {
             let words = format!("Edit {edit}");

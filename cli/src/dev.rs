@@ -28,8 +28,8 @@ pub struct DevArgs {
     /// Build, publish and upgrade once, then exit.
     #[arg(long)]
     pub once: bool,
-    /// Componentize every round as `kelp build` does (10–40 s), instead of the fast path
-    /// that runs a JavaScript or TypeScript bundle in kelp dev's loader component.
+    /// Componentize every round as `kelp build` does (10–40 s), instead of the fast path that
+    /// runs the JavaScript, TypeScript or Python source in kelp dev's loader component.
     #[arg(long)]
     pub full_build: bool,
 }
@@ -82,7 +82,19 @@ async fn round(args: &DevArgs) -> Result<String> {
     let publishing = Instant::now();
     let packed = built.dir.clone();
     let bundle = tokio::task::spawn_blocking(move || kelp_runtime::publish::pack_dir(&packed)).await??;
-    admin::publish_bytes(&args.remote, bundle).await?;
+    let publish = admin::publish_bytes(&args.remote, bundle);
+    tokio::pin!(publish);
+    // A publish that compiles (the first round, or --full-build) takes seconds: say so once a
+    // second has passed, instead of going quiet.
+    let slow = tokio::select! {
+        done = &mut publish => { done?; false }
+        _ = tokio::time::sleep(Duration::from_secs(1)) => true,
+    };
+    if slow {
+        eprintln!("• publishing (Kelp validates and precompiles the component)…");
+        publish.await?;
+        eprintln!("  done in {:.1} s", publishing.elapsed().as_secs_f64());
+    }
     let publish_time = publishing.elapsed();
     let name = built.manifest.name.clone();
     let installing = Instant::now();

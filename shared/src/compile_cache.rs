@@ -28,7 +28,8 @@ pub struct CompileCacheStats {
     pub hits: AtomicU64,
     /// Functions compiled and stored.
     pub stored: AtomicU64,
-    /// Entries that could not be written (a full disk): the compile goes on without them.
+    /// Entries that could not be written (a full disk, or past [`DISK_BUDGET`]): the compile
+    /// goes on without them.
     pub write_failures: AtomicU64,
 }
 
@@ -39,6 +40,8 @@ pub struct CompileCache {
     memory: Mutex<HashMap<[u8; 32], Arc<[u8]>>>,
     memory_bytes: AtomicU64,
     memory_budget: u64,
+    /// Bytes this process wrote to the directory.
+    disk_bytes: AtomicU64,
     /// Counters (shared with whoever reports them).
     pub stats: CompileCacheStats,
 }
@@ -53,6 +56,12 @@ impl std::fmt::Debug for CompileCache {
 /// versions' worth of changed functions.
 const MEMORY_BUDGET: u64 = 256 << 20;
 
+/// Bytes one process writes to the directory at most. Every JavaScript extension shares the
+/// engine's functions (~19,000 entries), and an edit adds ~6 % of them, so this holds the
+/// engines and hundreds of versions; past it nothing new is stored, which bounds what an admin
+/// function's `/tmp` (shared with the artifacts) can lose to the cache.
+pub const DISK_BUDGET: u64 = 1 << 30;
+
 impl CompileCache {
     /// A cache in `dir` (created when missing).
     pub fn open(dir: &Path) -> std::io::Result<Self> {
@@ -62,6 +71,7 @@ impl CompileCache {
             memory: Mutex::new(HashMap::new()),
             memory_bytes: AtomicU64::new(0),
             memory_budget: MEMORY_BUDGET,
+            disk_bytes: AtomicU64::new(0),
             stats: CompileCacheStats::default(),
         })
     }
@@ -95,6 +105,11 @@ impl CompileCache {
     }
 
     fn write(&self, digest: &[u8; 32], value: &[u8]) -> std::io::Result<()> {
+        let size = value.len() as u64 + 8;
+        if self.disk_bytes.fetch_add(size, Ordering::Relaxed) + size > DISK_BUDGET {
+            self.disk_bytes.fetch_sub(size, Ordering::Relaxed);
+            return Err(std::io::Error::other("the compile cache's disk budget is spent"));
+        }
         let path = self.path(digest);
         let dir = path.parent().unwrap_or(&self.dir);
         std::fs::create_dir_all(dir)?;

@@ -131,14 +131,8 @@ pub struct Built {
 /// Check the manifest, then build the guest and stage the project under
 /// `staging/<directory name>/`, reporting each step to `progress`.
 pub fn build_project(root: &Path, project: &Path, staging: &Path, progress: &dyn Progress) -> Result<Built> {
-    let project = &std::path::absolute(project).with_context(|| format!("resolving {}", project.display()))?;
-    let name = project.file_name().context("the project directory has no name")?.to_string_lossy().into_owned();
-    let checked = check_manifest(project)?;
-    for warning in &checked.warnings {
-        progress.warn(warning);
-    }
-    let source = find_source(project)?;
-    install_tools(root, &source, progress)?;
+    let Opened { project, name, checked, source } = open(root, project, progress)?;
+    let project = project.as_path();
     let world = match source {
         GuestSource::Wat(_) => "alga:extension/runner",
         // kelp:extension/runner when the source imports kelp:extension/config (build.mjs,
@@ -164,6 +158,27 @@ pub fn build_project(root: &Path, project: &Path, staging: &Path, progress: &dyn
     let dir = super::stage_guest(root, &name, &sources, staging)?;
     progress.done(started.elapsed());
     Ok(Built { dir, manifest: checked.manifest })
+}
+
+/// A project about to be built: its absolute path, directory name, checked manifest and
+/// source, with the toolchain that source needs installed.
+struct Opened {
+    project: PathBuf,
+    name: String,
+    checked: CheckedManifest,
+    source: GuestSource,
+}
+
+fn open(root: &Path, project: &Path, progress: &dyn Progress) -> Result<Opened> {
+    let project = std::path::absolute(project).with_context(|| format!("resolving {}", project.display()))?;
+    let name = project.file_name().context("the project directory has no name")?.to_string_lossy().into_owned();
+    let checked = check_manifest(&project)?;
+    for warning in &checked.warnings {
+        progress.warn(warning);
+    }
+    let source = find_source(&project)?;
+    install_tools(root, &source, progress)?;
+    Ok(Opened { project, name, checked, source })
 }
 
 /// Install the toolchain a source needs (npm packages, Python venv) the first time, saying so.
@@ -199,14 +214,8 @@ fn install_tools(root: &Path, source: &GuestSource, progress: &dyn Progress) -> 
 /// The loader's bytes are the same every round, so publishing finds it already compiled.
 /// `Ok(None)` for WAT: it takes [`build_project`] (already fast).
 pub fn stage_for_dev(root: &Path, project: &Path, staging: &Path, progress: &dyn Progress) -> Result<Option<Built>> {
-    let project = &std::path::absolute(project).with_context(|| format!("resolving {}", project.display()))?;
-    let name = project.file_name().context("the project directory has no name")?.to_string_lossy().into_owned();
-    let checked = check_manifest(project)?;
-    for warning in &checked.warnings {
-        progress.warn(warning);
-    }
-    let source = find_source(project)?;
-    install_tools(root, &source, progress)?;
+    let Opened { project, name, checked, source } = open(root, project, progress)?;
+    let project = project.as_path();
     let (loader_file, dev_path) = match &source {
         GuestSource::Js(_) => ("loader.wasm", "dev/source.js"),
         GuestSource::Python(_) => ("python.wasm", "dev/source.json"),
