@@ -304,6 +304,24 @@ fn granted_of(install: &Value) -> BTreeSet<String> {
         .collect()
 }
 
+/// The capabilities the installed version's manifest declares.
+async fn declared_by(remote: &Remote, install: &Value) -> Result<BTreeSet<String>> {
+    let ext = install["extension_id"].as_str().unwrap_or_default();
+    let version_id = install["version_id"].as_str().unwrap_or_default();
+    let mut plain = remote.clone();
+    plain.tenant = None;
+    let version = plain
+        .json(reqwest::Method::GET, &format!("/admin/extensions/{ext}/versions/{version_id}"), Value::Null)
+        .await?;
+    Ok(version["manifest"]["capabilities"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str())
+        .map(str::to_string)
+        .collect())
+}
+
 /// (granted now and not before, granted before and not now).
 fn grant_changes(before: &BTreeSet<String>, after: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
     (after.difference(before).cloned().collect(), before.difference(after).cloned().collect())
@@ -317,6 +335,16 @@ pub async fn change_grants(remote: &Remote, reference: &str, capabilities: &[Str
     let asked = kelp_runtime::manifest::normalize_capabilities(capabilities.iter().map(String::as_str))?;
     let before = granted_of(&install);
     let mut wanted = before.clone();
+    // A grant its version no longer declares (kept through an upgrade, inert since) would
+    // make the server refuse the whole change: it goes, and the output says so.
+    if grant {
+        let declared = declared_by(remote, &install).await?;
+        let stale: Vec<String> = wanted.iter().filter(|c| !declared.contains(*c)).cloned().collect();
+        if !stale.is_empty() {
+            eprintln!("dropping grants {name}@{version} no longer declares: {}", stale.join(", "));
+            wanted.retain(|c| declared.contains(c));
+        }
+    }
     for cap in &asked {
         if grant {
             wanted.insert(cap.clone());

@@ -399,3 +399,31 @@ async fn kelp_dev_runs_javascript_typescript_and_python_edits_without_componenti
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_after_an_upgrade_drops_what_the_new_version_no_longer_declares() {
+    let folder = empty_folder();
+    let cwd = folder.path();
+    let up = kelp_up_in(cwd, &[], &[]).await;
+    let run = |args: &[&str]| tokio::task::block_in_place(|| kelp(cwd, &up, args));
+    assert!(run(&["new", "caps", "--lang", "wat"]).0);
+    let manifest = cwd.join("caps/manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace(r#"["log.emit"]"#, r#"["log.emit", "storage.kv"]"#)).unwrap();
+    assert!(run(&["publish", "caps"]).0);
+    assert!(run(&["install", "com.example.caps"]).0);
+    std::fs::write(
+        &manifest,
+        text.replace(r#"["log.emit"]"#, r#"["storage.kv", "secrets.get"]"#).replace("\"0.1.0\"", "\"0.2.0\""),
+    )
+    .unwrap();
+    assert!(run(&["publish", "caps"]).0);
+    let (ok, out) = run(&["upgrade", "com.example.caps", "--version", "0.2.0"]);
+    assert!(ok, "{out}");
+    // The upgrade kept cap:log.emit, which 0.2.0 no longer declares: a grant drops it rather
+    // than being refused for it.
+    let (ok, out) = run(&["grant", "com.example.caps", "secrets.get"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("dropping grants com.example.caps@0.2.0 no longer declares: cap:log.emit"), "{out}");
+    assert!(out.contains("granted cap:secrets.get; it holds cap:secrets.get, cap:storage.kv"), "{out}");
+}
