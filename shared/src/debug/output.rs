@@ -64,6 +64,8 @@ struct ExceptionReport {
     awaiting_frame: Option<String>,
     /// Inside a Python traceback: the deepest frame in the author's files and the exception.
     python: Option<PythonTraceback>,
+    /// The runtime's panic line was just read (its `note:` line follows).
+    python_panicked: bool,
     found: Option<GuestException>,
 }
 
@@ -103,16 +105,20 @@ impl ExceptionReport {
             self.python = Some(PythonTraceback::default());
             return true;
         }
-        if line == PYTHON_UNCAUGHT {
+        // componentize-py's panic after a traceback: its three lines are the runtime's, not
+        // the author's (a guest printing the same words outside a traceback keeps them).
+        if self.python.is_some() && line == PYTHON_UNCAUGHT {
             if let Some(tb) = self.python.take() {
                 let message = tb.exception.unwrap_or_else(|| "uncaught Python exception".into());
                 self.found.get_or_insert(GuestException { message, at: tb.at });
             }
+            self.python_panicked = true;
             return false;
         }
-        if (line.starts_with("thread '") && line.contains("panicked at runtime/src/lib.rs"))
-            || line.starts_with("note: run with `RUST_BACKTRACE=1`")
-        {
+        if self.python.is_some() && line.starts_with("thread '") && line.contains("panicked at runtime/src/lib.rs") {
+            return false;
+        }
+        if std::mem::take(&mut self.python_panicked) && line.starts_with("note: run with `RUST_BACKTRACE=1`") {
             return false;
         }
         let Some(tb) = self.python.as_mut() else { return true };
