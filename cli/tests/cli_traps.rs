@@ -62,6 +62,29 @@ async fn failures_name_their_fix_and_a_closed_pipe_is_not_a_panic() {
     let line = log.lines().find(|l| l.contains("execution")).unwrap_or_else(|| panic!("no execution line:\n{log}"));
     assert!(line.contains("name=com.kelp.examples.wat-hello") && line.contains("semver="), "{line}");
 
+    // The same request, and a refused one, in kelp up's /metrics (Prometheus text).
+    let client = reqwest::Client::new();
+    let refused = client
+        .get(format!("{}/api/ext/com.kelp.examples.wat-hello/nope", up.base))
+        .bearer_auth(&up.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+    let metrics = client.get(format!("{}/metrics", up.base)).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = metrics.text().await.unwrap();
+    for line in [
+        "kelp_requests_total{extension=\"com.kelp.examples.wat-hello\",outcome=\"ok\"} ",
+        "kelp_requests_total{extension=\"com.kelp.examples.wat-hello\",outcome=\"policy_denied\"} 1",
+        "kelp_refusals_total{code=\"endpoint_not_found\"} 1",
+        "kelp_request_duration_milliseconds_count{extension=\"com.kelp.examples.wat-hello\"} ",
+        "kelp_module_cache_loads_total{tier=\"",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(line)), "{line:?} missing from /metrics:\n{text}");
+    }
+
     // No token: say which variable to set, not clap's `--token`.
     let (code, _, stderr) = kelp(&["installs", "list"], &[("KELP_URL", up.base.as_str())], &["KELP_ADMIN_TOKEN"]);
     assert_eq!(code, 1);

@@ -57,6 +57,18 @@ pub enum Tier {
     Compiled,
 }
 
+impl Tier {
+    /// `memory`, `disk`, `blob` or `compiled` (as serialized).
+    pub fn label(self) -> &'static str {
+        match self {
+            Tier::Memory => "memory",
+            Tier::Disk => "disk",
+            Tier::Blob => "blob",
+            Tier::Compiled => "compiled",
+        }
+    }
+}
+
 /// Counters, exposed for tests, benchmarks and `/healthz`.
 #[derive(Debug, Default, Serialize)]
 pub struct CacheStats {

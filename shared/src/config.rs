@@ -60,6 +60,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_ARTIFACT_FETCH_CONCURRENCY",
     "KELP_ARTIFACT_DIR_MAX_MB",
     "KELP_COMPILE_CACHE_DIR",
+    "KELP_METRICS_EMF",
     "KELP_SECRETS_TTL_SECS",
     "KELP_SECRETS_FILE",
     "KELP_VAULT_ADDR",
@@ -190,6 +191,9 @@ pub struct Settings {
     pub vault: Option<VaultChoice>,
     /// Store an audit row for every execution.
     pub audit_executions: bool,
+    /// Write each tenant request's metrics to stdout as a CloudWatch Embedded Metric Format
+    /// document (`KELP_METRICS_EMF`; on in Lambda).
+    pub metrics_emf: bool,
     /// Honour manifests' `instances.reuse` (false: a fresh instance for every request).
     pub instance_reuse: bool,
     /// Debug event message cap.
@@ -569,6 +573,7 @@ impl Settings {
             artifact_fetch_concurrency: parse::<usize>(env, "KELP_ARTIFACT_FETCH_CONCURRENCY", 8)?.clamp(1, 64),
             secrets_ttl: Duration::from_secs(parse(env, "KELP_SECRETS_TTL_SECS", 300u64)?.min(300)),
             audit_executions: parse(env, "KELP_AUDIT_EXECUTIONS", false)?,
+            metrics_emf: parse(env, "KELP_METRICS_EMF", lambda_mb.is_some())?,
             instance_reuse: parse(env, "KELP_INSTANCE_REUSE", true)?,
             debug_max_event_bytes: parse(env, "RUNNER_DEBUG_MAX_EVENT_BYTES", 8192)?,
             debug_max_events_per_call: parse(env, "KELP_MAX_DEBUG_EVENTS", crate::debug::DEFAULT_MAX_EVENTS_PER_CALL)?,
@@ -659,6 +664,7 @@ impl Settings {
             cors_origins: self.cors_origins.clone(),
             allow_null_origin: self.ui.sandbox,
             audit_executions: self.audit_executions,
+            metrics_emf: self.metrics_emf,
             instance_reuse: self.instance_reuse,
             rate_burst: self.rate_burst,
             rate_per_sec: self.rate_per_sec,

@@ -36,6 +36,7 @@ pub mod install_config;
 pub mod installs;
 pub mod local;
 pub mod manifest;
+pub mod metrics;
 pub mod platform;
 pub mod publish;
 pub mod ratelimit;

@@ -54,7 +54,23 @@ pub fn relay_app(platform: Arc<Platform>, settings: &Settings) -> Router {
 pub fn app(platform: Arc<Platform>, settings: &Settings) -> Router {
     gateway_app(platform.clone(), settings)
         .merge(admin_app(platform.clone(), settings))
-        .merge(relay_app(platform, settings))
+        .merge(relay_app(platform.clone(), settings))
+        .merge(metrics_route(platform))
+}
+
+/// `/metrics`: the process's tenant-request totals in the Prometheus text format (`kelp up`;
+/// in Lambda the same figures go to CloudWatch as EMF). No credentials: it names extensions
+/// and error codes, never tenants, installs or users.
+fn metrics_route(platform: Arc<Platform>) -> Router {
+    Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let platform = platform.clone();
+            async move {
+                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], platform.metrics.prometheus())
+            }
+        }),
+    )
 }
 
 /// Serve [`app`] on a listener, with each connection's peer address (what the runner's

@@ -103,6 +103,8 @@ pub struct Platform {
     pub ui_tokens: crate::auth::UiTokens,
     /// Local copies of extension UIs.
     pub ui: crate::ui_assets::UiCache,
+    /// Operator metrics of tenant requests (`/metrics` in `kelp up`).
+    pub metrics: crate::metrics::Metrics,
     // The execution runtime; `None` in functions that never run a guest (the debug relay).
     runtime: Option<Arc<Runtime>>,
     // Versions are immutable, so they can be cached without invalidation.
@@ -146,6 +148,7 @@ impl Platform {
             host_api: backends.host_api,
             alga_bundles: backends.alga_bundles,
             runtime,
+            metrics: Default::default(),
             versions: Mutex::new(LruCache::new(cap)),
             names: Mutex::new(LruCache::new(cap)),
             names_by_id: Mutex::new(LruCache::new(cap)),

@@ -220,6 +220,18 @@ pub fn spawn_function(
     name: &str,
     env: &[(String, String)],
 ) -> tokio::process::Child {
+    spawn_function_with_stdout(binary, emulator, name, env, std::process::Stdio::null())
+}
+
+/// [`spawn_function`] with the function's stdout (where CloudWatch reads EMF metrics from)
+/// going to `stdout`.
+pub fn spawn_function_with_stdout(
+    binary: &Path,
+    emulator: &Emulator,
+    name: &str,
+    env: &[(String, String)],
+    stdout: std::process::Stdio,
+) -> tokio::process::Child {
     let mut cmd = tokio::process::Command::new(binary);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -230,7 +242,7 @@ pub fn spawn_function(
         .env("AWS_REGION", "us-east-1")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
+        .stdout(stdout)
         .stderr(std::process::Stdio::inherit());
     for (k, v) in env {
         cmd.env(k, v);

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use kelp_tests::lambda::{fixture, spawn_function, Emulator};
+use kelp_tests::lambda::{fixture, spawn_function, spawn_function_with_stdout, Emulator};
 use kelp_tests::*;
 use serde_json::Value;
 
@@ -26,7 +26,8 @@ async fn the_gateway_binary_answers_every_gateway_fixture() {
     kelp.install(&wat, "demo", &[]).await;
     let emulator = Emulator::start().await;
     let spawned = Instant::now();
-    let _gateway = spawn_function(
+    let stdout = tempfile::NamedTempFile::new().unwrap();
+    let _gateway = spawn_function_with_stdout(
         std::path::Path::new(env!("CARGO_BIN_EXE_gateway")),
         &emulator,
         "kelp-gateway",
@@ -34,6 +35,7 @@ async fn the_gateway_binary_answers_every_gateway_fixture() {
             ("KELP_RUNNER_SERVICE_TOKEN", "kelp-events-runner-token"),
             ("KELP_CORS_ORIGINS", "https://app.example.com"),
         ]),
+        stdout.reopen().unwrap().into(),
     );
     let init = emulator.wait_ready(spawned).await;
     eprintln!("gateway init (cold start to first poll): {init:?}");
@@ -103,6 +105,27 @@ async fn the_gateway_binary_answers_every_gateway_fixture() {
     );
     // And the function keeps serving after it.
     assert_eq!(emulator.call(fixture("gateway/wat-hello-get.json")).await.json()["statusCode"], 200);
+    // Each tenant request left one CloudWatch EMF document on stdout: namespace Kelp, the
+    // extension as a dimension, never a tenant.
+    let lines: Vec<Value> = std::fs::read_to_string(stdout.path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
+        .collect();
+    let js_hello = lines
+        .iter()
+        .find(|d| d["Extension"] == "com.kelp.examples.js-notes" && d["Outcome"] == "ok")
+        .expect("an EMF document for the JS request");
+    let directive = &js_hello["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "Kelp");
+    assert_eq!(directive["Dimensions"][0], serde_json::json!(["Function", "Extension"]));
+    assert_eq!((js_hello["Function"].as_str(), js_hello["Requests"].as_u64()), (Some("gateway"), Some(1)));
+    assert!(js_hello["Duration"].as_f64().unwrap() > 0.0);
+    assert!(lines.iter().any(|d| d["Code"] == "unauthenticated" && d["Refusals"] == 1), "the 401 is a refusal");
+    assert!(
+        lines.iter().all(|d| d.get("Tenant").is_none() && !d.to_string().contains("\"demo\"")),
+        "no tenant in metrics"
+    );
 }
 
 /// `RunnerAuth=private-network` as template.yaml deploys it: the private REST API's event (no

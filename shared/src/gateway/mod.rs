@@ -45,6 +45,8 @@ pub struct GatewaySettings {
     pub allow_null_origin: bool,
     /// Store an audit row for every execution.
     pub audit_executions: bool,
+    /// Write each request's metrics as an EMF document to stdout (Lambda).
+    pub metrics_emf: bool,
     /// Whether extensions that opt in (manifest `instances.reuse`) get warm instances.
     pub instance_reuse: bool,
     /// Token bucket burst per (tenant, extension); 0 disables rate limiting.

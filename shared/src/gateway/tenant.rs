@@ -53,6 +53,10 @@ struct Record {
     status: &'static str,
     method: String,
     path: String,
+    /// The module cache tier that had the component, when the guest ran.
+    tier: Option<&'static str>,
+    /// Whether a warm instance served the request.
+    reused: bool,
 }
 
 impl Record {
@@ -147,6 +151,21 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
             (e.with_request_id(&request_id).into_response(), Some(refusal))
         }
     };
+    let observed = crate::metrics::Observation {
+        extension: if record.name.is_empty() { "-" } else { &record.name },
+        outcome: record.status,
+        http_status: response.status().as_u16(),
+        duration: started.elapsed(),
+        tier: record.tier,
+        reused: record.reused,
+        code: refusal.as_ref().map(|(code, _)| *code),
+    };
+    gw.platform.metrics.observe(&observed);
+    if gw.settings.metrics_emf {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        // stdout, one line: what CloudWatch reads EMF from (the tracing logs go to stderr).
+        println!("{}", crate::metrics::emf("gateway", &observed, now.as_millis()));
+    }
     if !record.tenant.is_empty() {
         let status = response.status().as_u16();
         record.emit(&request_id, status, started);
@@ -314,7 +333,11 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
         },
     };
     let outcome = match runtime.execute(plan, request).await {
-        Ok(o) => o,
+        Ok(o) => {
+            record.tier = Some(o.tier.label());
+            record.reused = o.reused;
+            o
+        }
         Err(e) => {
             record.status = exec_status(&e);
             return Err(exec_error_response(&e));
