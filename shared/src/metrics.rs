@@ -66,10 +66,20 @@ struct Series {
 
 #[derive(Default)]
 struct Totals {
-    by_extension: BTreeMap<(String, String), Series>,
+    /// By extension, then outcome.
+    by_extension: BTreeMap<String, BTreeMap<String, Series>>,
     refusals: BTreeMap<String, u64>,
     tiers: BTreeMap<String, u64>,
     reused: u64,
+}
+
+/// The entry of `key`, allocating its key only the first time: a request of a known
+/// extension allocates nothing.
+fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 /// The running totals of a process.
@@ -82,18 +92,18 @@ impl Metrics {
     /// Count one request.
     pub fn observe(&self, o: &Observation<'_>) {
         let ms = o.duration.as_secs_f64() * 1000.0;
+        let bucket = BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(BUCKETS_MS.len());
         let mut t = self.totals.lock();
-        let series = t.by_extension.entry((o.extension.to_string(), o.outcome.to_string())).or_default();
+        let series = entry(entry(&mut t.by_extension, o.extension), o.outcome);
         series.requests += 1;
         series.errors += u64::from(o.is_error());
         series.duration_ms_sum += ms;
-        let bucket = BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(BUCKETS_MS.len());
         series.buckets[bucket] += 1;
         if let (Some(code), true) = (o.code, o.is_refusal() || o.is_error()) {
-            *t.refusals.entry(code.to_string()).or_default() += 1;
+            *entry(&mut t.refusals, code) += 1;
         }
         if let Some(tier) = o.tier {
-            *t.tiers.entry(tier.to_string()).or_default() += 1;
+            *entry(&mut t.tiers, tier) += 1;
         }
         t.reused += u64::from(o.reused);
     }
@@ -103,73 +113,59 @@ impl Metrics {
         let t = self.totals.lock();
         let mut out = String::new();
         let label = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-        out.push_str("# HELP kelp_requests_total Tenant requests answered, by extension and outcome.\n");
-        out.push_str("# TYPE kelp_requests_total counter\n");
-        for ((ext, outcome), s) in &t.by_extension {
-            let _ = writeln!(
-                out,
-                "kelp_requests_total{{extension=\"{}\",outcome=\"{}\"}} {}",
-                label(ext),
-                label(outcome),
-                s.requests
-            );
-        }
-        out.push_str("# HELP kelp_errors_total Tenant requests answered 5xx, by extension.\n");
-        out.push_str("# TYPE kelp_errors_total counter\n");
-        let mut errors: BTreeMap<&str, u64> = BTreeMap::new();
-        for ((ext, _), s) in &t.by_extension {
-            *errors.entry(ext).or_default() += s.errors;
-        }
-        for (ext, n) in &errors {
-            let _ = writeln!(out, "kelp_errors_total{{extension=\"{}\"}} {n}", label(ext));
-        }
-        out.push_str("# HELP kelp_request_duration_milliseconds Time to answer a tenant request.\n");
-        out.push_str("# TYPE kelp_request_duration_milliseconds histogram\n");
-        let mut merged: BTreeMap<&str, Series> = BTreeMap::new();
-        for ((ext, _), s) in &t.by_extension {
-            let m = merged.entry(ext).or_default();
-            m.requests += s.requests;
-            m.duration_ms_sum += s.duration_ms_sum;
-            for (a, b) in m.buckets.iter_mut().zip(&s.buckets) {
-                *a += b;
+        header(&mut out, "kelp_requests_total", "counter", "Tenant requests answered, by extension and outcome.");
+        for (ext, outcomes) in &t.by_extension {
+            for (outcome, s) in outcomes {
+                let (ext, outcome) = (label(ext), label(outcome));
+                let _ =
+                    writeln!(out, "kelp_requests_total{{extension=\"{ext}\",outcome=\"{outcome}\"}} {}", s.requests);
             }
         }
-        for (ext, s) in &merged {
+        header(&mut out, "kelp_errors_total", "counter", "Tenant requests answered 5xx, by extension.");
+        for (ext, outcomes) in &t.by_extension {
+            let errors: u64 = outcomes.values().map(|s| s.errors).sum();
+            let _ = writeln!(out, "kelp_errors_total{{extension=\"{}\"}} {errors}", label(ext));
+        }
+        let duration = "kelp_request_duration_milliseconds";
+        header(&mut out, duration, "histogram", "Time to answer a tenant request.");
+        for (ext, outcomes) in &t.by_extension {
             let ext = label(ext);
-            let mut cumulative = 0;
-            for (bound, n) in BUCKETS_MS.iter().zip(&s.buckets) {
-                cumulative += n;
-                let _ = writeln!(
-                    out,
-                    "kelp_request_duration_milliseconds_bucket{{extension=\"{ext}\",le=\"{bound}\"}} {cumulative}"
-                );
+            let mut buckets = [0u64; BUCKETS_MS.len() + 1];
+            let (mut count, mut sum) = (0u64, 0f64);
+            for s in outcomes.values() {
+                count += s.requests;
+                sum += s.duration_ms_sum;
+                for (a, b) in buckets.iter_mut().zip(&s.buckets) {
+                    *a += b;
+                }
             }
-            let _ = writeln!(
-                out,
-                "kelp_request_duration_milliseconds_bucket{{extension=\"{ext}\",le=\"+Inf\"}} {}",
-                s.requests
-            );
-            let _ =
-                writeln!(out, "kelp_request_duration_milliseconds_sum{{extension=\"{ext}\"}} {}", s.duration_ms_sum);
-            let _ = writeln!(out, "kelp_request_duration_milliseconds_count{{extension=\"{ext}\"}} {}", s.requests);
+            let mut cumulative = 0;
+            for (bound, n) in BUCKETS_MS.iter().zip(&buckets) {
+                cumulative += n;
+                let _ = writeln!(out, "{duration}_bucket{{extension=\"{ext}\",le=\"{bound}\"}} {cumulative}");
+            }
+            let _ = writeln!(out, "{duration}_bucket{{extension=\"{ext}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(out, "{duration}_sum{{extension=\"{ext}\"}} {sum}");
+            let _ = writeln!(out, "{duration}_count{{extension=\"{ext}\"}} {count}");
         }
-        out.push_str("# HELP kelp_refusals_total Requests refused (4xx) or failed (5xx), by error code.\n");
-        out.push_str("# TYPE kelp_refusals_total counter\n");
+        header(&mut out, "kelp_refusals_total", "counter", "Requests refused (4xx) or failed (5xx), by error code.");
         for (code, n) in &t.refusals {
             let _ = writeln!(out, "kelp_refusals_total{{code=\"{}\"}} {n}", label(code));
         }
-        out.push_str(
-            "# HELP kelp_module_cache_loads_total Components loaded for a request, by the cache tier that had them.\n",
-        );
-        out.push_str("# TYPE kelp_module_cache_loads_total counter\n");
+        let loads = "Components loaded for a request, by the cache tier that had them.";
+        header(&mut out, "kelp_module_cache_loads_total", "counter", loads);
         for (tier, n) in &t.tiers {
             let _ = writeln!(out, "kelp_module_cache_loads_total{{tier=\"{}\"}} {n}", label(tier));
         }
-        out.push_str("# HELP kelp_warm_instance_reuse_total Requests served by a warm instance.\n");
-        out.push_str("# TYPE kelp_warm_instance_reuse_total counter\n");
+        header(&mut out, "kelp_warm_instance_reuse_total", "counter", "Requests served by a warm instance.");
         let _ = writeln!(out, "kelp_warm_instance_reuse_total {}", t.reused);
         out
     }
+}
+
+/// The `# HELP` and `# TYPE` lines of a metric family.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// One request as a CloudWatch Embedded Metric Format document, for a log line of `function`.
