@@ -6,7 +6,6 @@
 //! production path beside it: componentize an edit as `kelp build` does and precompile it,
 //! with and without Cranelift's incremental compilation cache.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,8 +16,8 @@ use kelp_runtime::compile_cache::CompileCache;
 use kelp_runtime::devtools::{project, toolchain};
 use kelp_runtime::engine::{EngineSettings, KelpEngine};
 use kelp_runtime::gateway::{router, Gateway};
-use kelp_runtime::{Platform, Settings};
-use kelp_tests::{token, RW, TEST_SECRET};
+use kelp_runtime::Platform;
+use kelp_tests::{token, RW};
 
 use crate::{ms, percentile, request_body, verdict};
 
@@ -55,18 +54,8 @@ impl Round {
 pub async fn author_section(work: &Path) -> Result<()> {
     println!("\n== Author loop: kelp dev's round, an edit until the edited code answers");
     let root = toolchain::root()?;
-    let data = work.join("author-data");
-    let env: HashMap<String, String> = [
-        ("KELP_DATA_DIR", data.to_string_lossy().into_owned()),
-        ("KELP_ARTIFACT_DIR", work.join("author-artifacts").to_string_lossy().into_owned()),
-        ("KELP_COMPILE_CACHE_DIR", work.join("author-compile-cache").to_string_lossy().into_owned()),
-        ("KELP_JWT_HS256_SECRET", TEST_SECRET.to_string()),
-        ("KELP_RATE_BURST", "0".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let settings = Settings::from_map(&env)?;
+    let compile_cache = work.join("author-compile-cache").to_string_lossy().into_owned();
+    let settings = crate::settings_with(&work.join("author-data"), &work.join("author-artifacts"), &compile_cache)?;
     let platform = Platform::embedded(&settings)?;
     let app = router(Gateway::new(platform.clone(), settings.gateway()));
     let t = token("bench", RW);

@@ -33,15 +33,20 @@ use kelp_tests::{staged_example, token, RW, TEST_SECRET};
 use tower::ServiceExt;
 
 fn settings(data: &Path, artifacts: &Path) -> Result<Settings> {
+    // Compiles here are measured from scratch; the author-loop section measures the
+    // incremental compilation cache on its own.
+    settings_with(data, artifacts, "off")
+}
+
+/// The bench's settings, with `compile_cache` as `KELP_COMPILE_CACHE_DIR`.
+fn settings_with(data: &Path, artifacts: &Path, compile_cache: &str) -> Result<Settings> {
     let env: HashMap<String, String> = [
         ("KELP_DATA_DIR", data.to_string_lossy().into_owned()),
         ("KELP_ARTIFACT_DIR", artifacts.to_string_lossy().into_owned()),
         ("KELP_JWT_HS256_SECRET", TEST_SECRET.to_string()),
         ("KELP_RATE_BURST", "0".to_string()),
         ("KELP_POOL_INSTANCES", "16".to_string()),
-        // Compiles here are measured from scratch; the author-loop section measures the
-        // incremental compilation cache on its own.
-        ("KELP_COMPILE_CACHE_DIR", "off".to_string()),
+        ("KELP_COMPILE_CACHE_DIR", compile_cache.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -156,8 +156,6 @@ pub async fn publish_bytes(remote: &Remote, bytes: Vec<u8>) -> Result<Value> {
     Ok(out)
 }
 
-/// The id of `name@version` if it is published (None when the extension or the version is
-/// unknown).
 /// Where a publish records the digest of the source it published: beside the builds, in the
 /// working directory's `.kelp/` (the project folder stays as the author left it).
 fn published_record(name: &str, version: &str) -> PathBuf {
@@ -182,6 +180,8 @@ fn source_digest(project: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// The id of `name@version` if it is published (None when the extension or the version is
+/// unknown).
 async fn published_version_id(remote: &Remote, name: &str, version: &str) -> Result<Option<String>> {
     let mut plain = remote.clone();
     plain.tenant = None;
@@ -257,8 +257,8 @@ pub async fn install(remote: &Remote, args: &InstallArgs) -> Result<()> {
 /// exactly the capabilities its manifest declares, installing it the first time. Says which
 /// grants changed, so a capability added to the manifest is never silently missing.
 pub async fn install_or_upgrade_for_dev(remote: &Remote, name: &str, version: &str, declared: &[String]) -> Result<()> {
-    match installs_with_names(remote).await?.into_iter().find(|(i, n, _)| n == name || i["extension_id"] == name) {
-        Some((install, _, _)) => {
+    match installs_with_names(remote).await?.into_iter().find(|r| r.name == name || r.install["extension_id"] == name) {
+        Some(InstallRow { install, .. }) => {
             let id = install["install_id"].as_str().unwrap_or_default();
             let before = granted_of(&install);
             let out = remote
@@ -294,32 +294,14 @@ pub async fn install_or_upgrade_for_dev(remote: &Remote, name: &str, version: &s
 
 /// The capabilities an install view grants, without the debug stream switch.
 fn granted_of(install: &Value) -> BTreeSet<String> {
-    install["capabilities"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.as_str())
-        .filter(|c| *c != kelp_runtime::manifest::CAP_DEBUG_LOGS)
-        .map(str::to_string)
-        .collect()
+    let mut granted = string_set(&install["capabilities"]);
+    granted.remove(kelp_runtime::manifest::CAP_DEBUG_LOGS);
+    granted
 }
 
-/// The capabilities the installed version's manifest declares.
-async fn declared_by(remote: &Remote, install: &Value) -> Result<BTreeSet<String>> {
-    let ext = install["extension_id"].as_str().unwrap_or_default();
-    let version_id = install["version_id"].as_str().unwrap_or_default();
-    let mut plain = remote.clone();
-    plain.tenant = None;
-    let version = plain
-        .json(reqwest::Method::GET, &format!("/admin/extensions/{ext}/versions/{version_id}"), Value::Null)
-        .await?;
-    Ok(version["manifest"]["capabilities"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.as_str())
-        .map(str::to_string)
-        .collect())
+/// The strings of a JSON array (none when it is not one).
+fn string_set(list: &Value) -> BTreeSet<String> {
+    list.as_array().into_iter().flatten().filter_map(|c| c.as_str()).map(str::to_string).collect()
 }
 
 /// (granted now and not before, granted before and not now).
@@ -330,7 +312,7 @@ fn grant_changes(before: &BTreeSet<String>, after: &BTreeSet<String>) -> (Vec<St
 /// `kelp grant` / `kelp revoke`: add or remove capabilities of an install. Granting checks
 /// against the installed version's manifest on the server (an undeclared one is a 400).
 pub async fn change_grants(remote: &Remote, reference: &str, capabilities: &[String], grant: bool) -> Result<()> {
-    let (install, name, version) = find_install(remote, reference).await?;
+    let InstallRow { install, name, version, declared } = find_install(remote, reference).await?;
     let id = install["install_id"].as_str().unwrap_or_default();
     let asked = kelp_runtime::manifest::normalize_capabilities(capabilities.iter().map(String::as_str))?;
     let before = granted_of(&install);
@@ -338,7 +320,7 @@ pub async fn change_grants(remote: &Remote, reference: &str, capabilities: &[Str
     // A grant its version no longer declares (kept through an upgrade, inert since) would
     // make the server refuse the whole change: it goes, and the output says so.
     if grant {
-        let declared = declared_by(remote, &install).await?;
+        let declared = declared.with_context(|| format!("could not read {name}@{version}'s manifest"))?;
         let stale: Vec<String> = wanted.iter().filter(|c| !declared.contains(*c)).cloned().collect();
         if !stale.is_empty() {
             eprintln!("dropping grants {name}@{version} no longer declares: {}", stale.join(", "));
@@ -407,7 +389,7 @@ async fn latest_version(remote: &Remote, extension: &str, prereleases: bool) -> 
 }
 
 /// The tenant's installs with their extensions' names and versions' semver.
-async fn installs_with_names(remote: &Remote) -> Result<Vec<(Value, String, String)>> {
+async fn installs_with_names(remote: &Remote) -> Result<Vec<InstallRow>> {
     let out = remote.json(reqwest::Method::GET, "/admin/installs?limit=1000", Value::Null).await?;
     let mut rows = Vec::new();
     let mut plain = remote.clone();
@@ -420,32 +402,43 @@ async fn installs_with_names(remote: &Remote) -> Result<Vec<(Value, String, Stri
             .ok()
             .and_then(|e| e["name"].as_str().map(str::to_string))
             .unwrap_or_else(|| ext.clone());
-        let version_id = install["version_id"].as_str().unwrap_or_default();
-        let version = plain
+        let version_id = install["version_id"].as_str().unwrap_or_default().to_string();
+        let found = plain
             .json(reqwest::Method::GET, &format!("/admin/extensions/{ext}/versions/{version_id}"), Value::Null)
             .await
-            .ok()
-            .and_then(|v| v["version"].as_str().map(str::to_string))
-            .unwrap_or_else(|| version_id.to_string());
-        rows.push((install, name, version));
+            .ok();
+        let version = found.as_ref().and_then(|v| v["version"].as_str().map(str::to_string)).unwrap_or(version_id);
+        let declared = found.as_ref().map(|v| string_set(&v["manifest"]["capabilities"]));
+        rows.push(InstallRow { install, name, version, declared });
     }
     Ok(rows)
 }
 
-/// An install (with its extension's name and version) by extension name, registry id or
-/// install id.
-async fn find_install(remote: &Remote, reference: &str) -> Result<(Value, String, String)> {
+/// An install with what the commands show and check of it.
+struct InstallRow {
+    /// The admin API's view of the install.
+    install: Value,
+    /// Its extension's name (the registry id when it could not be read).
+    name: String,
+    /// Its version's semver (the version id when it could not be read).
+    version: String,
+    /// The capabilities its version's manifest declares, when the version could be read.
+    declared: Option<BTreeSet<String>>,
+}
+
+/// An install by extension name, registry id or install id.
+async fn find_install(remote: &Remote, reference: &str) -> Result<InstallRow> {
     installs_with_names(remote)
         .await?
         .into_iter()
-        .find(|(i, name, _)| name == reference || i["extension_id"] == reference || i["install_id"] == reference)
+        .find(|r| r.name == reference || r.install["extension_id"] == reference || r.install["install_id"] == reference)
         .with_context(|| format!("no install of {reference:?} in this tenant (kelp installs list shows them)"))
 }
 
 /// An install id from an extension name, registry id or install id.
 async fn resolve_install(remote: &Remote, reference: &str) -> Result<String> {
-    let (install, _, _) = find_install(remote, reference).await?;
-    install["install_id"].as_str().map(str::to_string).context("install without an id")
+    let row = find_install(remote, reference).await?;
+    row.install["install_id"].as_str().map(str::to_string).context("install without an id")
 }
 
 /// `kelp installs list`.
@@ -454,7 +447,7 @@ pub async fn list_installs(remote: &Remote) -> Result<()> {
     if rows.is_empty() {
         println!("no installs");
     }
-    for (install, name, version) in rows {
+    for InstallRow { install, name, version, .. } in rows {
         println!(
             "{name}@{version}  {}  {}  debug stream {}  (install id {})",
             install["tenant_id"].as_str().unwrap_or("?"),
@@ -476,7 +469,7 @@ pub async fn set_enabled(remote: &Remote, reference: &str, enabled: bool) -> Res
 
 /// `kelp upgrade`.
 pub async fn upgrade(remote: &Remote, reference: &str, version: Option<String>, prereleases: bool) -> Result<()> {
-    let (install, name, from) = find_install(remote, reference).await?;
+    let InstallRow { install, name, version: from, .. } = find_install(remote, reference).await?;
     let to = match version {
         Some(v) => v,
         None => latest_version(remote, install["extension_id"].as_str().unwrap_or(reference), prereleases).await?,

@@ -79,7 +79,7 @@ fn type_check(root: &Path, dir: &Path, check: TypeCheck) -> Result<()> {
     }
     Terminal.step("type-checking with tsc");
     let checked = Instant::now();
-    match kelp_runtime::devtools::type_check(root, dir, dir)? {
+    match kelp_runtime::devtools::type_check(root, dir)? {
         None => Terminal.done(checked.elapsed()),
         Some(errors) if check == TypeCheck::Fail => {
             anyhow::bail!("type errors (`kelp build --no-check` builds without checking):\n{errors}")

@@ -87,7 +87,7 @@ pub fn run(dir: &Path, lang: Lang, name: Option<String>) -> Result<()> {
         ),
         Lang::Ts => (
             "TypeScript",
-            "`src/index.ts` is the guest (bundled with esbuild, so relative imports and npm packages work); `src/alga.d.ts` types every host interface; `kelp build --check` runs the type-checker.",
+            "`src/index.ts` is the guest (bundled with esbuild, so relative imports and npm packages work); `src/alga.d.ts` types every host interface; `kelp build` type-checks the project first (`--no-check` skips it).",
         ),
         Lang::Python => (
             "Python",

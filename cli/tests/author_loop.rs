@@ -24,11 +24,6 @@ fn kelp(cwd: &Path, up: &Up, args: &[&str]) -> (bool, String) {
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
-async fn get(up: &Up, path: &str) -> (u16, String) {
-    let r = reqwest::Client::new().get(format!("{}{path}", up.base)).bearer_auth(&up.token).send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
 /// The files under `dir`, relative and sorted.
 fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
@@ -81,7 +76,7 @@ async fn from_an_empty_folder_new_build_publish_install_and_call_each_language()
         assert!(ok && out.contains(&format!("published {name}@0.1.0")), "{out}");
         let (ok, out) = run(&["install", &name]);
         assert!(ok && out.contains("installed: install id"), "{out}");
-        let (status, body) = get(&up, &format!("/api/ext/{name}/hello")).await;
+        let (status, body) = up.get(&format!("/api/ext/{name}/hello")).await;
         assert_eq!(status, 200, "{lang}: {body}");
         assert!(body.contains(greeting), "{lang}: {body}");
         if lang != "wat" {
@@ -93,7 +88,7 @@ async fn from_an_empty_folder_new_build_publish_install_and_call_each_language()
                 .await
                 .unwrap();
             assert_eq!(post.status(), 200, "{lang}: {}", post.text().await.unwrap());
-            assert_eq!(get(&up, &format!("/api/ext/{name}/counter")).await.1, r#"{"hits":1}"#);
+            assert_eq!(up.get(&format!("/api/ext/{name}/counter")).await.1, r#"{"hits":1}"#);
         }
         if lang == "js" {
             // Uninstall keeps storage for the next install of the extension in this tenant;
@@ -101,11 +96,11 @@ async fn from_an_empty_folder_new_build_publish_install_and_call_each_language()
             let (ok, out) = run(&["uninstall", &name]);
             assert!(ok && out.contains("its storage is kept: installing it again"), "{out}");
             assert!(run(&["install", &name]).0);
-            assert_eq!(get(&up, &format!("/api/ext/{name}/counter")).await.1, r#"{"hits":1}"#, "kept storage found");
+            assert_eq!(up.get(&format!("/api/ext/{name}/counter")).await.1, r#"{"hits":1}"#, "kept storage found");
             let (ok, out) = run(&["uninstall", &name, "--purge"]);
             assert!(ok && out.contains("storage purged (1 entries)"), "{out}");
             assert!(run(&["install", &name]).0);
-            assert_eq!(get(&up, &format!("/api/ext/{name}/counter")).await.1, r#"{"hits":0}"#, "purged");
+            assert_eq!(up.get(&format!("/api/ext/{name}/counter")).await.1, r#"{"hits":0}"#, "purged");
         }
         // Publishing the same version again says so without building.
         let (ok, out) = run(&["publish", &dir]);
@@ -119,7 +114,7 @@ async fn from_an_empty_folder_new_build_publish_install_and_call_each_language()
             let (ok, out) = run(&["publish", &dir]);
             assert!(!ok, "publishing a changed source under a published version must fail: {out}");
             assert!(out.contains("requests still run the published code") && out.contains("Bump \"version\""), "{out}");
-            let body = get(&up, &format!("/api/ext/{name}/hello")).await.1;
+            let body = up.get(&format!("/api/ext/{name}/hello")).await.1;
             assert!(body.contains(greeting), "the old code still answers: {body}");
         }
     }
@@ -222,7 +217,7 @@ async fn kelp_dev_makes_a_source_edit_live_within_one_rebuild() {
         )),
         "kelp dev names the URL to call: {call}"
     );
-    let (status, body) = get(&up, "/api/ext/com.example.live/hello").await;
+    let (status, body) = up.get("/api/ext/com.example.live/hello").await;
     assert_eq!((status, body.as_str()), (200, "hello from wat: /hello"));
     // The guest's log line reaches the terminal through the debug stream.
     let logged = tokio::time::timeout(Duration::from_secs(30), async {
@@ -240,7 +235,7 @@ async fn kelp_dev_makes_a_source_edit_live_within_one_rebuild() {
     let text = std::fs::read_to_string(&wat).unwrap();
     std::fs::write(&wat, text.replace("\"hello from wat: \"", "\"howdy from wat: \"")).unwrap();
     wait_live().await;
-    let (status, body) = get(&up, "/api/ext/com.example.live/hello").await;
+    let (status, body) = up.get("/api/ext/com.example.live/hello").await;
     assert_eq!((status, body.as_str()), (200, "howdy from wat: /hello"));
 
     // A capability added to the manifest is granted by the next round, and said so; one
@@ -334,7 +329,7 @@ async fn kelp_dev_runs_javascript_typescript_and_python_edits_without_componenti
         assert!(tokio::task::block_in_place(|| kelp(cwd, &up, &["new", &project, "--lang", lang])).0);
         let mut dev = Dev::spawn(cwd, &up, &project);
         let (_, first) = dev.live(&name).await;
-        let (status, body) = get(&up, &format!("/api/ext/{name}/hello")).await;
+        let (status, body) = up.get(&format!("/api/ext/{name}/hello")).await;
         assert_eq!(status, 200, "{lang}: {body}");
         assert!(body.contains("Hello, demo!"), "{lang}: {body}");
         // The edit goes live without componentize: the round names its stages, and the
@@ -353,7 +348,7 @@ async fn kelp_dev_runs_javascript_typescript_and_python_edits_without_componenti
                 .any(|l| l.contains("with esbuild and componentize") || l.contains("with componentize-py")),
             "{lang}: {first:?} {round:?}"
         );
-        let (status, body) = get(&up, &format!("/api/ext/{name}/hello")).await;
+        let (status, body) = up.get(&format!("/api/ext/{name}/hello")).await;
         assert_eq!(status, 200, "{lang}: {body}");
         assert!(body.contains("Howdy, demo!"), "{lang}: the edited code answers: {body}");
         let staged = std::fs::read_to_string(cwd.join(".kelp/dev").join(&project).join("manifest.json")).unwrap();
@@ -374,7 +369,7 @@ async fn kelp_dev_runs_javascript_typescript_and_python_edits_without_componenti
         lines.insert(greeting_line, format!("{indent}{raise}"));
         std::fs::write(&source, lines.join("\n") + "\n").unwrap();
         dev.live(&name).await;
-        let (status, body) = get(&up, &format!("/api/ext/{name}/hello")).await;
+        let (status, body) = up.get(&format!("/api/ext/{name}/hello")).await;
         assert_eq!(status, 500, "{lang}: {body}");
         assert!(body.contains("extension_exception"), "{lang}: {body}");
         let expected = format!("no greeting today (at {place}:{}", greeting_line + 1);

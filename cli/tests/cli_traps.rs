@@ -44,13 +44,7 @@ async fn failures_name_their_fix_and_a_closed_pipe_is_not_a_panic() {
     assert!(stdout.contains("com.kelp.examples.wat-hello"), "{stdout}");
 
     // kelp up's log names the extension a request ran, not only its registry id.
-    let answer = reqwest::Client::new()
-        .get(format!("{}/api/ext/com.kelp.examples.wat-hello/hello", up.base))
-        .bearer_auth(&up.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
+    assert_eq!(up.get("/api/ext/com.kelp.examples.wat-hello/hello").await.0, 200);
     let mut log = String::new();
     for _ in 0..50 {
         log = std::fs::read_to_string(&up.log).unwrap();
@@ -63,15 +57,8 @@ async fn failures_name_their_fix_and_a_closed_pipe_is_not_a_panic() {
     assert!(line.contains("name=com.kelp.examples.wat-hello") && line.contains("semver="), "{line}");
 
     // The same request, and a refused one, in kelp up's /metrics (Prometheus text).
-    let client = reqwest::Client::new();
-    let refused = client
-        .get(format!("{}/api/ext/com.kelp.examples.wat-hello/nope", up.base))
-        .bearer_auth(&up.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 404);
-    let metrics = client.get(format!("{}/metrics", up.base)).send().await.unwrap();
+    assert_eq!(up.get("/api/ext/com.kelp.examples.wat-hello/nope").await.0, 404);
+    let metrics = reqwest::get(format!("{}/metrics", up.base)).await.unwrap();
     assert_eq!(metrics.status(), 200);
     assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
     let text = metrics.text().await.unwrap();

@@ -21,6 +21,15 @@ pub struct Up {
     _data: tempfile::TempDir,
 }
 
+impl Up {
+    /// GET `path` with the demo tenant's token: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r =
+            reqwest::Client::new().get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
 /// Start `kelp up` in the repository root (it serves the examples).
 pub async fn kelp_up(extra_args: &[&str], env: &[(String, String)]) -> Up {
     kelp_up_in(&repo_root(), extra_args, env).await

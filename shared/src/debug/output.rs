@@ -79,6 +79,14 @@ struct PythonTraceback {
 /// the author, who gets the exception's own line instead.
 const ABORT_NOISE: &str = "Redirecting call to abort() to mozalloc_abort";
 
+/// The file and line of a Python traceback frame, given what follows its `File "`:
+/// `/0/app.py", line 44, in handler` → (`/0/app.py`, 44).
+pub fn python_frame(frame: &str) -> Option<(&str, u32)> {
+    let (file, rest) = frame.split_once("\", line ")?;
+    let row = rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    Some((file, row))
+}
+
 /// The line componentize-py's runtime panics with after printing the traceback.
 const PYTHON_UNCAUGHT: &str = "Python function threw an unexpected exception";
 
@@ -123,8 +131,7 @@ impl ExceptionReport {
         }
         let Some(tb) = self.python.as_mut() else { return true };
         if let Some(frame) = line.strip_prefix("  File \"") {
-            let Some((file, rest)) = frame.split_once("\", line ") else { return true };
-            let row = rest.split(|c: char| !c.is_ascii_digit()).next().unwrap_or_default();
+            let Some((file, row)) = python_frame(frame) else { return true };
             let machinery =
                 file.starts_with("/python/") || file.starts_with("<frozen") || file.ends_with("kelp_dev_loader.py");
             if machinery {

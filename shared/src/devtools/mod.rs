@@ -133,8 +133,8 @@ pub fn build_js(root: &Path, source: &Path, world: &str, out: &Path) -> Result<(
 /// Type-check a TypeScript project with the toolchain's `tsc --noEmit` against the project's
 /// `tsconfig.json`. `Ok(None)` when it is clean or has no tsconfig.json (nothing says how to
 /// check it); `Ok(Some(errors))` with one `path:line:column: error TSnnnn: message` line per
-/// error, paths as `shown` (the project as the author named it) joined with tsc's.
-pub fn type_check(root: &Path, project: &Path, shown: &Path) -> Result<Option<String>> {
+/// error, paths as `project` (as the author named it) joined with tsc's.
+pub fn type_check(root: &Path, project: &Path) -> Result<Option<String>> {
     if !project.join("tsconfig.json").is_file() {
         return Ok(None);
     }
@@ -150,7 +150,7 @@ pub fn type_check(root: &Path, project: &Path, shown: &Path) -> Result<Option<St
         return Ok(None);
     }
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    let errors: Vec<String> = text.lines().map(|line| tsc_line_as_place(line, shown)).collect();
+    let errors: Vec<String> = text.lines().map(|line| tsc_line_as_place(line, project)).collect();
     Ok(Some(errors.join("\n").trim_end().to_string()))
 }
 
@@ -167,10 +167,15 @@ fn tsc_line_as_place(line: &str, shown: &Path) -> String {
     place.unwrap_or_else(|| line.to_string())
 }
 
+/// Where [`dev_loader`] puts the JavaScript loader, under the toolchain root.
+pub const JS_DEV_LOADER: &str = "dev-loader/loader.wasm";
+/// Where [`python_dev_loader`] puts the Python loader, under the toolchain root.
+pub const PYTHON_DEV_LOADER: &str = "dev-loader/python.wasm";
+
 /// `kelp dev`'s loader component (`tools/componentize/dev-loader.js`), built once per
 /// toolchain: every fast-path version runs it with the source it carries.
 pub fn dev_loader(root: &Path) -> Result<PathBuf> {
-    let out = root.join("dev-loader/loader.wasm");
+    let out = root.join(JS_DEV_LOADER);
     build_js(root, &root.join("tools/componentize/dev-loader.js"), "kelp:extension/runner", &out)?;
     Ok(out)
 }
@@ -178,15 +183,15 @@ pub fn dev_loader(root: &Path) -> Result<PathBuf> {
 /// `kelp dev`'s loader component for Python
 /// (`tools/componentize-py/dev_loader/kelp_dev_loader.py`), built once per toolchain.
 pub fn python_dev_loader(root: &Path) -> Result<PathBuf> {
-    let out = root.join("dev-loader/python.wasm");
+    let out = root.join(PYTHON_DEV_LOADER);
     build_python(root, &root.join("tools/componentize-py/dev_loader/kelp_dev_loader.py"), &out)?;
     Ok(out)
 }
 
-/// Whether the loader at `dev-loader/<file>` is built (else the first fast-path round of a
-/// toolchain builds it).
-pub fn dev_loader_ready(root: &Path, file: &str) -> bool {
-    let out = root.join("dev-loader").join(file);
+/// Whether the loader at `loader` (one of the paths above) was built before: if not, the
+/// first fast-path round of a toolchain builds it, which takes seconds.
+pub fn dev_loader_ready(root: &Path, loader: &str) -> bool {
+    let out = root.join(loader);
     out.is_file() && out.with_extension("wasm.inputs").is_file()
 }
 
@@ -370,9 +375,7 @@ fn python_failure(text: &str, dir: &Path) -> Option<String> {
     let report = report.replace(GUEST_ROOT, &format!("File \"{}/", dir.display()));
     let lines: Vec<&str> = report.lines().collect();
     let (frame, file, row) = lines.iter().enumerate().rev().find_map(|(i, line)| {
-        let rest = line.trim_start().strip_prefix("File \"")?;
-        let (file, rest) = rest.split_once("\", line ")?;
-        let row: u32 = rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+        let (file, row) = crate::debug::output::python_frame(line.trim_start().strip_prefix("File \"")?)?;
         Some((i, file.to_string(), row))
     })?;
     let error = lines.last()?.trim();

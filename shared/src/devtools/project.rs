@@ -207,6 +207,9 @@ fn install_tools(root: &Path, source: &GuestSource, progress: &dyn Progress) -> 
     Ok(())
 }
 
+/// Builds a loader component (or finds it up to date) under a toolchain root: its path.
+type BuildLoader = fn(&Path) -> Result<PathBuf>;
+
 /// `kelp dev`'s fast path: instead of componentizing (10–20 s per edit), stage the author's
 /// source beside a loader component built once per toolchain, with the manifest's
 /// `devSource` naming it: a JavaScript or TypeScript entry bundled by esbuild into one
@@ -216,36 +219,31 @@ fn install_tools(root: &Path, source: &GuestSource, progress: &dyn Progress) -> 
 pub fn stage_for_dev(root: &Path, project: &Path, staging: &Path, progress: &dyn Progress) -> Result<Option<Built>> {
     let Opened { project, name, checked, source } = open(root, project, progress)?;
     let project = project.as_path();
-    let (loader_file, dev_path) = match &source {
-        GuestSource::Js(_) => ("loader.wasm", "dev/source.js"),
-        GuestSource::Python(_) => ("python.wasm", "dev/source.json"),
+    let (dev_path, loader, build_loader): (&str, &str, BuildLoader) = match &source {
+        GuestSource::Js(_) => ("dev/source.js", super::JS_DEV_LOADER, super::dev_loader),
+        GuestSource::Python(_) => ("dev/source.json", super::PYTHON_DEV_LOADER, super::python_dev_loader),
         GuestSource::Wat(_) => return Ok(None),
     };
-    if !super::dev_loader_ready(root, loader_file) {
+    // Built (or found up to date) every round; only a first build is worth a progress line.
+    let first_build = !super::dev_loader_ready(root, loader);
+    if first_build {
         progress.step("building kelp dev's loader component (once per kelp version, 15–40 s)");
-        let started = Instant::now();
-        match source {
-            GuestSource::Python(_) => super::python_dev_loader(root)?,
-            _ => super::dev_loader(root)?,
-        };
+    }
+    let started = Instant::now();
+    let loader = build_loader(root)?;
+    if first_build {
         progress.done(started.elapsed());
     }
     let dir = staging.join(&name);
-    let loader = match &source {
-        GuestSource::Js(entry) => {
-            super::bundle_for_dev(root, project, entry, &dir.join(dev_path))?;
-            super::dev_loader(root)?
-        }
+    match &source {
+        GuestSource::Js(entry) => super::bundle_for_dev(root, project, entry, &dir.join(dev_path))?,
         GuestSource::Python(module) => {
-            std::fs::create_dir_all(dir.join("dev"))?;
-            super::write_if_changed(&dir.join(dev_path), super::python_dev_source(module)?.as_bytes())?;
-            super::python_dev_loader(root)?
+            super::write_if_changed(&dir.join(dev_path), super::python_dev_source(module)?.as_bytes())?
         }
         GuestSource::Wat(_) => unreachable!("WAT returned above"),
-    };
+    }
     let mut manifest: Value = serde_json::from_slice(&std::fs::read(project.join("manifest.json"))?)?;
     manifest["devSource"] = Value::String(dev_path.into());
-    std::fs::create_dir_all(dir.join("dist"))?;
     super::write_if_changed(&dir.join("manifest.json"), &serde_json::to_vec_pretty(&manifest)?)?;
     super::write_if_changed(&dir.join("dist/main.wasm"), &std::fs::read(&loader)?)?;
     let ui = project.join("ui");
