@@ -3,7 +3,8 @@
 //!
 //! Build it with the gateway (`cargo build --release -p kelp-bench -p kelp-gateway`) for the
 //! Lambda section. `kelp-bench peer` runs only the peer section (Kelp against `wasmtime serve`, see peer.rs);
-//! `kelp-bench author` only the author loop (author.rs).
+//! `kelp-bench author` only the author loop (author.rs); `kelp-bench metering` only usage
+//! metering and plan resolution on and off (metering.rs).
 //!
 //! Child modes: `kelp-bench first-request <data> <artifacts>` is a fresh process that serves
 //! one request of an already published, precompiled component and prints its time;
@@ -12,6 +13,7 @@
 mod author;
 mod fleet;
 mod lambda;
+mod metering;
 mod peer;
 
 use std::collections::HashMap;
@@ -40,17 +42,23 @@ fn settings(data: &Path, artifacts: &Path) -> Result<Settings> {
 
 /// The bench's settings, with `compile_cache` as `KELP_COMPILE_CACHE_DIR`.
 fn settings_with(data: &Path, artifacts: &Path, compile_cache: &str) -> Result<Settings> {
-    let env: HashMap<String, String> = [
+    settings_extra(data, artifacts, &[("KELP_COMPILE_CACHE_DIR", compile_cache)])
+}
+
+/// The bench's settings plus `extra` variables.
+fn settings_extra(data: &Path, artifacts: &Path, extra: &[(&str, &str)]) -> Result<Settings> {
+    let mut env: HashMap<String, String> = [
         ("KELP_DATA_DIR", data.to_string_lossy().into_owned()),
         ("KELP_ARTIFACT_DIR", artifacts.to_string_lossy().into_owned()),
         ("KELP_JWT_HS256_SECRET", TEST_SECRET.to_string()),
         ("KELP_RATE_BURST", "0".to_string()),
         ("KELP_POOL_INSTANCES", "16".to_string()),
-        ("KELP_COMPILE_CACHE_DIR", compile_cache.to_string()),
+        ("KELP_COMPILE_CACHE_DIR", "off".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Settings::from_map(&env)
 }
 
@@ -142,6 +150,10 @@ async fn main() -> Result<()> {
     if args.get(1).map(String::as_str) == Some("author") {
         let work = tempfile::tempdir()?;
         return author::author_section(work.path()).await;
+    }
+    if args.get(1).map(String::as_str) == Some("metering") {
+        let work = tempfile::tempdir()?;
+        return metering::metering_section(work.path()).await;
     }
     if args.get(1).map(String::as_str) == Some("peer") {
         let work = tempfile::tempdir()?;
@@ -292,6 +304,7 @@ async fn main() -> Result<()> {
         warm: warm_js,
         disk: fresh_p50_disk,
     };
+    metering::metering_section(work.path()).await?;
     fleet::fleet_section(work.path(), &measured).await?;
     author::author_section(work.path()).await?;
     aws_section(work.path(), p50).await?;
@@ -399,7 +412,7 @@ async fn relay_section(work: &Path) -> Result<()> {
             install_id: install.install_id.clone(),
             ..Default::default()
         };
-        let sink = platform.runtime().sink(&ids);
+        let sink = platform.runtime().sink(&ids, kelp_runtime::debug::DEFAULT_MAX_EVENTS_PER_CALL);
         let origin = Instant::now();
         // Latency: one event at a time.
         let mut latencies = Vec::new();
@@ -656,7 +669,7 @@ struct CallAlone {
     version: std::sync::Arc<kelp_runtime::stores::VersionRecord>,
     ids: ExecIds,
     reuse: kelp_runtime::executor::Reuse,
-    limits: kelp_runtime::executor::ExecLimits,
+    limits: kelp_runtime::call_limits::Limits,
     url: String,
     status: u16,
     calls: u32,
@@ -674,7 +687,7 @@ impl CallAlone {
                 max_requests: u32::MAX,
                 max_age: Duration::from_secs(3600),
             },
-            limits: Settings::from_map(&Default::default())?.exec,
+            limits: Settings::from_map(&Default::default())?.plan_defaults(),
             url: url.into(),
             status,
             calls: 0,
@@ -698,7 +711,8 @@ impl CallAlone {
             user: None,
             secrets: SecretsState::None,
             egress_allow: kelp_runtime::egress::EgressAllow::List(Vec::new()),
-            limits: self.limits,
+            limits: self.limits.clone(),
+            tally: Default::default(),
             reuse: Some(self.reuse.clone()),
         };
         let request_id = format!("bench-{}", self.calls);
@@ -799,7 +813,8 @@ fn bench_plan(version: std::sync::Arc<kelp_runtime::stores::VersionRecord>) -> P
         user: None,
         secrets: SecretsState::None,
         egress_allow: kelp_runtime::egress::EgressAllow::List(Vec::new()),
-        limits: Settings::from_map(&Default::default()).expect("default settings").exec,
+        limits: Settings::from_map(&Default::default()).expect("default settings").plan_defaults(),
+        tally: Default::default(),
         reuse: None,
     }
 }

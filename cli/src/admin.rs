@@ -51,7 +51,7 @@ impl Remote {
         Ok(value)
     }
 
-    async fn json(&self, method: reqwest::Method, path: &str, body: Value) -> Result<Value> {
+    pub(crate) async fn json(&self, method: reqwest::Method, path: &str, body: Value) -> Result<Value> {
         self.send(method, path, "application/json", serde_json::to_vec(&body)?).await
     }
 }
@@ -415,9 +415,9 @@ async fn installs_with_names(remote: &Remote) -> Result<Vec<InstallRow>> {
 }
 
 /// An install with what the commands show and check of it.
-struct InstallRow {
+pub(crate) struct InstallRow {
     /// The admin API's view of the install.
-    install: Value,
+    pub(crate) install: Value,
     /// Its extension's name (the registry id when it could not be read).
     name: String,
     /// Its version's semver (the version id when it could not be read).
@@ -427,7 +427,7 @@ struct InstallRow {
 }
 
 /// An install by extension name, registry id or install id.
-async fn find_install(remote: &Remote, reference: &str) -> Result<InstallRow> {
+pub(crate) async fn find_install(remote: &Remote, reference: &str) -> Result<InstallRow> {
     installs_with_names(remote)
         .await?
         .into_iter()

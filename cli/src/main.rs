@@ -4,6 +4,7 @@ mod admin;
 mod build;
 mod dev;
 mod new;
+mod plans;
 mod tail;
 mod up;
 
@@ -139,6 +140,45 @@ enum Command {
         #[command(flatten)]
         remote: admin::Remote,
     },
+    /// Tenant plans: named limit sets (deadline, memory, request rates, storage, egress, ...).
+    #[command(
+        after_help = "Example:\n  kelp plans set small timeout_ms=1000 install_requests_per_minute=120\n  kelp plans assign acme small"
+    )]
+    Plans {
+        #[command(subcommand)]
+        command: PlansCommand,
+    },
+    /// Show an install's effective limits, or narrow them with its own (`name=value`; `name=`
+    /// removes one).
+    #[command(after_help = "Example:\n  kelp limits com.example.hello timeout_ms=1000 warm_reuse=false")]
+    Limits {
+        /// Extension name, registry id or install id.
+        install: String,
+        /// Limits to set, `name=value`.
+        #[arg(value_parser = admin::parse_pair)]
+        pairs: Vec<(String, String)>,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
+    /// What each install used (requests, errors, wall time, guest CPU, memory, egress, storage),
+    /// per UTC hour; this month by default.
+    #[command(after_help = "Example:\n  kelp usage --from 2026-12-01 --csv > usage.csv")]
+    Usage {
+        /// First day or hour (YYYY-MM-DD, YYYY-MM-DDTHH or RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Day or hour after the last.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this install (extension name, registry id or install id).
+        #[arg(long)]
+        install: Option<String>,
+        /// One CSV line per install and hour (billing export).
+        #[arg(long)]
+        csv: bool,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
     /// Switch an install's debug stream on or off (`cap:debug.logs`).
     #[command(after_help = "Example:\n  kelp debug on com.example.hello")]
     Debug {
@@ -225,6 +265,54 @@ enum Command {
     /// the extension's debug stream (against a running `kelp up` or a deployed Kelp).
     #[command(after_help = "Example:\n  kelp dev hello")]
     Dev(dev::DevArgs),
+}
+
+#[derive(Subcommand)]
+enum PlansCommand {
+    /// Every plan, `default` (the deployment's settings) first.
+    List {
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
+    /// A plan's effective limits.
+    Show {
+        /// Plan name.
+        name: String,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
+    /// Create a plan or change its limits (`name=value`; `name=` removes one). Every tenant
+    /// on it gets the change on its next request.
+    #[command(
+        after_help = "Example:\n  kelp plans set small timeout_ms=1000 memory_mb=64 install_requests_per_minute=120"
+    )]
+    Set {
+        /// Plan name (a-z, 0-9, '.', '_', '-').
+        name: String,
+        /// Limits, `name=value`.
+        #[arg(value_parser = admin::parse_pair, required = true)]
+        pairs: Vec<(String, String)>,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
+    /// Delete a plan no tenant is on.
+    Delete {
+        /// Plan name.
+        name: String,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
+    /// Put a tenant on a plan (`default` for the deployment's settings).
+    #[command(after_help = "Example:\n  kelp plans assign acme small")]
+    Assign {
+        /// Tenant id.
+        #[arg(value_name = "TENANT")]
+        tenant_id: String,
+        /// Plan name.
+        plan: String,
+        #[command(flatten)]
+        remote: admin::Remote,
+    },
 }
 
 #[derive(Subcommand)]
@@ -338,6 +426,19 @@ async fn run(command: Command) -> Result<()> {
         }
         Command::Revoke { install, capabilities, remote } => {
             admin::change_grants(&remote, &install, &capabilities, false).await
+        }
+        Command::Plans { command } => match command {
+            PlansCommand::List { remote } => plans::list(&remote).await,
+            PlansCommand::Show { name, remote } => plans::show(&remote, &name).await,
+            PlansCommand::Set { name, pairs, remote } => plans::set(&remote, &name, &pairs).await,
+            PlansCommand::Delete { name, remote } => plans::delete(&remote, &name).await,
+            PlansCommand::Assign { tenant_id, plan, remote } => plans::assign(&remote, &tenant_id, &plan).await,
+        },
+        Command::Limits { install, pairs, remote } => plans::install_limits(&remote, &install, &pairs).await,
+        Command::Usage { from, to, install, csv, remote } => {
+            let filter =
+                plans::UsageFilter { from: from.as_deref(), to: to.as_deref(), install: install.as_deref(), csv };
+            plans::usage(&remote, &filter).await
         }
         Command::Debug { state, install, remote } => admin::set_debug(&remote, &install, state == "on").await,
         Command::Config { command: SetCommand::Set { install, pairs, replace, remote } } => {

@@ -172,6 +172,12 @@ pub async fn run(args: UpArgs) -> Result<()> {
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         }
     }
+    // Usage counted since the last flush (at most two seconds' worth) is written, not lost.
+    if let Some(meter) = &platform.usage {
+        if let Err(e) = meter.flush().await {
+            eprintln!("usage of the last seconds could not be written: {e}");
+        }
+    }
     Ok(())
 }
 
@@ -251,6 +257,7 @@ async fn seed_examples(platform: &Arc<Platform>, args: &UpArgs, examples: &Path)
                         granted,
                         egress: vec!["example.com".into()],
                         enabled: true,
+                        limits: Default::default(),
                     },
                 )
                 .await?

@@ -265,7 +265,8 @@ mod tests {
             installs: stores.clone(),
             audit: stores.clone(),
             grants: stores.clone(),
-            kv: Arc::new(crate::storage::sqlite::SqliteKv::new(db)),
+            kv: Arc::new(crate::storage::sqlite::SqliteKv::new(db.clone())),
+            usage: Arc::new(crate::usage::sqlite::SqliteUsage::new(db)),
             guest_kv: None,
             secrets: Arc::new(crate::secrets::file::FileSecrets::in_memory()),
             blobs: blobs.clone(),
@@ -284,6 +285,9 @@ mod tests {
             secrets_ttl: std::time::Duration::from_secs(1),
             vault: None,
             runtime: None,
+            plan_defaults: crate::call_limits::Limits::for_tests(),
+            engine_max_memory_bytes: 256 << 20,
+            usage_flush: None,
         };
         Platform::new(backends, parts)
     }

@@ -100,6 +100,9 @@ pub const KNOWN_VARS: &[&str] = &[
     "KELP_TABLE_INSTALLS",
     "KELP_TABLE_STORAGE",
     "KELP_TABLE_AUDIT",
+    "KELP_TABLE_USAGE",
+    "KELP_USAGE",
+    "KELP_USAGE_FLUSH_SECONDS",
     "KELP_BUCKET",
     "KELP_BUCKET_PREFIX",
     "KELP_ALGA_BUNDLE_BUCKET",
@@ -196,6 +199,12 @@ pub struct Settings {
     pub metrics_emf: bool,
     /// Honour manifests' `instances.reuse` (false: a fresh instance for every request).
     pub instance_reuse: bool,
+    /// Meter usage per install and hour (`KELP_USAGE`; on by default).
+    pub usage: bool,
+    /// How long counted usage may wait in memory before it is written
+    /// (`KELP_USAGE_FLUSH_SECONDS`): 0 writes it before each request's answer (the default in
+    /// Lambda, where a sandbox may be frozen or reaped right after); 2 s elsewhere.
+    pub usage_flush: Duration,
     /// Debug event message cap.
     pub debug_max_event_bytes: usize,
     /// Debug events one execution may publish (logs, output lines, host warnings).
@@ -575,6 +584,13 @@ impl Settings {
             audit_executions: parse(env, "KELP_AUDIT_EXECUTIONS", false)?,
             metrics_emf: parse(env, "KELP_METRICS_EMF", lambda_mb.is_some())?,
             instance_reuse: parse(env, "KELP_INSTANCE_REUSE", true)?,
+            usage: parse(env, "KELP_USAGE", true)?,
+            usage_flush: Duration::try_from_secs_f64(parse(
+                env,
+                "KELP_USAGE_FLUSH_SECONDS",
+                if lambda_mb.is_some() { 0.0 } else { 2.0 },
+            )?)
+            .map_err(|_| anyhow::anyhow!("KELP_USAGE_FLUSH_SECONDS must be a number of seconds, 0 or more"))?,
             debug_max_event_bytes: parse(env, "RUNNER_DEBUG_MAX_EVENT_BYTES", 8192)?,
             debug_max_events_per_call: parse(env, "KELP_MAX_DEBUG_EVENTS", crate::debug::DEFAULT_MAX_EVENTS_PER_CALL)?,
             debug_maxlen: parse(env, "RUNNER_DEBUG_REDIS_MAXLEN", 2000)?,
@@ -592,6 +608,7 @@ impl Settings {
                 installs: text(env, "KELP_TABLE_INSTALLS").unwrap_or_else(|| "kelp-installs".into()),
                 storage: text(env, "KELP_TABLE_STORAGE").unwrap_or_else(|| "kelp-storage".into()),
                 audit: text(env, "KELP_TABLE_AUDIT").unwrap_or_else(|| "kelp-audit".into()),
+                usage: text(env, "KELP_TABLE_USAGE").unwrap_or_else(|| "kelp-usage".into()),
             },
             bucket: text(env, "KELP_BUCKET"),
             bucket_prefix: text(env, "KELP_BUCKET_PREFIX").unwrap_or_default(),
@@ -665,10 +682,24 @@ impl Settings {
             allow_null_origin: self.ui.sandbox,
             audit_executions: self.audit_executions,
             metrics_emf: self.metrics_emf,
-            instance_reuse: self.instance_reuse,
-            rate_burst: self.rate_burst,
-            rate_per_sec: self.rate_per_sec,
             rate_redis: self.redis.clone().filter(|_| self.rate_redis),
+        }
+    }
+
+    /// The default plan: the limits of a tenant without a plan, and the base every plan's
+    /// unset limits come from.
+    pub fn plan_defaults(&self) -> crate::call_limits::Limits {
+        crate::call_limits::Limits {
+            plan: crate::limits::DEFAULT_PLAN.into(),
+            exec: self.exec,
+            debug_events: self.debug_max_events_per_call,
+            install_rate: crate::limits::Rate { burst: self.rate_burst, per_sec: self.rate_per_sec },
+            tenant_rate: crate::limits::Rate::UNLIMITED,
+            egress_calls: self.egress.max_calls,
+            egress_response_bytes: self.egress.max_response_bytes,
+            kv: self.kv_limits,
+            installs: None,
+            warm_reuse: self.instance_reuse,
         }
     }
 

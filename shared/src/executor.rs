@@ -209,6 +209,9 @@ pub enum ExecError {
         /// The capability it needs, e.g. `cap:storage.kv`.
         capability: String,
     },
+    /// The guest failed after a storage write was refused by its plan's quota.
+    #[error("extension failed after a storage quota was hit: {0}")]
+    QuotaExceeded(String),
     /// The guest's runtime reported an uncaught exception (on stderr) and aborted.
     #[error("uncaught exception: {message}{}", at.as_ref().map(|a| format!(" (at {a})")).unwrap_or_default())]
     GuestException {
@@ -338,6 +341,7 @@ impl Executor {
         call.http.deadline = deadline;
         call.business.deadline = deadline;
         let debug = call.debug.clone();
+        let tally = call.tally.clone();
         let (mut store, runner, served, born, slot) = match warm {
             Some(instance) => {
                 let mut store = instance.store;
@@ -354,8 +358,9 @@ impl Executor {
             }
         };
         let reused = runner.is_some();
+        let fuel_given = limits.fuel.unwrap_or(u64::MAX);
         if self.cache.engine().settings.fuel {
-            store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| ExecError::Trap(format!("{e:#}")))?;
+            store.set_fuel(fuel_given).map_err(|e| ExecError::Trap(format!("{e:#}")))?;
         }
         // What the host copies out of the guest in one crossing (its answer, a host call's
         // arguments) is bounded by the call's own memory limit, not wasmtime's 128 MiB default:
@@ -364,7 +369,10 @@ impl Executor {
         store.set_hostcall_fuel(limits.max_memory_bytes);
         // Every epoch tick the guest yields to the executor and its deadline is checked.
         store.set_epoch_deadline(1);
+        // The ticks the guest runs through are its CPU time for usage metering.
+        let ticks = tally.clone();
         store.epoch_deadline_callback(move |_| {
+            ticks.epoch_ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(if Instant::now() >= deadline { UpdateDeadline::Interrupt } else { UpdateDeadline::Yield(1) })
         });
         let run = async {
@@ -380,6 +388,13 @@ impl Executor {
         let result = tokio::time::timeout(limits.timeout + HOST_CALL_GRACE, run).await;
         store.data().output.finish();
         let memory_hit = store.data().limiter.hit;
+        tally
+            .peak_memory_bytes
+            .fetch_max(store.data().limiter.memory_bytes() as u64, std::sync::atomic::Ordering::Relaxed);
+        if self.cache.engine().settings.fuel {
+            let left = store.get_fuel().unwrap_or(0);
+            tally.fuel.fetch_add(fuel_given.saturating_sub(left), std::sync::atomic::Ordering::Relaxed);
+        }
         let error = match result {
             Ok(Ok((runner, response))) => {
                 // Only an instance whose call finished cleanly serves again: after a trap, a
@@ -402,6 +417,8 @@ impl Executor {
                     ExecError::Timeout(limits.timeout)
                 } else if let Some((interface, capability)) = debug.first_denial() {
                     ExecError::CapabilityDenied { interface, capability }
+                } else if let Some(what) = tally.first_quota() {
+                    ExecError::QuotaExceeded(what)
                 } else if let Some(thrown) = store.data().output.guest_exception() {
                     ExecError::GuestException { message: thrown.message, at: thrown.at }
                 } else {

@@ -33,6 +33,9 @@ pub enum AdminError {
     /// Secrets backend failure.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    /// Over a limit of the tenant's plan (403 `quota_exceeded`; the message names both).
+    #[error("{0}")]
+    Quota(String),
 }
 
 /// What a new install asks for.
@@ -52,6 +55,8 @@ pub struct NewInstall {
     pub egress: Vec<String>,
     /// Enabled at once.
     pub enabled: bool,
+    /// The install's own limits (they only narrow the tenant's plan).
+    pub limits: crate::limits::LimitSet,
 }
 
 /// Check a grant: capabilities known and declared by the version's manifest, except
@@ -132,6 +137,9 @@ pub async fn create_install(platform: &Platform, new: NewInstall) -> Result<Inst
     let granted = check_grants(&new.granted, &version.manifest.capabilities)?;
     let egress = check_egress(&new.egress)?;
     check_config(&new.config)?;
+    new.limits.validate(platform.engine_max_memory_bytes).map_err(AdminError::Invalid)?;
+    let plan = crate::plans::tenant_plan(platform, &new.tenant_id).await?;
+    check_install_quota(platform, &new.tenant_id, plan.as_ref()).await?;
     let now = now_rfc3339();
     let install = InstallRecord {
         install_id: install_id_for(&new.tenant_id, &new.extension_id),
@@ -148,12 +156,36 @@ pub async fn create_install(platform: &Platform, new: NewInstall) -> Result<Inst
         created_at: now.clone(),
         updated_at: now,
         revision: 1,
+        limits: crate::limits::InstallLimits { plan: crate::plans::applied(plan.as_ref()), overrides: new.limits },
     };
     platform.installs.create_install(&install).await.map_err(|e| match e {
         StoreError::Conflict(_) => AdminError::Conflict("the tenant already has an install of this extension".into()),
         other => AdminError::Store(other),
     })?;
     Ok(install)
+}
+
+/// Refuse a new install past the `installs` limit of the tenant's plan. (Two installs created
+/// at the same moment may both pass: the limit is a plan's promise, not a lock.)
+async fn check_install_quota(
+    platform: &Platform,
+    tenant: &str,
+    plan: Option<&crate::plans::PlanRecord>,
+) -> Result<(), AdminError> {
+    let limits = match plan {
+        Some(p) => platform.plan_defaults.under(&p.name, &p.limits),
+        None => platform.plan_defaults.clone(),
+    };
+    let Some(max) = limits.installs else { return Ok(()) };
+    let page = crate::stores::PageRequest { limit: (max as usize).saturating_add(1).min(1000), cursor: None };
+    let count = platform.installs.list_installs(Some(tenant), &page).await?.items.len() as u64;
+    if count >= max {
+        return Err(AdminError::Quota(format!(
+            "the tenant has {count} installs; plan {:?} allows {max} (limit `installs`)",
+            limits.plan
+        )));
+    }
+    Ok(())
 }
 
 /// Apply `change` to an install and store it with the next revision (optimistic concurrency:
@@ -384,12 +416,24 @@ pub async fn resolve_install(
     Ok(Some((install, version)))
 }
 
+impl From<crate::plans::PlanError> for AdminError {
+    fn from(e: crate::plans::PlanError) -> Self {
+        match e {
+            crate::plans::PlanError::Invalid(m) => AdminError::Invalid(m),
+            crate::plans::PlanError::NotFound(m) => AdminError::NotFound(m),
+            crate::plans::PlanError::Conflict(m) => AdminError::Conflict(m),
+            crate::plans::PlanError::Store(s) => AdminError::Store(s),
+        }
+    }
+}
+
 impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
         match e {
             AdminError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m),
             AdminError::NotFound(m) => ApiError::not_found(m),
             AdminError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            AdminError::Quota(m) => ApiError::new(StatusCode::FORBIDDEN, "quota_exceeded", m),
             AdminError::Store(s) => s.into(),
             AdminError::Secrets(crate::secrets::SecretsError::Unavailable(m)) => {
                 tracing::warn!(error = %m, "secrets backend unavailable");

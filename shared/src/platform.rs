@@ -32,9 +32,11 @@ pub struct Backends {
     pub audit: Arc<dyn AuditLog>,
     /// Debug grants.
     pub grants: Arc<dyn Grants>,
-    /// Storage KV (Kelp's own data: idempotency records, and the guests' storage unless
-    /// `guest_kv` is set).
+    /// Storage KV (Kelp's own data: idempotency records, plans, and the guests' storage
+    /// unless `guest_kv` is set).
     pub kv: Arc<dyn KvStore>,
+    /// Usage counters per install and hour.
+    pub usage: Arc<dyn crate::usage::UsageStore>,
     /// The guests' storage when another system keeps it (Alga's storage API).
     pub guest_kv: Option<Arc<dyn KvStore>>,
     /// Secret envelopes.
@@ -71,6 +73,12 @@ pub struct PlatformParts {
     pub vault: Option<crate::secrets::vault::VaultTransit>,
     /// The executor and per-call defaults, for functions that run guests.
     pub runtime: Option<(Executor, CallDefaults)>,
+    /// The default plan (the deployment's limits).
+    pub plan_defaults: crate::call_limits::Limits,
+    /// The engine's memory bound per execution (no plan goes past it).
+    pub engine_max_memory_bytes: usize,
+    /// How often usage is written (zero: before each answer); `None`: not metered.
+    pub usage_flush: Option<Duration>,
 }
 
 /// Everything a router needs.
@@ -105,6 +113,14 @@ pub struct Platform {
     pub ui: crate::ui_assets::UiCache,
     /// Operator metrics of tenant requests (`/metrics` in `kelp up`).
     pub metrics: crate::metrics::Metrics,
+    /// The default plan: the limits of tenants without a plan, under every plan's unset ones.
+    pub plan_defaults: crate::call_limits::Limits,
+    /// The engine's memory bound per execution.
+    pub engine_max_memory_bytes: usize,
+    /// Usage counters and their store (always there for queries).
+    pub usage_store: Arc<dyn crate::usage::UsageStore>,
+    /// The usage meter of tenant requests; `None` when metering is off (`KELP_USAGE=false`).
+    pub usage: Option<Arc<crate::usage::UsageMeter>>,
     // The execution runtime; `None` in functions that never run a guest (the debug relay).
     runtime: Option<Arc<Runtime>>,
     // Versions are immutable, so they can be cached without invalidation.
@@ -129,7 +145,16 @@ impl Platform {
             })
         });
         let cap = NonZeroUsize::new(1024).expect("non-zero");
+        let usage = parts.usage_flush.map(|every| {
+            let meter = crate::usage::UsageMeter::new(backends.usage.clone(), every);
+            meter.spawn_flusher();
+            meter
+        });
         Arc::new(Self {
+            plan_defaults: parts.plan_defaults,
+            engine_max_memory_bytes: parts.engine_max_memory_bytes,
+            usage_store: backends.usage.clone(),
+            usage,
             jwt: parts.jwt,
             ui_tokens: parts.ui_tokens,
             ui: parts.ui,

@@ -1,11 +1,14 @@
-//! Per-(tenant, extension) token buckets (default burst 100, refill 50/s; burst 0 disables).
-//! Per instance here; the Redis-backed limiter shares buckets across Lambda instances.
+//! Token buckets per (tenant, extension) and per tenant, shaped by the tenant's plan
+//! ([`crate::limits::Rate`]; the default plan: burst 100, refill 50/s; burst 0 disables). Per
+//! instance here; the Redis-backed limiter shares buckets across Lambda instances.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+
+use crate::limits::Rate;
 
 /// A rate limiter's answer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,13 +25,15 @@ pub enum RateDecision {
 /// A rate limiter.
 #[async_trait]
 pub trait RateLimiter: Send + Sync {
-    /// Take one token for (tenant, extension).
-    async fn check(&self, tenant: &str, extension: &str) -> RateDecision;
+    /// Take one token from the (tenant, extension) bucket shaped by `rate`. An empty
+    /// `extension` is the tenant's own bucket (no extension id is empty).
+    async fn check(&self, tenant: &str, extension: &str, rate: Rate) -> RateDecision;
 }
 
 struct Bucket {
     tokens: f64,
     at: Instant,
+    rate: Rate,
 }
 
 /// The Redis key of a (tenant, extension) bucket: ids are kept as they are (no case folding)
@@ -40,8 +45,7 @@ pub fn rate_key(tenant: &str, extension: &str) -> String {
 
 /// In-memory token buckets of this instance.
 pub struct LocalRateLimiter {
-    burst: f64,
-    per_sec: f64,
+    rate: Rate,
     buckets: Mutex<HashMap<(String, String), Bucket>>,
 }
 
@@ -49,32 +53,45 @@ pub struct LocalRateLimiter {
 const MAX_BUCKETS: usize = 100_000;
 
 impl LocalRateLimiter {
-    /// Buckets of `burst` tokens refilled at `per_sec`.
+    /// Buckets of `burst` tokens refilled at `per_sec` (for [`LocalRateLimiter::take`]).
     pub fn new(burst: u32, per_sec: f64) -> Self {
-        Self { burst: burst as f64, per_sec: per_sec.max(0.0), buckets: Mutex::new(HashMap::new()) }
+        Self { rate: Rate { burst, per_sec: per_sec.max(0.0) }, buckets: Mutex::new(HashMap::new()) }
     }
 
-    /// Take a token (synchronous; the Redis limiter falls back to this).
+    /// Take a token from a bucket of the limiter's own shape.
     pub fn take(&self, tenant: &str, extension: &str) -> RateDecision {
-        if self.burst <= 0.0 {
+        self.take_at(tenant, extension, self.rate)
+    }
+
+    /// Take a token from a bucket shaped by `rate` (synchronous; the Redis limiter falls back
+    /// to this). A bucket whose shape changed (a new plan) starts full under the new shape.
+    pub fn take_at(&self, tenant: &str, extension: &str, rate: Rate) -> RateDecision {
+        if rate.burst == 0 {
             return RateDecision::Allowed;
         }
+        let (burst, per_sec) = (rate.burst as f64, rate.per_sec.max(0.0));
         let now = Instant::now();
         let mut buckets = self.buckets.lock();
         if buckets.len() >= MAX_BUCKETS {
-            let (burst, per_sec) = (self.burst, self.per_sec);
-            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec < burst);
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.at).as_secs_f64() * b.rate.per_sec < b.rate.burst as f64
+            });
         }
-        let bucket = buckets
-            .entry((tenant.to_string(), extension.to_string()))
-            .or_insert(Bucket { tokens: self.burst, at: now });
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * self.per_sec).min(self.burst);
+        let bucket = buckets.entry((tenant.to_string(), extension.to_string())).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+            rate,
+        });
+        if bucket.rate != rate {
+            *bucket = Bucket { tokens: burst, at: now, rate };
+        }
+        bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * per_sec).min(burst);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             RateDecision::Allowed
-        } else if self.per_sec > 0.0 {
-            RateDecision::Limited { retry_after_secs: ((1.0 - bucket.tokens) / self.per_sec).ceil().max(1.0) as u64 }
+        } else if per_sec > 0.0 {
+            RateDecision::Limited { retry_after_secs: ((1.0 - bucket.tokens) / per_sec).ceil().max(1.0) as u64 }
         } else {
             RateDecision::Limited { retry_after_secs: 60 }
         }
@@ -83,8 +100,8 @@ impl LocalRateLimiter {
 
 #[async_trait]
 impl RateLimiter for LocalRateLimiter {
-    async fn check(&self, tenant: &str, extension: &str) -> RateDecision {
-        self.take(tenant, extension)
+    async fn check(&self, tenant: &str, extension: &str, rate: Rate) -> RateDecision {
+        self.take_at(tenant, extension, rate)
     }
 }
 
@@ -97,8 +114,6 @@ pub struct RedisRateLimiter {
     conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
     script: redis::Script,
     local: LocalRateLimiter,
-    burst: u32,
-    per_sec: f64,
     retry_after: Mutex<Option<Instant>>,
     /// Checks answered by the per-instance fallback.
     pub fallbacks: std::sync::atomic::AtomicU64,
@@ -135,21 +150,19 @@ return {allowed, retry}
 const REDIS_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl RedisRateLimiter {
-    /// A limiter over `client` with the given bucket shape.
-    pub fn new(client: redis::Client, burst: u32, per_sec: f64) -> Self {
+    /// A limiter over `client` (each check says its bucket's shape).
+    pub fn new(client: redis::Client) -> Self {
         Self {
             client,
             conn: tokio::sync::Mutex::new(None),
             script: redis::Script::new(BUCKET_SCRIPT),
-            local: LocalRateLimiter::new(burst, per_sec),
-            burst,
-            per_sec,
+            local: LocalRateLimiter::new(0, 0.0),
             retry_after: Mutex::new(None),
             fallbacks: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    async fn shared_check(&self, tenant: &str, extension: &str) -> redis::RedisResult<RateDecision> {
+    async fn shared_check(&self, tenant: &str, extension: &str, rate: Rate) -> redis::RedisResult<RateDecision> {
         let mut guard = self.conn.lock().await;
         if guard.is_none() {
             *guard = Some(
@@ -161,7 +174,7 @@ impl RedisRateLimiter {
         let conn = guard.as_mut().expect("connected above");
         let key = rate_key(tenant, extension);
         let result: redis::RedisResult<(i64, i64)> =
-            self.script.key(key).arg(self.burst).arg(self.per_sec).invoke_async(conn).await;
+            self.script.key(key).arg(rate.burst).arg(rate.per_sec).invoke_async(conn).await;
         match result {
             Ok((1, _)) => Ok(RateDecision::Allowed),
             Ok((_, retry)) => Ok(RateDecision::Limited { retry_after_secs: retry.max(1) as u64 }),
@@ -175,13 +188,13 @@ impl RedisRateLimiter {
 
 #[async_trait]
 impl RateLimiter for RedisRateLimiter {
-    async fn check(&self, tenant: &str, extension: &str) -> RateDecision {
-        if self.burst == 0 {
+    async fn check(&self, tenant: &str, extension: &str, rate: Rate) -> RateDecision {
+        if rate.burst == 0 {
             return RateDecision::Allowed;
         }
         let paused = self.retry_after.lock().is_some_and(|t| Instant::now() < t);
         if !paused {
-            match self.shared_check(tenant, extension).await {
+            match self.shared_check(tenant, extension, rate).await {
                 Ok(d) => {
                     *self.retry_after.lock() = None;
                     return d;
@@ -195,7 +208,7 @@ impl RateLimiter for RedisRateLimiter {
             }
         }
         self.fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.local.take(tenant, extension)
+        self.local.take_at(tenant, extension, rate)
     }
 }
 
@@ -232,5 +245,15 @@ mod tests {
         for _ in 0..1000 {
             assert_eq!(off.take("t", "e"), RateDecision::Allowed);
         }
+    }
+
+    #[test]
+    fn a_bucket_takes_the_shape_of_each_check() {
+        let l = LocalRateLimiter::new(0, 0.0);
+        let small = Rate::per_minute(2);
+        assert_eq!(l.take_at("t", "e", small), RateDecision::Allowed);
+        assert!(matches!(l.take_at("t", "e", small), RateDecision::Limited { retry_after_secs: 30 }));
+        // A larger plan applies at once, not after the small bucket refills.
+        assert_eq!(l.take_at("t", "e", Rate::per_minute(600)), RateDecision::Allowed);
     }
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::bindings::types::ExecuteRequest;
 use crate::business::{BusinessCtx, HostApi};
 use crate::cache::ModuleCache;
+use crate::call_limits::Limits;
 use crate::context::ContextCtx;
 use crate::debug::{DebugBus, DebugSink, EventContext};
 use crate::egress::{EgressAllow, EgressClient, EgressCtx};
@@ -22,18 +23,15 @@ use crate::manifest::{
     BUSINESS_CAPABILITIES, CAP_HTTP_FETCH, CAP_LOG_EMIT, CAP_SECRETS_GET, CAP_STORAGE_KV, CAP_UI_PROXY, CAP_USER_READ,
 };
 use crate::secrets::{SecretsCtx, SecretsState};
-use crate::storage::{KvLimits, KvStore, Scope, StorageCtx};
+use crate::storage::{KvStore, Scope, StorageCtx};
 use crate::stores::VersionRecord;
+use crate::usage::CallTally;
 
 /// Per-call defaults of the runtime.
 #[derive(Debug, Clone, Copy)]
 pub struct CallDefaults {
-    /// Storage limits.
-    pub kv_limits: KvLimits,
     /// Debug event message cap.
     pub debug_max_event_bytes: usize,
-    /// Debug events one call may publish.
-    pub debug_max_events_per_call: usize,
 }
 
 /// The execution runtime of a process.
@@ -70,15 +68,19 @@ pub struct Plan {
     pub secrets: SecretsState,
     /// What the call may fetch.
     pub egress_allow: EgressAllow,
-    /// Limits.
-    pub limits: ExecLimits,
+    /// The limits of the tenant's plan (the default plan's for `/v1/execute` calls, with the
+    /// caller's deadline and memory).
+    pub limits: Limits,
+    /// What the call used, counted while it runs (the caller records it as usage).
+    pub tally: Arc<CallTally>,
     /// Warm instance reuse, when the version opts in and the deployment allows it.
     pub reuse: Option<Reuse>,
 }
 
 impl Runtime {
-    /// The debug sink of an execution: every event carries these ids (B1).
-    pub fn sink(&self, ids: &ExecIds) -> DebugSink {
+    /// The debug sink of an execution: every event carries these ids (B1); it publishes at
+    /// most `max_events` events.
+    pub fn sink(&self, ids: &ExecIds, max_events: usize) -> DebugSink {
         DebugSink::new(
             self.debug.clone(),
             EventContext {
@@ -92,15 +94,15 @@ impl Runtime {
             },
             self.defaults.debug_max_event_bytes,
         )
-        .with_event_budget(self.defaults.debug_max_events_per_call)
+        .with_event_budget(max_events)
     }
 
     /// The per-capability contexts of a plan: each capability gets its own state, and whether it
     /// was granted is decided here, once.
     pub fn call_state(&self, plan: Plan) -> (CallState, Arc<VersionRecord>, ExecLimits, Option<Reuse>) {
-        let debug = self.sink(&plan.ids);
+        let debug = self.sink(&plan.ids, plan.limits.debug_events);
         let can = |cap: &str| plan.capabilities.contains(cap);
-        let deadline = Instant::now() + plan.limits.timeout;
+        let deadline = Instant::now() + plan.limits.exec.timeout;
         let business: BTreeSet<String> =
             BUSINESS_CAPABILITIES.iter().filter(|c| can(c)).map(|c| c.to_string()).collect();
         // Alga's ui-proxy authenticates to Alga's platform APIs with the install's `api_key`.
@@ -121,7 +123,9 @@ impl Runtime {
                 granted: can(CAP_STORAGE_KV),
                 scope: Scope { tenant_id: plan.ids.tenant_id.clone(), install_id: plan.ids.install_id.clone() },
                 backend: self.kv.clone(),
-                limits: self.defaults.kv_limits,
+                limits: plan.limits.kv,
+                plan: plan.limits.plan.clone(),
+                tally: plan.tally.clone(),
                 debug: debug.clone(),
             },
             secrets: SecretsCtx { granted: can(CAP_SECRETS_GET), state: plan.secrets, debug: debug.clone() },
@@ -130,7 +134,10 @@ impl Runtime {
                 allow: plan.egress_allow,
                 client: self.egress.clone(),
                 calls: 0,
+                max_calls: plan.limits.egress_calls,
+                max_response_bytes: plan.limits.egress_response_bytes,
                 deadline,
+                tally: plan.tally.clone(),
                 debug: debug.clone(),
             },
             business: BusinessCtx {
@@ -145,8 +152,9 @@ impl Runtime {
                 debug: debug.clone(),
             },
             debug,
+            tally: plan.tally,
         };
-        (call, plan.version, plan.limits, plan.reuse)
+        (call, plan.version, plan.limits.exec, plan.reuse)
     }
 
     /// Run a plan.
@@ -162,7 +170,11 @@ impl Runtime {
         };
         let (mut call, v, limits, reuse) = self.call_state(plan);
         call.config.dev_source = dev_source;
-        self.executor.execute(&v.component_hash, &v.component_key, call, request, limits, reuse.as_ref()).await
+        let (debug, tally) = (call.debug.clone(), call.tally.clone());
+        let outcome =
+            self.executor.execute(&v.component_hash, &v.component_key, call, request, limits, reuse.as_ref()).await;
+        tally.debug_events.store(debug.published() as u64, std::sync::atomic::Ordering::Relaxed);
+        outcome
     }
 
     /// The module cache.

@@ -73,7 +73,8 @@ impl Backends {
             installs: stores.clone(),
             audit: stores.clone(),
             grants: stores,
-            kv: Arc::new(crate::storage::dynamodb::DynamoKv::new(dynamo, settings.tables.storage.clone())),
+            kv: Arc::new(crate::storage::dynamodb::DynamoKv::new(dynamo.clone(), settings.tables.storage.clone())),
+            usage: Arc::new(crate::usage::dynamodb::DynamoUsage::new(dynamo, settings.tables.usage.clone())),
             secrets: Arc::new(crate::secrets::aws::SecretsManagerSource::new(sm, settings.secret_prefix.clone())),
             blobs: Arc::new(crate::blobs::s3::S3BlobStore::new(s3, bucket, settings.bucket_prefix.clone())),
             debug: Arc::new(MemoryBus::new(settings.debug_maxlen)),
@@ -96,7 +97,8 @@ impl Backends {
             installs: stores.clone(),
             audit: stores.clone(),
             grants: stores,
-            kv: Arc::new(SqliteKv::new(db)),
+            kv: Arc::new(SqliteKv::new(db.clone())),
+            usage: Arc::new(crate::usage::sqlite::SqliteUsage::new(db)),
             secrets: Arc::new(FileSecrets::open(settings.secrets_file.clone())?),
             blobs: Arc::new(DirBlobStore::new(settings.data_dir.join("blobs"))),
             debug: Arc::new(MemoryBus::new(settings.debug_maxlen)),
@@ -218,11 +220,7 @@ impl Platform {
                         },
                     },
                 ));
-                let defaults = CallDefaults {
-                    kv_limits: settings.kv_limits,
-                    debug_max_event_bytes: settings.debug_max_event_bytes,
-                    debug_max_events_per_call: settings.debug_max_events_per_call,
-                };
+                let defaults = CallDefaults { debug_max_event_bytes: settings.debug_max_event_bytes };
                 Some((Executor::new(cache), defaults))
             }
         };
@@ -248,6 +246,9 @@ impl Platform {
                 None => None,
             },
             runtime,
+            plan_defaults: settings.plan_defaults(),
+            engine_max_memory_bytes: settings.engine.max_memory_bytes,
+            usage_flush: settings.usage.then_some(settings.usage_flush),
         };
         Ok(Platform::new(backends, parts))
     }

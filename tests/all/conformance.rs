@@ -132,6 +132,15 @@ fn install(tenant: &str, ext: &str) -> InstallRecord {
         created_at: now_rfc3339(),
         updated_at: now_rfc3339(),
         revision: 1,
+        // A plan snapshot and overrides: both backends keep them as written.
+        limits: kelp_runtime::limits::InstallLimits {
+            plan: Some(kelp_runtime::limits::AppliedPlan {
+                name: "gold".into(),
+                revision: 3,
+                limits: kelp_runtime::limits::LimitSet { timeout_ms: Some(900), ..Default::default() },
+            }),
+            overrides: kelp_runtime::limits::LimitSet { warm_reuse: Some(false), ..Default::default() },
+        },
     }
 }
 

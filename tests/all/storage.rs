@@ -90,8 +90,11 @@ async fn oversized_values_fail_cleanly_without_a_trap() {
     let kelp = TestKelp::start().await;
     let published = kelp.publish(&staged_example("js-notes")).await;
     kelp.install(&published, "acme", &[]).await;
+    // The guest answers its storage error as a 500; the gateway names the limit behind it.
     let (status, body) = put(&kelp, "acme", "big", json!({"text": "x".repeat(64 * 1024 + 1)})).await;
-    assert_eq!((status, body), (500, json!({"error": "internal"})));
+    assert_eq!((status, body["error"]["code"].as_str()), (507, Some("storage_quota_exceeded")), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("storage_value_bytes") && message.contains("\"default\""), "{message}");
     let (status, _) = put(&kelp, "acme", "fits", json!({"text": "x".repeat(64 * 1024)})).await;
     assert_eq!(status, 200, "exactly at the limit is fine");
 }

@@ -254,6 +254,7 @@ impl TestKelp {
                 granted,
                 egress: egress.iter().map(|s| s.to_string()).collect(),
                 enabled: true,
+                limits: Default::default(),
             },
         )
         .await

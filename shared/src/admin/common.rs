@@ -124,14 +124,7 @@ pub(super) fn json_response(status: StatusCode, body: Value) -> Response {
 
 /// Run a mutation under `Idempotency-Key` (when given): replay a completed answer, refuse a
 /// reused key with another request, remember successful answers.
-pub(super) async fn idempotent<F, Fut>(
-    admin: &Admin,
-    caller: &Caller,
-    tenant: &str,
-    meta: &Meta,
-    body: &[u8],
-    run: F,
-) -> Answer
+async fn idempotent<F, Fut>(admin: &Admin, caller: &Caller, tenant: &str, meta: &Meta, body: &[u8], run: F) -> Answer
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(StatusCode, Value), ApiError>>,
@@ -170,6 +163,71 @@ where
                 .await;
             Ok(json_response(status, body))
         }
+    }
+}
+
+/// The frame every admin mutation runs in: permission ([`Mutation::begin`]) → tenant
+/// ([`Mutation::tenant`]) → idempotency → the change → its audit row ([`Mutation::run`]).
+/// A change says what to audit in its [`Done`]; the frame writes the row only for a change
+/// that ran (a replayed answer is not audited twice, a refused one is not audited as done).
+pub(super) struct Mutation<'a> {
+    admin: &'a Admin,
+    caller: &'a Caller,
+    meta: &'a Meta,
+}
+
+/// What a change answered, and the audit row it leaves.
+pub(super) struct Done {
+    status: StatusCode,
+    body: Value,
+    audit: Option<(Option<String>, String, Option<String>, Value)>,
+}
+
+impl Done {
+    /// An answer.
+    pub(super) fn new(status: StatusCode, body: Value) -> Self {
+        Self { status, body, audit: None }
+    }
+
+    /// Audit `action` on `target` in `tenant` (`None`: a platform-wide change, e.g. a plan).
+    pub(super) fn audited(mut self, tenant: Option<&str>, action: &str, target: Option<&str>, details: Value) -> Self {
+        self.audit = Some((tenant.map(str::to_string), action.to_string(), target.map(str::to_string), details));
+        self
+    }
+}
+
+impl<'a> Mutation<'a> {
+    /// Refuse (and audit) a caller without one of `perms`.
+    pub(super) async fn begin(
+        admin: &'a Admin,
+        caller: &'a Caller,
+        meta: &'a Meta,
+        perms: &[&str],
+        what: &str,
+    ) -> Result<Self, ApiError> {
+        caller.require(&admin.platform, perms, what).await?;
+        Ok(Self { admin, caller, meta })
+    }
+
+    /// The tenant to act on (own, or any for platform:ops); refusals are audited.
+    pub(super) async fn tenant(&self, requested: Option<&str>) -> Result<String, ApiError> {
+        self.caller.tenant(&self.admin.platform, requested).await
+    }
+
+    /// Run the change under the request's `Idempotency-Key` (kept per `tenant`), then audit it.
+    pub(super) async fn run<F, Fut>(&self, tenant: &str, body: &[u8], change: F) -> Answer
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Done, ApiError>>,
+    {
+        idempotent(self.admin, self.caller, tenant, self.meta, body, || async {
+            let done = change().await?;
+            if let Some((tenant, action, target, details)) = done.audit {
+                self.caller.audit(&self.admin.platform, tenant.as_deref(), &action, target.as_deref(), details).await;
+            }
+            Ok((done.status, done.body))
+        })
+        .await
     }
 }
 
@@ -221,8 +279,11 @@ pub(super) async fn version_view(platform: &Platform, v: &VersionRecord) -> Valu
     })
 }
 
-pub(super) fn install_view(i: &InstallRecord) -> Value {
+pub(super) fn install_view(platform: &Platform, i: &InstallRecord) -> Value {
+    let effective = platform.plan_defaults.for_install(&i.limits);
     json!({
+        "plan": effective.plan,
+        "limits": {"overrides": i.limits.overrides, "effective": effective.view()},
         "install_id": i.install_id,
         "tenant_id": i.tenant_id,
         "extension_id": i.extension_id,

@@ -15,9 +15,9 @@ pub(super) async fn publish_version(
     LimitedBytes(body): LimitedBytes,
 ) -> Answer {
     let platform = &admin.platform;
-    caller.require(platform, &[PERM_PLATFORM_PUBLISH], "publish").await?;
+    let m = Mutation::begin(&admin, &caller, &meta, &[PERM_PLATFORM_PUBLISH], "publish").await?;
     let tenant = caller.identity.tenant.clone();
-    idempotent(&admin, &caller, &tenant, &meta, &body, || async {
+    m.run(&tenant, &body, || async {
         // Large bundles (past Lambda's 6 MB payload) are uploaded to the bucket's
         // uploads/ prefix first and published by reference.
         let is_json = meta.headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/json"));
@@ -53,10 +53,11 @@ pub(super) async fn publish_version(
             })??,
         };
         let view = json!({"extension": extension_view(&published.extension), "version": version_view(platform, &published.version).await, "created": published.created, "warnings": published.warnings});
-        if published.created {
-            caller.audit(platform, None, "version.publish", Some(&published.version.id), json!({"name": published.extension.name, "version": published.version.version, "content_hash": published.version.content_hash})).await;
+        if !published.created {
+            return Ok(Done::new(StatusCode::OK, view));
         }
-        Ok((if published.created { StatusCode::CREATED } else { StatusCode::OK }, view))
+        let details = json!({"name": published.extension.name, "version": published.version.version, "content_hash": published.version.content_hash});
+        Ok(Done::new(StatusCode::CREATED, view).audited(None, "version.publish", Some(&published.version.id), details))
     })
     .await
 }

@@ -32,7 +32,7 @@ pub(super) async fn create_grant(
     LimitedBytes(body): LimitedBytes,
 ) -> Answer {
     let platform = &admin.platform;
-    caller.require(platform, &[PERM_PLATFORM_OPS], "grant debug access").await?;
+    let m = Mutation::begin(&admin, &caller, &meta, &[PERM_PLATFORM_OPS], "grant debug access").await?;
     let req: GrantBody = parse_json(&body)?;
     let ttl = req.ttl_secs.unwrap_or(3600);
     if ttl == 0 || ttl > MAX_GRANT_SECS {
@@ -41,7 +41,7 @@ pub(super) async fn create_grant(
     if req.viewer.trim().is_empty() {
         return Err(ApiError::bad_request("viewer (the user's sub) is required"));
     }
-    idempotent(&admin, &caller, &req.tenant, &meta, &body, || async {
+    m.run(&req.tenant, &body, || async {
         load_install(platform, &req.tenant, &req.install_id).await?;
         let now = chrono::Utc::now();
         let grant = DebugGrant {
@@ -58,8 +58,9 @@ pub(super) async fn create_grant(
             revoked_at: None,
         };
         platform.grants.create_grant(&grant).await?;
-        caller.audit(platform, Some(&req.tenant), "grant.create", Some(&grant.id), json!({"install_id": grant.install_id, "viewer": grant.viewer, "viewer_tenant": grant.viewer_tenant, "viewer_issuer": grant.viewer_issuer, "expires_at": grant.expires_at, "reason": grant.reason})).await;
-        Ok((StatusCode::CREATED, serde_json::to_value(&grant).expect("plain data")))
+        let details = json!({"install_id": grant.install_id, "viewer": grant.viewer, "viewer_tenant": grant.viewer_tenant, "viewer_issuer": grant.viewer_issuer, "expires_at": grant.expires_at, "reason": grant.reason});
+        Ok(Done::new(StatusCode::CREATED, serde_json::to_value(&grant).expect("plain data"))
+            .audited(Some(&req.tenant), "grant.create", Some(&grant.id), details))
     })
     .await
 }
@@ -92,15 +93,23 @@ pub(super) async fn list_grants(
 pub(super) async fn revoke_grant(
     State(admin): State<Arc<Admin>>,
     caller: Caller,
+    meta: Meta,
     Path(id): Path<String>,
     Query(q): Query<TenantQuery>,
 ) -> Answer {
     let platform = &admin.platform;
-    caller.require(platform, &[PERM_PLATFORM_OPS], "revoke debug grants").await?;
+    let m = Mutation::begin(&admin, &caller, &meta, &[PERM_PLATFORM_OPS], "revoke debug grants").await?;
     let tenant = q.tenant.clone().ok_or_else(|| ApiError::bad_request("tenant query parameter is required"))?;
-    if !platform.grants.revoke_grant(&tenant, &id, &now_rfc3339()).await? {
-        return Err(ApiError::not_found(format!("grant {id} not found")));
-    }
-    caller.audit(platform, Some(&tenant), "grant.revoke", Some(&id), json!({})).await;
-    Ok(Json(json!({"revoked": id})).into_response())
+    m.run(&tenant, &[], || async {
+        if !platform.grants.revoke_grant(&tenant, &id, &now_rfc3339()).await? {
+            return Err(ApiError::not_found(format!("grant {id} not found")));
+        }
+        Ok(Done::new(StatusCode::OK, json!({"revoked": id})).audited(
+            Some(&tenant),
+            "grant.revoke",
+            Some(&id),
+            json!({}),
+        ))
+    })
+    .await
 }

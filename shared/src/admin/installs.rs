@@ -22,7 +22,13 @@ pub(super) struct CreateInstall {
     enabled: bool,
     #[serde(default)]
     debug_logs: bool,
+    /// The install's own limits (they only narrow the tenant's plan).
+    #[serde(default)]
+    limits: crate::limits::LimitSet,
 }
+
+/// Who may manage a tenant's installs.
+const INSTALL_MANAGERS: &[&str] = &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS];
 
 fn yes() -> bool {
     true
@@ -36,7 +42,7 @@ pub(super) async fn create_install(
     LimitedBytes(body): LimitedBytes,
 ) -> Answer {
     let platform = &admin.platform;
-    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "manage installs").await?;
+    let m = Mutation::begin(&admin, &caller, &meta, INSTALL_MANAGERS, "manage installs").await?;
     let req: CreateInstall = parse_json(&body)?;
     // `?tenant=` picks the tenant here as on every other admin route; the body's `tenant`
     // (the older way) is still read, and two different answers are refused.
@@ -46,8 +52,8 @@ pub(super) async fn create_install(
         }
         (a, b) => a.or(b),
     };
-    let tenant = caller.tenant(platform, chosen).await?;
-    idempotent(&admin, &caller, &tenant, &meta, &body, || async {
+    let tenant = m.tenant(chosen).await?;
+    m.run(&tenant, &body, || async {
         let ext = find_extension(platform, &req.extension).await?;
         let version = resolve_version(platform, &ext, &req.version).await?;
         let mut granted = req.capabilities.clone().unwrap_or_else(|| version.manifest.capabilities.clone());
@@ -64,13 +70,18 @@ pub(super) async fn create_install(
                 granted,
                 egress: req.egress.clone(),
                 enabled: req.enabled,
+                limits: req.limits,
             },
         )
         .await?;
-        caller
-            .audit(platform, Some(&tenant), "install.create", Some(&install.install_id), json!({"extension": ext.name, "version": version.version, "capabilities": install.granted, "egress": install.egress}))
-            .await;
-        Ok((StatusCode::CREATED, install_view(&install)))
+        let details = json!({"extension": ext.name, "version": version.version, "capabilities": install.granted,
+                             "egress": install.egress, "limits": install.limits.overrides});
+        Ok(Done::new(StatusCode::CREATED, install_view(platform, &install)).audited(
+            Some(&tenant),
+            "install.create",
+            Some(&install.install_id),
+            details,
+        ))
     })
     .await
 }
@@ -82,14 +93,14 @@ pub(super) async fn list_installs(
     Query(p): Query<Paging>,
 ) -> Answer {
     let platform = &admin.platform;
-    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "list installs").await?;
+    caller.require(platform, INSTALL_MANAGERS, "list installs").await?;
     // Operators without a tenant filter see every tenant.
     let tenant = match (&q.tenant, caller.identity.has(PERM_PLATFORM_OPS)) {
         (None, true) => None,
         (requested, _) => Some(caller.tenant(platform, requested.as_deref()).await?),
     };
     let page = platform.installs.list_installs(tenant.as_deref(), &p.request()).await?;
-    Ok(Json(page_view(page, install_view)).into_response())
+    Ok(Json(page_view(page, |i| install_view(platform, i))).into_response())
 }
 
 pub(super) async fn load_install(platform: &Platform, tenant: &str, id: &str) -> Result<InstallRecord, ApiError> {
@@ -107,9 +118,9 @@ pub(super) async fn get_install(
     Query(q): Query<TenantQuery>,
 ) -> Answer {
     let platform = &admin.platform;
-    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "read installs").await?;
+    caller.require(platform, INSTALL_MANAGERS, "read installs").await?;
     let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
-    Ok(Json(install_view(&load_install(platform, &tenant, &id).await?)).into_response())
+    Ok(Json(install_view(platform, &load_install(platform, &tenant, &id).await?)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -125,6 +136,9 @@ pub(super) struct UpdateInstall {
     egress: Option<Vec<String>>,
     #[serde(default)]
     debug_logs: Option<bool>,
+    /// Replaces the install's own limits (`{}` removes them).
+    #[serde(default)]
+    limits: Option<crate::limits::LimitSet>,
 }
 
 pub(super) async fn update_install(
@@ -136,10 +150,13 @@ pub(super) async fn update_install(
     LimitedBytes(body): LimitedBytes,
 ) -> Answer {
     let platform = &admin.platform;
-    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "manage installs").await?;
+    let m = Mutation::begin(&admin, &caller, &meta, INSTALL_MANAGERS, "manage installs").await?;
     let req: UpdateInstall = parse_json(&body)?;
-    let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
-    idempotent(&admin, &caller, &tenant, &meta, &body, || async {
+    if let Some(limits) = &req.limits {
+        limits.validate(platform.engine_max_memory_bytes).map_err(ApiError::bad_request)?;
+    }
+    let tenant = m.tenant(q.tenant.as_deref()).await?;
+    m.run(&tenant, &body, || async {
         // Everything is checked first and applied in one conditional write: a refused
         // part leaves the install untouched.
         let current = load_install(platform, &tenant, &id).await?;
@@ -180,6 +197,9 @@ pub(super) async fn update_install(
                 Some(false) => i.granted.retain(|g| g != CAP_DEBUG_LOGS),
                 _ => {}
             }
+            if let Some(limits) = req.limits {
+                i.limits.overrides = limits;
+            }
             Ok(())
         })
         .await?;
@@ -187,10 +207,9 @@ pub(super) async fn update_install(
             (Some(_), true) => "install.version",
             _ => "install.update",
         };
-        caller
-            .audit(platform, Some(&tenant), action, Some(&id), json!({"from_version": from_version, "to_version": updated.version_id, "enabled": updated.enabled, "capabilities": updated.granted, "egress": updated.egress}))
-            .await;
-        Ok((StatusCode::OK, install_view(&updated)))
+        let details = json!({"from_version": from_version, "to_version": updated.version_id, "enabled": updated.enabled,
+                             "capabilities": updated.granted, "egress": updated.egress, "limits": updated.limits.overrides});
+        Ok(Done::new(StatusCode::OK, install_view(platform, &updated)).audited(Some(&tenant), action, Some(&id), details))
     })
     .await
 }
@@ -203,24 +222,14 @@ pub(super) async fn delete_install(
     Query(q): Query<TenantQuery>,
 ) -> Answer {
     let platform = &admin.platform;
-    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "uninstall").await?;
-    let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
+    let m = Mutation::begin(&admin, &caller, &meta, INSTALL_MANAGERS, "uninstall").await?;
+    let tenant = m.tenant(q.tenant.as_deref()).await?;
     let purge = q.purge.unwrap_or(false);
-    idempotent(&admin, &caller, &tenant, &meta, &[], || async {
+    m.run(&tenant, &[], || async {
         let purged = service::uninstall(platform, &tenant, &id, purge).await?;
-        caller
-            .audit(
-                platform,
-                Some(&tenant),
-                "install.delete",
-                Some(&id),
-                json!({"purge": purge, "purged_entries": purged}),
-            )
-            .await;
-        Ok((
-            StatusCode::OK,
-            json!({"deleted": id, "purged_entries": purged, "storage": if purge { "purged" } else { "kept" }}),
-        ))
+        let answer = json!({"deleted": id, "purged_entries": purged, "storage": if purge { "purged" } else { "kept" }});
+        let details = json!({"purge": purge, "purged_entries": purged});
+        Ok(Done::new(StatusCode::OK, answer).audited(Some(&tenant), "install.delete", Some(&id), details))
     })
     .await
 }
@@ -240,22 +249,19 @@ pub(super) async fn put_config(
     LimitedBytes(body): LimitedBytes,
 ) -> Answer {
     let platform = &admin.platform;
-    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "set config").await?;
+    let m = Mutation::begin(&admin, &caller, &meta, INSTALL_MANAGERS, "set config").await?;
     let req: ConfigBody = parse_json(&body)?;
-    let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
-    idempotent(&admin, &caller, &tenant, &meta, &body, || async {
-        let keys: Vec<&String> = req.config.keys().collect();
+    let tenant = m.tenant(q.tenant.as_deref()).await?;
+    m.run(&tenant, &body, || async {
+        let keys: Vec<String> = req.config.keys().cloned().collect();
         let updated = service::set_config(platform, &tenant, &id, req.config.clone()).await?;
-        caller
-            .audit(
-                platform,
-                Some(&tenant),
-                "install.config",
-                Some(&id),
-                json!({"keys": keys, "config_version": updated.config_version}),
-            )
-            .await;
-        Ok((StatusCode::OK, json!({"install_id": id, "config_version": updated.config_version})))
+        let version = updated.config_version;
+        Ok(Done::new(StatusCode::OK, json!({"install_id": id, "config_version": version})).audited(
+            Some(&tenant),
+            "install.config",
+            Some(&id),
+            json!({"keys": keys, "config_version": version}),
+        ))
     })
     .await
 }
@@ -277,27 +283,24 @@ pub(super) async fn put_secrets(
     LimitedBytes(body): LimitedBytes,
 ) -> Answer {
     let platform = &admin.platform;
-    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "set secrets").await?;
+    let m = Mutation::begin(&admin, &caller, &meta, INSTALL_MANAGERS, "set secrets").await?;
     let req: SecretsBody = parse_json(&body)?;
     if let Some(ts) = &req.expires_at {
         chrono::DateTime::parse_from_rfc3339(ts)
             .map_err(|_| ApiError::bad_request("expires_at must be an RFC 3339 timestamp"))?;
     }
-    let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
+    let tenant = m.tenant(q.tenant.as_deref()).await?;
     // The fingerprint (not the body) is what idempotency stores: values never persist there.
-    idempotent(&admin, &caller, &tenant, &meta, &body, || async {
+    m.run(&tenant, &body, || async {
         let updated = service::set_secrets(platform, &tenant, &id, &req.secrets, req.expires_at.clone()).await?;
         let keys: Vec<&String> = req.secrets.keys().collect();
-        caller
-            .audit(
-                platform,
-                Some(&tenant),
-                "install.secrets",
-                Some(&id),
-                json!({"keys": keys, "secrets_version": updated.secrets_version}),
-            )
-            .await;
-        Ok((StatusCode::OK, json!({"install_id": id, "secrets_version": updated.secrets_version, "keys": keys})))
+        let version = updated.secrets_version;
+        Ok(Done::new(StatusCode::OK, json!({"install_id": id, "secrets_version": version, "keys": keys})).audited(
+            Some(&tenant),
+            "install.secrets",
+            Some(&id),
+            json!({"keys": keys, "secrets_version": version}),
+        ))
     })
     .await
 }
@@ -338,26 +341,24 @@ pub(super) async fn patch_config(
     LimitedBytes(body): LimitedBytes,
 ) -> Answer {
     let platform = &admin.platform;
-    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "change config").await?;
+    let m = Mutation::begin(&admin, &caller, &meta, INSTALL_MANAGERS, "change config").await?;
     let patch = MapPatch::parse(&body, "config")?;
     if patch.expires_at.is_some() {
         return Err(ApiError::bad_request("expires_at applies to secrets, not config"));
     }
-    let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
-    idempotent(&admin, &caller, &tenant, &meta, &body, || async {
+    let tenant = m.tenant(q.tenant.as_deref()).await?;
+    m.run(&tenant, &body, || async {
         let updated = service::patch_config(platform, &tenant, &id, &patch.set, &patch.unset).await?;
         let keys: Vec<&String> = updated.config.keys().collect();
-        caller
-            .audit(
-                platform,
-                Some(&tenant),
-                "install.config",
-                Some(&id),
-                json!({"set": patch.set.keys().collect::<Vec<_>>(), "unset": patch.unset,
-                       "config_version": updated.config_version}),
-            )
-            .await;
-        Ok((StatusCode::OK, json!({"install_id": id, "config_version": updated.config_version, "keys": keys})))
+        let version = updated.config_version;
+        let details =
+            json!({"set": patch.set.keys().collect::<Vec<_>>(), "unset": patch.unset, "config_version": version});
+        Ok(Done::new(StatusCode::OK, json!({"install_id": id, "config_version": version, "keys": keys})).audited(
+            Some(&tenant),
+            "install.config",
+            Some(&id),
+            details,
+        ))
     })
     .await
 }
@@ -371,28 +372,26 @@ pub(super) async fn patch_secrets(
     LimitedBytes(body): LimitedBytes,
 ) -> Answer {
     let platform = &admin.platform;
-    caller.require(platform, &[PERM_EXTENSION_MANAGE, PERM_PLATFORM_OPS], "change secrets").await?;
+    let m = Mutation::begin(&admin, &caller, &meta, INSTALL_MANAGERS, "change secrets").await?;
     let patch = MapPatch::parse(&body, "secrets")?;
     if let Some(ts) = &patch.expires_at {
         chrono::DateTime::parse_from_rfc3339(ts)
             .map_err(|_| ApiError::bad_request("expires_at must be an RFC 3339 timestamp"))?;
     }
-    let tenant = caller.tenant(platform, q.tenant.as_deref()).await?;
+    let tenant = m.tenant(q.tenant.as_deref()).await?;
     // The fingerprint (not the body) is what idempotency stores: values never persist there.
-    idempotent(&admin, &caller, &tenant, &meta, &body, || async {
+    m.run(&tenant, &body, || async {
         let (updated, keys) =
             service::patch_secrets(platform, &tenant, &id, &patch.set, &patch.unset, patch.expires_at.clone()).await?;
-        caller
-            .audit(
-                platform,
-                Some(&tenant),
-                "install.secrets",
-                Some(&id),
-                json!({"set": patch.set.keys().collect::<Vec<_>>(), "unset": patch.unset,
-                       "secrets_version": updated.secrets_version}),
-            )
-            .await;
-        Ok((StatusCode::OK, json!({"install_id": id, "secrets_version": updated.secrets_version, "keys": keys})))
+        let version = updated.secrets_version;
+        let details =
+            json!({"set": patch.set.keys().collect::<Vec<_>>(), "unset": patch.unset, "secrets_version": version});
+        Ok(Done::new(StatusCode::OK, json!({"install_id": id, "secrets_version": version, "keys": keys})).audited(
+            Some(&tenant),
+            "install.secrets",
+            Some(&id),
+            details,
+        ))
     })
     .await
 }

@@ -1,5 +1,6 @@
 //! The admin API: publish versions (precompiled at publish), extensions and versions,
-//! installs, config and secrets with version bumps, debug grants and the audit log. JSON in
+//! installs, config and secrets with version bumps, debug grants, the audit log, plans and
+//! usage. JSON in
 //! and out; errors are `{"error": {"code", "message", "request_id"}}`. The operations
 //! themselves live in the services ([`crate::installs`], [`crate::publish`]) so `kelp up`, the
 //! router and tests share one set of rules.
@@ -9,6 +10,7 @@ mod common;
 mod extensions;
 mod grants;
 mod installs;
+mod plans;
 
 use std::sync::Arc;
 
@@ -26,6 +28,7 @@ use installs::{
     create_install, delete_install, get_install, list_installs, patch_config, patch_secrets, put_config, put_secrets,
     update_install,
 };
+use plans::{delete_plan, get_plan, get_tenant_plan, list_plans, put_plan, put_tenant_plan, query_usage};
 
 /// The admin API's own settings (the app layer builds them from the environment).
 #[derive(Debug, Clone)]
@@ -80,6 +83,10 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/admin/grants", get(list_grants).post(create_grant))
         .route("/admin/grants/{grant}", delete(revoke_grant))
         .route("/admin/audit", get(query_audit))
+        .route("/admin/plans", get(list_plans))
+        .route("/admin/plans/{plan}", get(get_plan).put(put_plan).delete(delete_plan))
+        .route("/admin/tenants/{tenant}/plan", get(get_tenant_plan).put(put_tenant_plan))
+        .route("/admin/usage", get(query_usage))
         .layer(Extension(BodyLimit(admin.settings.max_body_bytes)))
         .with_state(admin)
         .layer(axum::extract::DefaultBodyLimit::disable())

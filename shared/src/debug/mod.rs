@@ -195,6 +195,11 @@ impl DebugSink {
         self.publish(level, stream, message.into(), false);
     }
 
+    /// Events the call published (within its budget, plus the truncation marker).
+    pub fn published(&self) -> usize {
+        self.budget.used.load(Ordering::Relaxed).min(self.budget.limit + 1)
+    }
+
     /// Whether the call's event budget ran out.
     pub fn exhausted(&self) -> bool {
         self.budget.used.load(Ordering::Relaxed) > self.budget.limit

@@ -20,8 +20,14 @@ pub struct EgressCtx {
     pub client: Arc<EgressClient>,
     /// Calls made so far in this call.
     pub calls: u32,
+    /// Calls this call may make (its plan's `egress_calls`).
+    pub max_calls: u32,
+    /// Largest response body this call may receive (its plan's `egress_response_bytes`).
+    pub max_response_bytes: usize,
     /// Wall-clock deadline of the call: a fetch gets only the time left.
     pub deadline: Instant,
+    /// What the call used (usage metering).
+    pub tally: Arc<crate::usage::CallTally>,
     /// Host warnings of this call.
     pub debug: DebugSink,
 }
@@ -66,10 +72,13 @@ impl http::Host for EgressCtx {
                 return Err(self.deny_fetch(format!("{ip} is not a public address")));
             }
         }
-        if self.calls >= settings.max_calls {
-            return Err(self.deny_fetch(format!("more than {} calls in one request", settings.max_calls)));
+        if self.calls >= self.max_calls {
+            let reason = format!("more than {} calls in one request (the plan's egress_calls)", self.max_calls);
+            return Err(self.deny_fetch(reason));
         }
         self.calls += 1;
+        crate::usage::CallTally::bump(&self.tally.egress_calls, 1);
+        let max_response_bytes = self.max_response_bytes;
         let method =
             reqwest::Method::from_bytes(request.method.to_uppercase().as_bytes()).map_err(|_| HttpError::InvalidUrl)?;
         let body = request.body.unwrap_or_default();
@@ -109,7 +118,7 @@ impl http::Host for EgressCtx {
         let read = tokio::time::timeout(self.remaining(), async {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|_| HttpError::Transport)?;
-                if body.len() + chunk.len() > settings.max_response_bytes {
+                if body.len() + chunk.len() > max_response_bytes {
                     return Err(HttpError::Internal);
                 }
                 body.extend_from_slice(&chunk);
@@ -117,12 +126,12 @@ impl http::Host for EgressCtx {
             Ok(())
         })
         .await;
+        crate::usage::CallTally::bump(&self.tally.egress_bytes, body.len() as u64);
         match read {
             Ok(Ok(())) => Ok(HttpResponse { status, headers, body: Some(body) }),
             Ok(Err(HttpError::Internal)) => {
                 self.debug.host_warning(format!(
-                    "http.fetch {host}: response body over {} bytes",
-                    settings.max_response_bytes
+                    "http.fetch {host}: response body over {max_response_bytes} bytes (the plan's egress_response_bytes)"
                 ));
                 Err(HttpError::Transport)
             }

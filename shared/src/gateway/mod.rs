@@ -47,12 +47,6 @@ pub struct GatewaySettings {
     pub audit_executions: bool,
     /// Write each request's metrics as an EMF document to stdout (Lambda).
     pub metrics_emf: bool,
-    /// Whether extensions that opt in (manifest `instances.reuse`) get warm instances.
-    pub instance_reuse: bool,
-    /// Token bucket burst per (tenant, extension); 0 disables rate limiting.
-    pub rate_burst: u32,
-    /// Token bucket refill per second.
-    pub rate_per_sec: f64,
     /// Redis to share buckets through, if any.
     pub rate_redis: Option<crate::debug::redis::RedisSettings>,
 }
@@ -114,12 +108,12 @@ impl Gateway {
             );
         }
         let limiter: Arc<dyn RateLimiter> = match s.rate_redis.as_ref().map(|r| r.client()) {
-            Some(Ok(client)) => Arc::new(RedisRateLimiter::new(client, s.rate_burst, s.rate_per_sec)),
+            Some(Ok(client)) => Arc::new(RedisRateLimiter::new(client)),
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "invalid Redis settings; rate limits are per instance");
-                Arc::new(LocalRateLimiter::new(s.rate_burst, s.rate_per_sec))
+                Arc::new(LocalRateLimiter::new(0, 0.0))
             }
-            None => Arc::new(LocalRateLimiter::new(s.rate_burst, s.rate_per_sec)),
+            None => Arc::new(LocalRateLimiter::new(0, 0.0)),
         };
         Self::with_rate_limiter(platform, settings, limiter)
     }

@@ -39,6 +39,7 @@ pub fn exec_error_response(e: &ExecError) -> ApiError {
                  extension"
             ),
         ),
+        ExecError::QuotaExceeded(what) => storage_quota_refusal(what),
         ExecError::NoHandler => ApiError::new(
             StatusCode::NOT_FOUND,
             "no_handler",
@@ -62,6 +63,16 @@ pub fn exec_error_response(e: &ExecError) -> ApiError {
             )
         }
     }
+}
+
+/// 507 `storage_quota_exceeded`: the guest failed (or answered 5xx) after a storage write
+/// was refused by its plan; `what` names the limit and the plan.
+pub fn storage_quota_refusal(what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "storage_quota_exceeded",
+        format!("the extension's storage is full: {what}"),
+    )
 }
 
 /// Short status of an execution record.

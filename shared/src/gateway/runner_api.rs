@@ -398,7 +398,7 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
             }
         },
     };
-    let limits = ExecLimits {
+    let exec = ExecLimits {
         timeout: req
             .limits
             .timeout_ms
@@ -414,6 +414,9 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         fuel: req.limits.fuel.or(settings.exec.fuel),
         max_output_bytes: settings.exec.max_output_bytes,
     };
+    // Alga decides the deadline and memory of its runner's calls; the rest is the default
+    // plan (Alga's tenants have no Kelp plan on this path).
+    let limits = crate::call_limits::Limits { exec, ..platform.plan_defaults.clone() };
     let request_id = req.context.request_id.clone().unwrap_or_else(|| request_id.to_string());
     let ids = ExecIds {
         request_id: request_id.clone(),
@@ -458,7 +461,7 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         additional_fields: u.additional_fields.into_iter().collect(),
     });
     let runtime = platform.runtime();
-    let debug = runtime.sink(&ids);
+    let debug = runtime.sink(&ids, limits.debug_events);
     let plan = Plan {
         ids,
         version,
@@ -469,6 +472,7 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
         secrets,
         egress_allow,
         limits,
+        tally: Default::default(),
         // The caller sends config and secrets with every call, so Kelp cannot tell which
         // calls an instance could safely serve: every /v1/execute call gets a fresh one.
         reuse: None,
@@ -501,6 +505,7 @@ async fn serve(gw: &Gateway, request_id: &str, headers: &HeaderMap, body: &[u8])
             ExecuteAnswer::failure(500, &format!("capability_denied: {capability}"))
         }
         Err(ExecError::GuestException { .. }) => ExecuteAnswer::failure(500, "extension_exception"),
+        Err(ExecError::QuotaExceeded(_)) => ExecuteAnswer::failure(507, "storage_quota_exceeded"),
         Err(_) => ExecuteAnswer::failure(500, "extension_error"),
     };
     if let Some((key, request_digest)) = idem_key {

@@ -16,6 +16,7 @@ use super::run::{exec_error_response, exec_status};
 use super::Gateway;
 use crate::auth::{identify_in_extension, Identity, PERM_EXTENSION_READ, PERM_EXTENSION_WRITE};
 use crate::bindings::types::{ContextData, ExecuteRequest, HttpRequest};
+use crate::call_limits::Limits;
 use crate::debug::{DebugSink, EventContext};
 use crate::egress::EgressAllow;
 use crate::executor::{ExecError, Reuse};
@@ -30,6 +31,7 @@ use crate::runtime::Plan;
 use crate::secrets::SecretsError;
 use crate::secrets::SecretsState;
 use crate::stores::{InstallRecord, VersionRecord};
+use crate::usage::CallTally;
 
 const METHODS: &[Method] =
     &[Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
@@ -57,6 +59,8 @@ struct Record {
     tier: Option<&'static str>,
     /// Whether a warm instance served the request.
     reused: bool,
+    /// What the execution used, when the guest ran.
+    tally: Option<Arc<CallTally>>,
 }
 
 impl Record {
@@ -161,6 +165,9 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         code: refusal.as_ref().map(|(code, _)| *code),
     };
     gw.platform.metrics.observe(&observed);
+    if let (Some(meter), false) = (&gw.platform.usage, record.install.is_empty()) {
+        meter_request(meter, &record, &observed).await;
+    }
     if gw.settings.metrics_emf {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         // stdout, one line: what CloudWatch reads EMF from (the tracing logs go to stderr).
@@ -294,25 +301,36 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     };
     record.endpoint = endpoint;
 
-    // 6. Rate limit per (tenant, extension).
-    if let RateDecision::Limited { retry_after_secs } =
-        gw.rate_limiter.check(&identity.tenant, &install.extension_id).await
-    {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests for this extension",
-        )
-        .with_header(header::RETRY_AFTER, &retry_after_secs.to_string()));
+    // 6. Rate limits of the tenant's plan: the tenant's bucket, then the install's.
+    let limits = platform.plan_defaults.for_install(&install.limits);
+    let buckets = [
+        ("", limits.tenant_rate, "this tenant", "tenant_requests_per_minute"),
+        (install.extension_id.as_str(), limits.install_rate, "this extension", "install_requests_per_minute"),
+    ];
+    for (bucket, rate, whose, limit) in buckets {
+        if let RateDecision::Limited { retry_after_secs } = gw.rate_limiter.check(&identity.tenant, bucket, rate).await
+        {
+            let per_minute = (rate.per_sec * 60.0).round();
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "too many requests for {whose}: plan {:?} allows {per_minute} a minute (limit {limit})",
+                    limits.plan
+                ),
+            )
+            .with_header(header::RETRY_AFTER, &retry_after_secs.to_string()));
+        }
     }
 
     // 7. Body limit (a POST's body was read at 3b); then the guest's view of the request.
     let body = body.read(declared, cap).await.map_err(|_| too_large())?;
 
     // 8. Execute.
-    let plan = plan_for(gw, &install, version.clone(), &identity, request_id).await?;
+    let plan = plan_for(gw, &install, version.clone(), &identity, request_id, limits).await?;
+    record.tally = Some(plan.tally.clone());
     let runtime = platform.runtime();
-    let debug_ctx = runtime.sink(&plan.ids);
+    let debug_ctx = runtime.sink(&plan.ids, crate::debug::DEFAULT_MAX_EVENTS_PER_CALL);
     let url = match &query {
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
@@ -344,8 +362,13 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
         }
     };
 
-    // 9. Real HTTP response.
+    // 9. Real HTTP response. A guest answering 5xx after its plan's storage quota refused a
+    // write gets the refusal that names the limit instead.
     let guest = outcome.response;
+    if let Some(what) = record.tally.as_ref().and_then(|t| t.first_quota()).filter(|_| guest.status >= 500) {
+        record.status = "error";
+        return Err(super::run::storage_quota_refusal(&what));
+    }
     // 1xx would switch protocols or confuse the client; a guest answers with 200–599 only.
     let status = StatusCode::from_u16(guest.status).ok().filter(|s| (200..=599).contains(&s.as_u16()));
     let Some(status) = status else {
@@ -371,6 +394,27 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     *response.status_mut() = status;
     *response.headers_mut() = client_response_headers(&guest.headers, &debug_ctx);
     Ok(response)
+}
+
+/// Count a request of a known install as usage; in Lambda (flush interval zero) write it
+/// before the answer leaves, since the sandbox may be frozen or reaped right after.
+async fn meter_request(meter: &crate::usage::UsageMeter, record: &Record, observed: &crate::metrics::Observation<'_>) {
+    let mut counters = match &record.tally {
+        Some(tally) => tally.counters(crate::engine::EPOCH_TICK),
+        None => crate::usage::Counters { requests: 1, ..Default::default() },
+    };
+    counters.wall_us = observed.duration.as_micros() as u64;
+    counters.warm_hits = u64::from(record.reused);
+    if let Some(code) = observed.code {
+        let by_code = if observed.http_status >= 500 { &mut counters.errors } else { &mut counters.refusals };
+        by_code.insert(code.to_string(), 1);
+    }
+    meter.record(&record.tenant, &record.install, &record.extension, std::time::SystemTime::now(), &counters);
+    if meter.flushes_each_request() {
+        if let Err(e) = meter.flush().await {
+            tracing::warn!(error = %e, "usage flush failed; kept for the next request");
+        }
+    }
 }
 
 /// `/api/ext/{extensionId}/{*path}` → (extensionId, "/" + path).
@@ -483,8 +527,8 @@ pub(crate) fn effective_capabilities(install: &InstallRecord, version: &VersionR
 /// allows it. The key holds everything an instance may have seen of the install, so any
 /// change to it (version, grants, egress, config, secrets: each bumps the revision) starts
 /// from fresh instances.
-fn reuse_for(gw: &Gateway, install: &InstallRecord, version: &VersionRecord) -> Option<Reuse> {
-    let policy = version.manifest.instances.filter(|p| p.reuse && gw.settings.instance_reuse)?;
+fn reuse_for(install: &InstallRecord, version: &VersionRecord, limits: &Limits) -> Option<Reuse> {
+    let policy = version.manifest.instances.filter(|p| p.reuse && limits.warm_reuse)?;
     Some(Reuse {
         scope: [install.tenant_id.as_str(), &install.install_id].join("\u{0}"),
         key: [
@@ -507,6 +551,7 @@ async fn plan_for(
     version: Arc<VersionRecord>,
     identity: &Identity,
     request_id: &str,
+    limits: Limits,
 ) -> Result<Plan, ApiError> {
     let platform = &gw.platform;
     let capabilities = effective_capabilities(install, &version);
@@ -556,8 +601,9 @@ async fn plan_for(
         user: Some(user_info(identity)),
         secrets,
         egress_allow,
-        limits: gw.settings.exec,
-        reuse: reuse_for(gw, install, &version),
+        reuse: reuse_for(install, &version, &limits),
+        limits,
+        tally: Default::default(),
         version,
     })
 }

@@ -45,6 +45,8 @@ pub struct CallState {
     pub business: BusinessCtx,
     /// Debug events of the call (guest output and host warnings).
     pub debug: DebugSink,
+    /// What the call used (usage metering).
+    pub tally: std::sync::Arc<crate::usage::CallTally>,
 }
 
 /// The store data of one call.

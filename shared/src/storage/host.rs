@@ -16,8 +16,12 @@ pub struct StorageCtx {
     pub scope: Scope,
     /// The backend.
     pub backend: Arc<dyn KvStore>,
-    /// Storage limits.
+    /// Storage limits (the tenant's plan's).
     pub limits: KvLimits,
+    /// The plan the limits come from (named when one is hit).
+    pub plan: String,
+    /// What the call used (usage metering; the first quota hit).
+    pub tally: Arc<crate::usage::CallTally>,
     /// Host warnings of this call.
     pub debug: DebugSink,
 }
@@ -32,7 +36,28 @@ impl StorageCtx {
             self.debug.capability_denied("storage", crate::manifest::CAP_STORAGE_KV);
             return Err(StorageError::Denied);
         }
+        crate::usage::CallTally::bump(&self.tally.storage_ops, 1);
         Ok(self.scope.clone())
+    }
+
+    /// A write refused by a storage quota of the plan (value size, namespaces, keys): the
+    /// stream names the limit and the plan, and the call remembers it, so a guest that then
+    /// fails is answered 507 `storage_quota_exceeded` instead of a bare error.
+    fn quota_error(&self, op: &str, e: KvError) -> StorageError {
+        let KvError::Limit(m) = e else { return self.storage_error(op, e) };
+        // The backends' words for each limit (namespaces, keys, value size): named as the
+        // plan names them, so the operator knows what to raise.
+        let limit = if m.contains("namespaces") {
+            "storage_namespaces"
+        } else if m.contains(" keys") {
+            "storage_keys_per_namespace"
+        } else {
+            "storage_value_bytes"
+        };
+        let what = format!("{m}: limit {limit} of plan {:?}", self.plan);
+        self.debug.host_warning(format!("storage.{op}: {what}"));
+        self.tally.quota_hit(what);
+        StorageError::Internal
     }
 
     fn storage_error(&self, op: &str, e: KvError) -> StorageError {
@@ -70,13 +95,13 @@ impl storage::Host for StorageCtx {
     async fn put(&mut self, entry: StorageEntry) -> Result<StorageEntry, StorageError> {
         let scope = self.scope()?;
         let limits = self.limits;
-        validate(&entry.namespace, Some(&entry.key), Some(&entry.value), &limits)
-            .map_err(|e| self.storage_error("put", e))?;
+        validate(&entry.namespace, Some(&entry.key), None, &limits).map_err(|e| self.storage_error("put", e))?;
+        validate(&entry.namespace, None, Some(&entry.value), &limits).map_err(|e| self.quota_error("put", e))?;
         self.backend
             .put(&scope, &entry.namespace, &entry.key, &entry.value, entry.revision, &limits)
             .await
             .map(to_wit)
-            .map_err(|e| self.storage_error("put", e))
+            .map_err(|e| self.quota_error("put", e))
     }
 
     async fn delete(&mut self, namespace: String, key: String) -> Result<(), StorageError> {

@@ -26,6 +26,8 @@ pub struct TableNames {
     pub storage: String,
     /// Audit log.
     pub audit: String,
+    /// Usage counters per install and hour.
+    pub usage: String,
 }
 
 type Item = HashMap<String, AttributeValue>;
@@ -665,6 +667,7 @@ pub async fn create_tables(client: &Client, tables: &TableNames) -> anyhow::Resu
         (&tables.registry, vec!["pk", "sk"], vec![]),
         (&tables.installs, vec!["pk", "sk", "gsi1pk", "gsi1sk"], vec![gsi("all-installs", "gsi1pk", "gsi1sk")]),
         (&tables.storage, vec!["pk", "sk"], vec![]),
+        (&tables.usage, vec!["pk", "sk"], vec![]),
         (
             &tables.audit,
             vec!["pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"],

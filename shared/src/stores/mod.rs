@@ -133,6 +133,9 @@ pub struct InstallRecord {
     pub updated_at: String,
     /// Optimistic-concurrency revision, bumped on every update.
     pub revision: u64,
+    /// The tenant's plan as last applied, and the install's own narrower limits.
+    #[serde(default)]
+    pub limits: crate::limits::InstallLimits,
 }
 
 impl InstallRecord {

@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS installs (
     version_id TEXT NOT NULL, config TEXT NOT NULL, config_version INTEGER NOT NULL,
     secrets_ref TEXT, secrets_version INTEGER NOT NULL, granted TEXT NOT NULL, egress TEXT NOT NULL,
     enabled INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-    revision INTEGER NOT NULL, UNIQUE (tenant_id, extension_id));
+    revision INTEGER NOT NULL, limits TEXT NOT NULL DEFAULT '{}', UNIQUE (tenant_id, extension_id));
 CREATE TABLE IF NOT EXISTS audit (
     id TEXT PRIMARY KEY, ts TEXT NOT NULL, tenant_id TEXT, actor TEXT NOT NULL, action TEXT NOT NULL,
     target TEXT, outcome TEXT NOT NULL, details TEXT NOT NULL);
@@ -43,7 +43,23 @@ CREATE TABLE IF NOT EXISTS kv (
     tenant_id TEXT NOT NULL, install_id TEXT NOT NULL, namespace TEXT NOT NULL, key TEXT NOT NULL,
     value BLOB NOT NULL, revision INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, install_id, namespace, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage (
+    tenant_id TEXT NOT NULL, hour TEXT NOT NULL, install_id TEXT NOT NULL, extension_id TEXT NOT NULL,
+    counters TEXT NOT NULL, PRIMARY KEY (tenant_id, hour, install_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_by_hour ON usage (hour);
+CREATE TABLE IF NOT EXISTS usage_writers (writer TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 "#;
+
+/// Create what is missing: the tables, and the columns later versions added to a database
+/// an earlier `kelp up` made.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    let has_limits = conn.prepare("SELECT 1 FROM pragma_table_info('installs') WHERE name = 'limits'")?.exists([])?;
+    if !has_limits {
+        conn.execute_batch("ALTER TABLE installs ADD COLUMN limits TEXT NOT NULL DEFAULT '{}'")?;
+    }
+    Ok(())
+}
 
 /// A shared SQLite connection.
 #[derive(Clone)]
@@ -59,14 +75,14 @@ impl SqliteDb {
         }
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
     /// An in-memory database (tests).
     pub fn in_memory() -> anyhow::Result<Self> {
         let conn = Connection::open_in_memory()?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -167,7 +183,7 @@ fn version_row(row: &Row<'_>) -> rusqlite::Result<VersionRecord> {
 }
 
 const INSTALL_COLS: &str = "install_id, tenant_id, extension_id, version_id, config, config_version, secrets_ref, \
-     secrets_version, granted, egress, enabled, created_at, updated_at, revision";
+     secrets_version, granted, egress, enabled, created_at, updated_at, revision, limits";
 
 fn install_row(row: &Row<'_>) -> rusqlite::Result<InstallRecord> {
     Ok(InstallRecord {
@@ -185,6 +201,7 @@ fn install_row(row: &Row<'_>) -> rusqlite::Result<InstallRecord> {
         created_at: row.get(11)?,
         updated_at: row.get(12)?,
         revision: row.get::<_, i64>(13)? as u64,
+        limits: json_col(row, 14)?,
     })
 }
 
@@ -384,7 +401,7 @@ impl Installs for SqliteStores {
             .run(move |c| {
                 c.execute(
                     &format!(
-                        "INSERT INTO installs ({INSTALL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"
+                        "INSERT INTO installs ({INSTALL_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"
                     ),
                     params![
                         i.install_id,
@@ -400,7 +417,8 @@ impl Installs for SqliteStores {
                         i.enabled,
                         i.created_at,
                         i.updated_at,
-                        i.revision as i64
+                        i.revision as i64,
+                        to_json(&i.limits)
                     ],
                 )
                 .map(|_| ())
@@ -457,8 +475,8 @@ impl Installs for SqliteStores {
             .run(move |c| {
                 c.execute(
                     "UPDATE installs SET version_id = ?3, config = ?4, config_version = ?5, secrets_ref = ?6, \
-                     secrets_version = ?7, granted = ?8, egress = ?9, enabled = ?10, updated_at = ?11, revision = ?12 \
-                     WHERE tenant_id = ?1 AND install_id = ?2 AND revision = ?13",
+                     secrets_version = ?7, granted = ?8, egress = ?9, enabled = ?10, updated_at = ?11, revision = ?12, \
+                     limits = ?14 WHERE tenant_id = ?1 AND install_id = ?2 AND revision = ?13",
                     params![
                         i.tenant_id,
                         i.install_id,
@@ -472,7 +490,8 @@ impl Installs for SqliteStores {
                         i.enabled,
                         i.updated_at,
                         i.revision as i64,
-                        i.revision as i64 - 1
+                        i.revision as i64 - 1,
+                        to_json(&i.limits)
                     ],
                 )
             })
