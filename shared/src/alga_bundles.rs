@@ -287,6 +287,7 @@ mod tests {
             runtime: None,
             plan_defaults: crate::call_limits::Limits::for_tests(),
             engine_max_memory_bytes: 256 << 20,
+            engine_meters_fuel: false,
             usage_flush: None,
         };
         Platform::new(backends, parts)

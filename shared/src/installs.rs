@@ -137,7 +137,7 @@ pub async fn create_install(platform: &Platform, new: NewInstall) -> Result<Inst
     let granted = check_grants(&new.granted, &version.manifest.capabilities)?;
     let egress = check_egress(&new.egress)?;
     check_config(&new.config)?;
-    new.limits.validate(platform.engine_max_memory_bytes).map_err(AdminError::Invalid)?;
+    platform.check_limits(&new.limits).map_err(AdminError::Invalid)?;
     let plan = crate::plans::tenant_plan(platform, &new.tenant_id).await?;
     check_install_quota(platform, &new.tenant_id, plan.as_ref()).await?;
     let now = now_rfc3339();

@@ -60,8 +60,12 @@ pub struct LimitSet {
 
 impl LimitSet {
     /// Refuse values no execution could run under: zeros where a zero would refuse every
-    /// request, and memory past what the engine's pool slots hold.
-    pub fn validate(&self, engine_max_memory_bytes: usize) -> Result<(), String> {
+    /// request, memory past what the engine's pool slots hold, and fuel on an engine that
+    /// meters none (it would silently not apply).
+    pub fn validate(&self, engine_max_memory_bytes: usize, engine_meters_fuel: bool) -> Result<(), String> {
+        if self.fuel.is_some() && !engine_meters_fuel {
+            return Err("fuel applies only where the engine meters fuel (KELP_FUEL); set timeout_ms instead".into());
+        }
         let positive = [
             ("timeout_ms", self.timeout_ms),
             ("memory_mb", self.memory_mb),

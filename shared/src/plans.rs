@@ -135,7 +135,7 @@ pub async fn put_plan(platform: &Platform, name: &str, limits: LimitSet) -> Resu
             "the default plan is the deployment's settings (KELP_EXEC_TIMEOUT_MS, ...); change those".into(),
         ));
     }
-    limits.validate(platform.engine_max_memory_bytes).map_err(PlanError::Invalid)?;
+    platform.check_limits(&limits).map_err(PlanError::Invalid)?;
     let current = platform.kv.get(&scope(), PLANS, name).await.map_err(kv_err)?;
     let previous: Option<PlanRecord> = current.as_ref().and_then(|e| serde_json::from_slice(&e.value).ok());
     let record = PlanRecord {
@@ -285,11 +285,13 @@ mod tests {
 
     #[test]
     fn validation_refuses_zeros_and_memory_past_the_engine() {
-        assert!(LimitSet { timeout_ms: Some(0), ..Default::default() }.validate(256 << 20).is_err());
-        assert!(LimitSet { memory_mb: Some(512), ..Default::default() }.validate(256 << 20).is_err());
+        assert!(LimitSet { timeout_ms: Some(0), ..Default::default() }.validate(256 << 20, false).is_err());
+        assert!(LimitSet { memory_mb: Some(512), ..Default::default() }.validate(256 << 20, false).is_err());
         assert!(LimitSet { memory_mb: Some(256), egress_calls: Some(0), ..Default::default() }
-            .validate(256 << 20)
+            .validate(256 << 20, false)
             .is_ok());
+        let fuel = LimitSet { fuel: Some(1_000_000), ..Default::default() };
+        assert!(fuel.validate(256 << 20, false).is_err() && fuel.validate(256 << 20, true).is_ok());
         assert!(check_name("Gold").is_err() && check_name("gold-2026").is_ok() && check_name("").is_err());
     }
 }

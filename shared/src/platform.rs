@@ -77,6 +77,8 @@ pub struct PlatformParts {
     pub plan_defaults: crate::call_limits::Limits,
     /// The engine's memory bound per execution (no plan goes past it).
     pub engine_max_memory_bytes: usize,
+    /// Whether the engine meters fuel (a plan's `fuel` applies only then).
+    pub engine_meters_fuel: bool,
     /// How often usage is written (zero: before each answer); `None`: not metered.
     pub usage_flush: Option<Duration>,
 }
@@ -117,6 +119,8 @@ pub struct Platform {
     pub plan_defaults: crate::call_limits::Limits,
     /// The engine's memory bound per execution.
     pub engine_max_memory_bytes: usize,
+    /// Whether the engine meters fuel.
+    pub engine_meters_fuel: bool,
     /// Usage counters and their store (always there for queries).
     pub usage_store: Arc<dyn crate::usage::UsageStore>,
     /// The usage meter of tenant requests; `None` when metering is off (`KELP_USAGE=false`).
@@ -153,6 +157,7 @@ impl Platform {
         Arc::new(Self {
             plan_defaults: parts.plan_defaults,
             engine_max_memory_bytes: parts.engine_max_memory_bytes,
+            engine_meters_fuel: parts.engine_meters_fuel,
             usage_store: backends.usage.clone(),
             usage,
             jwt: parts.jwt,
@@ -221,6 +226,11 @@ impl Platform {
         let Some(ext) = self.registry.get_extension(id).await? else { return Ok(None) };
         self.names_by_id.lock().put(id.to_string(), ext.name.clone());
         Ok(Some(ext.name))
+    }
+
+    /// Check limits a plan or an install sets against what this deployment's engine can do.
+    pub fn check_limits(&self, set: &crate::limits::LimitSet) -> Result<(), String> {
+        set.validate(self.engine_max_memory_bytes, self.engine_meters_fuel)
     }
 
     /// The module cache of the runtime.

@@ -248,6 +248,7 @@ impl Platform {
             runtime,
             plan_defaults: settings.plan_defaults(),
             engine_max_memory_bytes: settings.engine.max_memory_bytes,
+            engine_meters_fuel: settings.engine.fuel,
             usage_flush: settings.usage.then_some(settings.usage_flush),
         };
         Ok(Platform::new(backends, parts))

@@ -126,6 +126,20 @@ async fn the_gateway_binary_answers_every_gateway_fixture() {
         lines.iter().all(|d| d.get("Tenant").is_none() && !d.to_string().contains("\"demo\"")),
         "no tenant in metrics"
     );
+    // Usage is written before each answer leaves the function (in Lambda the sandbox may be
+    // frozen right after): the JS install's three requests (hello, put, list) are in the store
+    // already, with the storage calls they made.
+    let hour = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 3600;
+    let query = kelp_runtime::usage::UsageQuery {
+        tenant: Some("demo".into()),
+        extension: Some(js.extension.id.clone()),
+        from: kelp_runtime::usage::hour_label(hour - 1),
+        to: kelp_runtime::usage::hour_label(hour + 2),
+        ..Default::default()
+    };
+    let used = kelp_runtime::usage::totals(&kelp.platform.usage_store.query(&query).await.unwrap());
+    assert_eq!(used.requests, 3, "{used:?}");
+    assert!(used.storage_ops >= 2 && used.wall_us > 0, "{used:?}");
 }
 
 /// `RunnerAuth=private-network` as template.yaml deploys it: the private REST API's event (no

@@ -153,7 +153,7 @@ pub(super) async fn update_install(
     let m = Mutation::begin(&admin, &caller, &meta, INSTALL_MANAGERS, "manage installs").await?;
     let req: UpdateInstall = parse_json(&body)?;
     if let Some(limits) = &req.limits {
-        limits.validate(platform.engine_max_memory_bytes).map_err(ApiError::bad_request)?;
+        platform.check_limits(limits).map_err(ApiError::bad_request)?;
     }
     let tenant = m.tenant(q.tenant.as_deref()).await?;
     m.run(&tenant, &body, || async {
