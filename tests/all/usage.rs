@@ -36,11 +36,13 @@ fn one_request(peak: u64) -> Counters {
 struct Flaky {
     inner: Arc<dyn UsageStore>,
     failing: AtomicBool,
+    writes: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait]
 impl UsageStore for Flaky {
     async fn apply(&self, batch: &Batch) -> StoreResult<()> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
         self.inner.apply(batch).await?;
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("timed out after the write".into()));
@@ -85,7 +87,7 @@ async fn counted_exactly(store: Arc<dyn UsageStore>) {
     assert!(rows.iter().all(|r| r.install_id == install && r.extension_id == extension));
 
     // A flush whose write landed but answered an error is retried as it was: counted once.
-    let flaky = Arc::new(Flaky { inner: store.clone(), failing: AtomicBool::new(true) });
+    let flaky = Arc::new(Flaky { inner: store.clone(), failing: AtomicBool::new(true), writes: Default::default() });
     let meter = UsageMeter::new(flaky.clone(), Duration::from_secs(3600));
     for _ in 0..5 {
         meter.record(&tenant, &install, &extension, SystemTime::now(), &one_request(1));
@@ -98,6 +100,21 @@ async fn counted_exactly(store: Arc<dyn UsageStore>) {
     let total = kelp_runtime::usage::totals(&store.query(&query).await.unwrap());
     assert_eq!(total.requests, 406, "5 + 1 more, each once, though the first batch was written three times");
 
+    // Per-request flushing (Lambda) leaves a failing store alone for a while: the next
+    // requests do not each pay its timeouts, and their counts wait, none lost.
+    flaky.failing.store(true, Ordering::SeqCst);
+    let lambda = UsageMeter::new(flaky.clone(), Duration::ZERO);
+    let writes = flaky.writes.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        lambda.record(&tenant, &install, &extension, SystemTime::now(), &one_request(1));
+        lambda.flush_after_request().await;
+    }
+    assert_eq!(flaky.writes.load(Ordering::SeqCst), writes + 1, "one write tried, then a pause");
+    flaky.failing.store(false, Ordering::SeqCst);
+    lambda.flush().await.unwrap();
+    let total = kelp_runtime::usage::totals(&store.query(&query).await.unwrap());
+    assert_eq!(total.requests, 409, "the three requests counted once each");
+
     // Filters: another install of the tenant, another tenant, the time range.
     let other_install = uid();
     let meter = UsageMeter::new(store.clone(), Duration::from_secs(3600));
@@ -107,7 +124,7 @@ async fn counted_exactly(store: Arc<dyn UsageStore>) {
     meter.flush().await.unwrap();
     let by_install = UsageQuery { install: Some(other_install.clone()), ..query.clone() };
     assert_eq!(kelp_runtime::usage::totals(&store.query(&by_install).await.unwrap()).requests, 1);
-    assert_eq!(kelp_runtime::usage::totals(&store.query(&query).await.unwrap()).requests, 407);
+    assert_eq!(kelp_runtime::usage::totals(&store.query(&query).await.unwrap()).requests, 410);
     let everyone = UsageQuery { tenant: None, ..query.clone() };
     let tenants: std::collections::BTreeSet<String> =
         store.query(&everyone).await.unwrap().into_iter().map(|r| r.tenant_id).collect();

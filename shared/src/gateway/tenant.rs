@@ -411,9 +411,7 @@ async fn meter_request(meter: &crate::usage::UsageMeter, record: &Record, observ
     }
     meter.record(&record.tenant, &record.install, &record.extension, std::time::SystemTime::now(), &counters);
     if meter.flushes_each_request() {
-        if let Err(e) = meter.flush().await {
-            tracing::warn!(error = %e, "usage flush failed; kept for the next request");
-        }
+        meter.flush_after_request().await;
     }
 }
 

@@ -263,7 +263,13 @@ pub struct UsageMeter {
     /// A batch whose write failed: written again, unchanged, before any newer one.
     pending: tokio::sync::Mutex<Option<Batch>>,
     flush_every: Duration,
+    /// After a failed write, requests do not write again before this: a store that is down
+    /// must not cost every answer its timeouts (the counts wait in memory meanwhile).
+    quiet_until: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long requests leave the store alone after a failed write.
+const RETRY_PAUSE: Duration = Duration::from_secs(10);
 
 impl UsageMeter {
     /// A meter over `store`; `flush_every` zero: the caller flushes after every request.
@@ -275,6 +281,7 @@ impl UsageMeter {
             open: Mutex::new(HashMap::new()),
             pending: tokio::sync::Mutex::new(None),
             flush_every,
+            quiet_until: Mutex::new(None),
         })
     }
 
@@ -322,6 +329,19 @@ impl UsageMeter {
         match entry.hours.iter_mut().find(|(h, _)| *h == hour) {
             Some((_, c)) => c.add(counters),
             None => entry.hours.push((hour, counters.clone())),
+        }
+    }
+
+    /// [`UsageMeter::flush`] after a request, unless a write failed in the last
+    /// [`RETRY_PAUSE`]: then the counts wait for a later request (a degraded store costs the
+    /// requests no time; a sandbox reaped meanwhile loses what it held).
+    pub async fn flush_after_request(&self) {
+        if self.quiet_until.lock().is_some_and(|t| std::time::Instant::now() < t) {
+            return;
+        }
+        if let Err(e) = self.flush().await {
+            tracing::warn!(error = %e, "usage flush failed; kept, and retried in {} s", RETRY_PAUSE.as_secs());
+            *self.quiet_until.lock() = Some(std::time::Instant::now() + RETRY_PAUSE);
         }
     }
 
