@@ -138,20 +138,28 @@ pub async fn put_plan(platform: &Platform, name: &str, limits: LimitSet) -> Resu
     platform.check_limits(&limits).map_err(PlanError::Invalid)?;
     let current = platform.kv.get(&scope(), PLANS, name).await.map_err(kv_err)?;
     let previous: Option<PlanRecord> = current.as_ref().and_then(|e| serde_json::from_slice(&e.value).ok());
-    let record = PlanRecord {
-        name: name.to_string(),
-        limits,
-        revision: previous.map(|p| p.revision + 1).unwrap_or(1),
-        updated_at: now_rfc3339(),
+    let record = match previous {
+        // The same limits again (a retry of a change that failed half-way, say): nothing to
+        // store, and only the installs that missed it are written below.
+        Some(same) if same.limits == limits => same,
+        previous => {
+            let record = PlanRecord {
+                name: name.to_string(),
+                limits,
+                revision: previous.map(|p| p.revision + 1).unwrap_or(1),
+                updated_at: now_rfc3339(),
+            };
+            let bytes = serde_json::to_vec(&record).expect("plain JSON");
+            // Compare-and-set on an existing entry: two concurrent changes never both win. (A
+            // compare-and-set cannot express "still absent"; two creations at once: the last wins.)
+            let expected = current.map(|e| e.revision);
+            platform.kv.put(&scope(), PLANS, name, &bytes, expected, &kv_limits()).await.map_err(|e| match e {
+                KvError::Conflict => PlanError::Conflict(format!("plan {name} changed concurrently; retry")),
+                other => kv_err(other),
+            })?;
+            record
+        }
     };
-    let bytes = serde_json::to_vec(&record).expect("plain JSON");
-    // Compare-and-set on an existing entry: two concurrent changes never both win. (A
-    // compare-and-set cannot express "still absent"; two creations at once: the last wins.)
-    let expected = current.map(|e| e.revision);
-    platform.kv.put(&scope(), PLANS, name, &bytes, expected, &kv_limits()).await.map_err(|e| match e {
-        KvError::Conflict => PlanError::Conflict(format!("plan {name} changed concurrently; retry")),
-        other => kv_err(other),
-    })?;
     let mut updated = 0;
     for tenant in tenants_on(platform, name).await? {
         updated += apply_to_tenant(platform, &tenant, Some(&record)).await?;

@@ -94,6 +94,10 @@ async fn each_tenant_runs_under_its_plans_deadline_and_memory_and_a_change_appli
         // Unset limits are the default plan's again (256 MiB), not the plan's old 64.
         assert_eq!(call(&kelp, tenant, "/api/ext/test.plans-grow/run").await.0, 200, "{tenant}");
     }
+    // The same limits again change nothing: no new revision, no install rewritten.
+    let (status, again) =
+        admin(&kelp, reqwest::Method::PUT, "/admin/plans/big", json!({"limits": {"timeout_ms": 20}})).await;
+    assert_eq!((status, again["installs_updated"].as_u64(), again["revision"].as_u64()), (200, Some(0), Some(2)));
 
     // An install's own limits narrow its plan and never widen it.
     let installs = admin(&kelp, reqwest::Method::GET, "/admin/installs?tenant=big-co", Value::Null).await.1;
