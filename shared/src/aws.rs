@@ -86,6 +86,12 @@ pub fn is_unavailable<E, R>(err: &SdkError<E, R>) -> bool {
     }
 }
 
+/// Whether a DynamoDB write was refused by its condition expression (the service answered
+/// "no", as asked), not failed.
+pub fn conditional_check_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
+}
+
 /// A short description of an SDK error for logs (never request contents).
 pub fn describe<E: std::fmt::Debug, R>(err: &SdkError<E, R>) -> String {
     match err {

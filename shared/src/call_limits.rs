@@ -45,7 +45,7 @@ impl Limits {
 
     /// These limits with every limit `set` sets lowered to it, never raised: an install's own
     /// limits narrow its plan, even a plan that later shrinks below them.
-    pub fn narrowed_by(&self, set: &LimitSet) -> Limits {
+    pub fn narrowed_by(mut self, set: &LimitSet) -> Limits {
         let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         // The slower of two buckets (an unlimited one is never the slower).
         let slower = |current: Rate, per_minute: u64| {
@@ -56,7 +56,7 @@ impl Limits {
                 current
             }
         };
-        let mut l = self.clone();
+        let l = &mut self;
         if let Some(ms) = set.timeout_ms {
             l.exec.timeout = l.exec.timeout.min(Duration::from_millis(ms));
         }
@@ -99,7 +99,7 @@ impl Limits {
         if let Some(reuse) = set.warm_reuse {
             l.warm_reuse &= reuse;
         }
-        l
+        self
     }
 
     /// These limits with every limit `set` sets replaced by it.

@@ -172,10 +172,7 @@ async fn check_install_quota(
     tenant: &str,
     plan: Option<&crate::plans::PlanRecord>,
 ) -> Result<(), AdminError> {
-    let limits = match plan {
-        Some(p) => platform.plan_defaults.under(&p.name, &p.limits),
-        None => platform.plan_defaults.clone(),
-    };
+    let limits = crate::plans::limits_of(platform, plan);
     let Some(max) = limits.installs else { return Ok(()) };
     let page = crate::stores::PageRequest { limit: (max as usize).saturating_add(1).min(1000), cursor: None };
     let count = platform.installs.list_installs(Some(tenant), &page).await?.items.len() as u64;

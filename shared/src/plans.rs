@@ -95,6 +95,11 @@ fn kv_err(e: KvError) -> PlanError {
     }
 }
 
+/// A stored plan or assignment; one that does not decode is the store's fault.
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, PlanError> {
+    serde_json::from_slice(bytes).map_err(|e| PlanError::Store(StoreError::Internal(e.to_string())))
+}
+
 /// Check a plan name.
 pub fn check_name(name: &str) -> Result<(), PlanError> {
     let ok = !name.is_empty()
@@ -114,16 +119,13 @@ pub async fn get_plan(platform: &Platform, name: &str) -> Result<Option<PlanReco
         return Ok(None);
     }
     let Some(entry) = platform.kv.get(&scope(), PLANS, name).await.map_err(kv_err)? else { return Ok(None) };
-    serde_json::from_slice(&entry.value).map(Some).map_err(|e| PlanError::Store(StoreError::Internal(e.to_string())))
+    decode(&entry.value).map(Some)
 }
 
 /// Every stored plan, by name.
 pub async fn list_plans(platform: &Platform) -> Result<Vec<PlanRecord>, PlanError> {
     let entries = platform.kv.list(&scope(), PLANS, None, MAX_PLANS).await.map_err(kv_err)?;
-    entries
-        .iter()
-        .map(|e| serde_json::from_slice(&e.value).map_err(|e| PlanError::Store(StoreError::Internal(e.to_string()))))
-        .collect()
+    entries.iter().map(|e| decode(&e.value)).collect()
 }
 
 /// Create or replace a plan, then apply it to the installs of every tenant on it. Returns the
@@ -190,8 +192,7 @@ pub async fn tenant_plan(platform: &Platform, tenant: &str) -> Result<Option<Pla
     let Some(entry) = platform.kv.get(&scope(), ASSIGNMENTS, &assignment_key(tenant)).await.map_err(kv_err)? else {
         return Ok(None);
     };
-    let assignment: Assignment =
-        serde_json::from_slice(&entry.value).map_err(|e| PlanError::Store(StoreError::Internal(e.to_string())))?;
+    let assignment: Assignment = decode(&entry.value)?;
     get_plan(platform, &assignment.plan).await
 }
 
@@ -235,6 +236,14 @@ async fn tenants_on(platform: &Platform, plan: &str) -> Result<Vec<String>, Plan
             Some(last) if page.len() == 500 => after = Some(last.key.clone()),
             _ => return Ok(tenants),
         }
+    }
+}
+
+/// The limits `plan` gives (the default plan's for `None`).
+pub fn limits_of(platform: &Platform, plan: Option<&PlanRecord>) -> crate::call_limits::Limits {
+    match plan {
+        Some(p) => platform.plan_defaults.under(&p.name, &p.limits),
+        None => platform.plan_defaults.clone(),
     }
 }
 

@@ -11,7 +11,7 @@ fn plan_view(platform: &Platform, plan: &PlanRecord) -> Value {
     json!({
         "name": plan.name,
         "limits": plan.limits,
-        "effective": platform.plan_defaults.under(&plan.name, &plan.limits).view(),
+        "effective": plans::limits_of(platform, Some(plan)).view(),
         "revision": plan.revision,
         "updated_at": plan.updated_at,
     })
@@ -99,11 +99,7 @@ pub(super) async fn get_tenant_plan(
     let platform = &admin.platform;
     caller.require(platform, &[PERM_PLATFORM_OPS, PERM_EXTENSION_MANAGE], "read the tenant's plan").await?;
     let tenant = caller.tenant(platform, Some(&tenant)).await?;
-    let plan = plans::tenant_plan(platform, &tenant).await?;
-    let limits = match &plan {
-        Some(p) => platform.plan_defaults.under(&p.name, &p.limits),
-        None => platform.plan_defaults.clone(),
-    };
+    let limits = plans::limits_of(platform, plans::tenant_plan(platform, &tenant).await?.as_ref());
     Ok(Json(json!({"tenant": tenant, "plan": limits.plan, "effective": limits.view()})).into_response())
 }
 
@@ -212,59 +208,33 @@ pub(super) async fn query_usage(
 fn usage_csv(rows: &[usage::UsageRow]) -> String {
     let mut codes = std::collections::BTreeSet::new();
     for row in rows {
-        codes.extend(row.counters.errors.keys().map(|c| format!("errors.{c}")));
-        codes.extend(row.counters.refusals.keys().map(|c| format!("refusals.{c}")));
+        codes.extend(row.counters.errors.keys().map(|c| ("errors", c.as_str())));
+        codes.extend(row.counters.refusals.keys().map(|c| ("refusals", c.as_str())));
     }
-    let fixed = [
-        "requests",
-        "wall_us",
-        "cpu_ms",
-        "fuel",
-        "peak_memory_bytes",
-        "egress_calls",
-        "egress_bytes",
-        "storage_ops",
-        "debug_events",
-        "warm_hits",
-    ];
+    let csv_field = |s: &str| {
+        if s.contains([',', '"', '\n']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_string()
+        }
+    };
     let mut out = String::from("tenant_id,install_id,extension_id,hour");
-    for name in fixed.iter().map(|s| s.to_string()).chain(codes.iter().cloned()) {
-        out.push(',');
-        out.push_str(&name);
+    for (name, _) in usage::Counters::default().fields() {
+        out.push_str(&format!(",{name}"));
+    }
+    for (kind, code) in &codes {
+        out.push_str(&format!(",{kind}.{code}"));
     }
     out.push('\n');
     for r in rows {
         let c = &r.counters;
-        let values = [
-            c.requests,
-            c.wall_us,
-            c.cpu_ms,
-            c.fuel,
-            c.peak_memory_bytes,
-            c.egress_calls,
-            c.egress_bytes,
-            c.storage_ops,
-            c.debug_events,
-            c.warm_hits,
-        ];
-        let csv_field = |s: &str| {
-            if s.contains([',', '"', '\n']) {
-                format!("\"{}\"", s.replace('"', "\"\""))
-            } else {
-                s.to_string()
-            }
-        };
         out.push_str(&[&r.tenant_id, &r.install_id, &r.extension_id, &r.hour].map(|s| csv_field(s)).join(","));
-        for v in values {
-            out.push_str(&format!(",{v}"));
-        }
-        for code in &codes {
-            let n = match code.split_once('.') {
-                Some(("errors", c)) => r.counters.errors.get(c).copied().unwrap_or(0),
-                Some((_, c)) => r.counters.refusals.get(c).copied().unwrap_or(0),
-                None => 0,
-            };
+        for (_, n) in c.fields() {
             out.push_str(&format!(",{n}"));
+        }
+        for (kind, code) in &codes {
+            let by_code = if *kind == "errors" { &c.errors } else { &c.refusals };
+            out.push_str(&format!(",{}", by_code.get(*code).copied().unwrap_or(0)));
         }
         out.push('\n');
     }

@@ -330,7 +330,7 @@ async fn serve(gw: &Gateway, req: Request, request_id: &str, record: &mut Record
     let plan = plan_for(gw, &install, version.clone(), &identity, request_id, limits).await?;
     record.tally = Some(plan.tally.clone());
     let runtime = platform.runtime();
-    let debug_ctx = runtime.sink(&plan.ids, crate::debug::DEFAULT_MAX_EVENTS_PER_CALL);
+    let debug_ctx = runtime.sink(&plan.ids, plan.limits.debug_events);
     let url = match &query {
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::{KvEntry, KvError, KvLimits, KvStore, Scope};
-use crate::aws::{describe, is_unavailable};
+use crate::aws::{conditional_check_failed, describe, is_unavailable};
 
 /// Storage KV in a DynamoDB table.
 #[derive(Clone)]
@@ -60,13 +60,6 @@ fn err<E: std::fmt::Debug, R>(op: &str, e: aws_sdk_dynamodb::error::SdkError<E, 
     } else {
         KvError::Internal(format!("{op}: {}", describe(&e)))
     }
-}
-
-fn conditional_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
 }
 
 /// Which parts of a cancelled transaction failed their condition.
@@ -169,7 +162,7 @@ impl DynamoKv {
         };
         match u.send().await {
             Ok(out) => Ok(Some(entry_of(ns, k, &out.attributes.unwrap_or_default())?)),
-            Err(e) if conditional_failed(&e) => match expected {
+            Err(e) if conditional_check_failed(&e) => match expected {
                 Some(_) => Err(KvError::Conflict),
                 None => Ok(None),
             },

@@ -56,12 +56,6 @@ fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
-    e: &aws_sdk_dynamodb::error::SdkError<E, R>,
-) -> bool {
-    e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
-}
-
 const ID_ATTRIBUTES: [&str; 4] = ["tenant_id", "install_id", "extension_id", "usage_hour"];
 
 impl DynamoUsage {
@@ -105,7 +99,7 @@ impl DynamoUsage {
         match update.update_expression(expression).send().await {
             Ok(_) => {}
             // This batch reached the item before (a retried flush): nothing to add.
-            Err(e) if is_condition_failure(&e) => {}
+            Err(e) if crate::aws::conditional_check_failed(&e) => {}
             Err(e) => return Err(sdk_err("UpdateItem", e)),
         }
         let peak = row.counters.peak_memory_bytes;
@@ -125,7 +119,7 @@ impl DynamoUsage {
                 .await;
             match raised {
                 Ok(_) => {}
-                Err(e) if is_condition_failure(&e) => {}
+                Err(e) if crate::aws::conditional_check_failed(&e) => {}
                 Err(e) => return Err(sdk_err("UpdateItem", e)),
             }
             let mut written = self.written.lock();

@@ -75,20 +75,31 @@ impl Counters {
         self.warm_hits += other.warm_hits;
     }
 
+    /// Every counter but the by-code ones, by name, in the order of the billing export.
+    pub fn fields(&self) -> [(&'static str, u64); 10] {
+        [
+            ("requests", self.requests),
+            ("wall_us", self.wall_us),
+            ("cpu_ms", self.cpu_ms),
+            ("fuel", self.fuel),
+            ("peak_memory_bytes", self.peak_memory_bytes),
+            ("egress_calls", self.egress_calls),
+            ("egress_bytes", self.egress_bytes),
+            ("storage_ops", self.storage_ops),
+            ("debug_events", self.debug_events),
+            ("warm_hits", self.warm_hits),
+        ]
+    }
+
     /// The additive counters by name, as stores keep them (codes are `err_<code>` and
     /// `ref_<code>`; peak memory is not additive and is kept apart).
     pub fn additive(&self) -> Vec<(String, u64)> {
-        let mut v = vec![
-            ("requests".to_string(), self.requests),
-            ("wall_us".into(), self.wall_us),
-            ("cpu_ms".into(), self.cpu_ms),
-            ("fuel".into(), self.fuel),
-            ("egress_calls".into(), self.egress_calls),
-            ("egress_bytes".into(), self.egress_bytes),
-            ("storage_ops".into(), self.storage_ops),
-            ("debug_events".into(), self.debug_events),
-            ("warm_hits".into(), self.warm_hits),
-        ];
+        let mut v: Vec<(String, u64)> = self
+            .fields()
+            .into_iter()
+            .filter(|(name, _)| *name != "peak_memory_bytes")
+            .map(|(name, n)| (name.to_string(), n))
+            .collect();
         v.extend(self.errors.iter().map(|(c, n)| (format!("err_{c}"), *n)));
         v.extend(self.refusals.iter().map(|(c, n)| (format!("ref_{c}"), *n)));
         v.retain(|(_, n)| *n > 0);
